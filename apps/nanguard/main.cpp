@@ -1,1 +1,52 @@
-int main() { return 0; }
+// nanguard: keeps deep-learning training finite. Errors are caught once, here, and mapped
+// to the documented exit codes.
+#include <iostream>
+
+#include <c10/util/Exception.h>
+
+#include "commands.h"
+#include "nanguard/core/error.h"
+
+int main(int argc, char** argv) {
+  using namespace nanguard::cli;
+  CLI::App app{"nanguard: detect, localize, diagnose and repair NaN/Inf in deep-learning training"};
+  app.require_subcommand(1);
+  app.footer(
+      "Exit codes: 0 ok, 1 training stopped, 2 bad input (flag, config, data), 3 I/O error, "
+      "4 internal error.");
+  const std::vector<std::pair<std::string, Command>> commands{
+      {"fit", add_fit(app)},
+      {"evaluate", add_evaluate(app)},
+  };
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? kOk : kBadInput;
+  }
+  try {
+    for (const auto& [name, run] : commands) {
+      if (app.got_subcommand(name)) return run();
+    }
+    return kBadInput;
+  } catch (const nanguard::ValueError& e) {
+    std::cerr << "nanguard: error: " << e.what() << "\n";
+    return kBadInput;
+  } catch (const nanguard::IoError& e) {
+    std::cerr << "nanguard: I/O error: " << e.what() << "\n";
+    return kIoError;
+  } catch (const nanguard::TrainingStopped& e) {
+    std::cerr << "nanguard: training stopped: " << e.what() << "\n";
+    return kTrainingStopped;
+  } catch (const nanguard::NonFiniteError& e) {
+    std::cerr << "nanguard: " << e.what() << "\n";
+    return kTrainingStopped;
+  } catch (const c10::Error& e) {
+    std::cerr << "nanguard: LibTorch error: " << e.what_without_backtrace() << "\n";
+    return kInternalError;
+  } catch (const std::exception& e) {
+    std::cerr << "nanguard: internal error: " << e.what() << "\n";
+    return kInternalError;
+  }
+}

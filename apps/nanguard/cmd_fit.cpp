@@ -1,0 +1,95 @@
+// nanguard fit CONFIG: trains and evaluates a model described by a TOML file and writes the
+// run folder (history, curves, summary, weights).
+#include <chrono>
+#include <iostream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "commands.h"
+#include "nanguard/core/atomic_file.h"
+#include "nanguard/env/blas.h"
+#include "nanguard/report/history_files.h"
+#include "nanguard/train/progress.h"
+#include "run_folder.h"
+
+namespace nanguard::cli {
+namespace {
+
+struct FitArgs {
+  std::string config;
+  Overrides overrides;
+  std::string out;
+  bool quiet = false;
+};
+
+nlohmann::json logs_json(const Logs& logs) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [k, v] : logs.items()) j[k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
+  return j;
+}
+
+int run_fit(const FitArgs& args) {
+  const auto start = std::chrono::steady_clock::now();
+  RunConfig config = load_config_with(args.config, args.overrides);
+  const std::filesystem::path out = args.out.empty() ? std::filesystem::path("runs") / config.name : args.out;
+  const env::BlasInfo blas = env::warn_if_reference_blas();
+
+  data::LoadedData data = data::load_data(config.data);
+  auto trainer = make_trainer(config);
+  if (!args.quiet) {
+    std::cout << trainer->model()->summary();
+    std::cout << fmt::format("Training on {} samples, validating on {}, {} epochs of batch {}\n", data.train.size(),
+                             data.validation.size(), config.fit.epochs, config.fit.batch_size);
+  }
+  ProgressBar progress(std::cout);
+  std::vector<Callback*> callbacks;
+  if (!args.quiet) callbacks.push_back(&progress);
+  History history = trainer->fit(data.train, data.validation.size() > 0 ? &data.validation : nullptr, config.fit,
+                                 callbacks);
+
+  nlohmann::json summary;
+  summary["name"] = config.name;
+  summary["config"] = std::filesystem::absolute(config.source).string();
+  summary["epochs"] = static_cast<int64_t>(history.size());
+  summary["steps"] = trainer->global_step();
+  summary["train_samples"] = data.train.size();
+  summary["final_epoch"] = history.size() ? logs_json(history.logs.back()) : nlohmann::json::object();
+  if (data.test.size() > 0) {
+    Logs test = trainer->evaluate(data.test);
+    for (const auto& [k, v] : test.items()) summary["test_" + k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
+    if (!args.quiet) {
+      std::string line = "Test:";
+      for (const auto& [k, v] : test.items()) line += fmt::format(" {} {:.4f}", k, v);
+      std::cout << line << "\n";
+    }
+  }
+  summary["parameters"] = trainer->model()->parameter_count();
+  summary["environment"] = {{"libtorch", TORCH_VERSION}, {"blas", blas.name}, {"threads", torch::get_num_threads()}};
+
+  std::vector<std::filesystem::path> written = report::write_history_files(out, history);
+  trainer->save_weights(out / "weights.pt");
+  written.push_back(out / "weights.pt");
+  write_text_atomic(out / "config.toml", read_text_file(config.source));
+  summary["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  write_text_atomic(out / "summary.json", summary.dump(2) + "\n");
+  if (!args.quiet) std::cout << "Run folder: " << out.string() << " (history.csv, loss.svg, summary.json, weights.pt)\n";
+  return kOk;
+}
+
+}  // namespace
+
+Command add_fit(CLI::App& app) {
+  auto args = std::make_shared<FitArgs>();
+  CLI::App* sub = app.add_subcommand("fit", "Train and evaluate a model described by a TOML config");
+  sub->add_option("config", args->config, "Run config (TOML), e.g. examples/mnist_mlp.toml")->required();
+  sub->add_option("--epochs", args->overrides.epochs, "Override fit.epochs")->check(CLI::PositiveNumber);
+  sub->add_option("--batch-size", args->overrides.batch_size, "Override fit.batch_size")->check(CLI::PositiveNumber);
+  sub->add_option("--seed", args->overrides.seed, "Override fit.seed")->check(CLI::NonNegativeNumber);
+  sub->add_option("--out", args->out, "Run folder (default: runs/<name>)");
+  sub->add_flag("--quiet", args->quiet, "No progress output");
+  return [args] { return run_fit(*args); };
+}
+
+}  // namespace nanguard::cli

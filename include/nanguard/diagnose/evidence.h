@@ -1,0 +1,86 @@
+// Everything the guard knows about an incident, as plain data: what failed, where the first
+// non-finite value was born (from the replay), the batch, and the recent history of training
+// signals. Diagnosis rules read only this struct, so they are testable without training.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace nanguard {
+
+// One op of the replayed step, summarised.
+struct OpSummary {
+  std::string name;    // "aten::exp"
+  std::string phase;   // "forward", "backward", "optimizer"
+  std::string module;  // "layers.1.dense", "" when unscoped
+  double absmax = 0;   // largest |x| over its finite outputs
+};
+
+// A sample of the batch that carries suspicious values.
+struct SampleEvidence {
+  int64_t id = -1;        // dataset index
+  int64_t row = -1;       // row in the batch
+  int64_t nonfinite = 0;  // NaN/Inf values among its features
+  std::vector<int64_t> features;  // first few feature indices holding them
+  double absmax = 0;      // largest finite |x|
+  double zscore = 0;      // absmax against the running per-sample absmax statistics
+};
+
+struct Evidence {
+  int64_t step = 0;   // global step of the failed check
+  int64_t epoch = -1;
+  // What failed the cheap check: "loss", "gradients", "parameters" (after the previous
+  // optimizer step) or "optimizer_state".
+  std::string failed_check;
+  // Names of the tensors that are non-finite (e.g. "layers.1.dense.weight.grad").
+  std::vector<std::string> nonfinite_tensors;
+
+  // Replay.
+  bool replayed = false;      // a replay was run
+  bool reproduced = false;    // the replay hit non-finite values again
+  int replays = 0;
+  bool birth_found = false;
+  std::string birth_op;       // "aten::log"
+  std::string birth_phase;    // "forward", "backward", "optimizer"
+  std::string birth_module;
+  std::string birth_backward_node;  // "LogBackward0" when born inside backward
+  std::string birth_reason;   // "input 0 of aten::log holds 37 exact zeros (log(0) = -inf)"
+  // Input statistics of the birth op.
+  int64_t birth_input_zeros = 0;
+  int64_t birth_input_negatives = 0;
+  double birth_input_absmax = 0;
+  double birth_input_max = 0;
+  double exp_overflow_threshold = 88.72;
+  std::vector<OpSummary> preceding_ops;  // the ops just before the birth, oldest first
+  std::vector<int64_t> blamed_rows;      // batch rows that first went non-finite
+  std::vector<int64_t> blamed_samples;   // their dataset ids
+
+  // The batch.
+  int64_t batch_size = 0;
+  std::vector<SampleEvidence> nonfinite_samples;  // samples with NaN/Inf inputs
+  std::vector<SampleEvidence> outlier_samples;    // finite but extreme samples
+  bool labels_out_of_range = false;
+
+  // Recent history, oldest first, one value per healthy step (up to the last ~100 steps).
+  std::vector<double> loss_history;
+  std::vector<double> grad_norm_history;
+  double learning_rate = 0;
+  // Per-layer gradient norms of the failing step (finite ones), as computed in the replay.
+  std::vector<std::pair<std::string, double>> layer_grad_norms;
+  // Largest |w| over the parameters before the step.
+  double weight_absmax = 0;
+  bool params_nonfinite_before_step = false;
+  bool optimizer_state_nonfinite = false;
+
+  // What the trainer owns (what repairs are possible).
+  bool loss_owned_by_trainer = false;
+  bool loss_is_stable = true;
+  bool clipping_enabled = false;
+  // Warnings raised by the monitor before the incident (detector names).
+  std::vector<std::string> prior_warnings;
+  // The environment self-test failed (hardware / broken library suspected).
+  bool environment_suspect = false;
+};
+
+}  // namespace nanguard

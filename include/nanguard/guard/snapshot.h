@@ -1,0 +1,65 @@
+// A ring of training-state snapshots in buffers allocated once and reused, so rollback costs a
+// copy and no allocation on the hot path. A snapshot holds parameters, buffers, optimizer state
+// (Adam/AdamW/SGD/RMSprop/Adagrad moments and step counts), the RNG state of the default
+// generators, and the caller's extra state (learning-rate schedule, step counters). Restoring
+// one is bitwise exact.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <torch/optim/optimizer.h>
+
+namespace nanguard {
+
+// What a snapshot covers. Tensors are referenced, not owned.
+struct TrainingStateRefs {
+  std::vector<at::Tensor> parameters;
+  std::vector<at::Tensor> buffers;
+  torch::optim::Optimizer* optimizer = nullptr;
+  // Extra state of the caller (schedule state, counters), saved and restored as numbers.
+  std::function<std::vector<double>()> save_extra;
+  std::function<void(const std::vector<double>&)> load_extra;
+};
+
+class SnapshotRing {
+ public:
+  // capacity: how many snapshots are kept (the oldest is overwritten).
+  SnapshotRing(TrainingStateRefs state, int64_t capacity);
+  ~SnapshotRing();
+  SnapshotRing(const SnapshotRing&) = delete;
+  SnapshotRing& operator=(const SnapshotRing&) = delete;
+
+  // Copies the current state into the next slot, labelled with `step`.
+  void take(int64_t step);
+  // Restores the newest snapshot whose step is <= max_step; returns its step, or nullopt if
+  // none qualifies (nothing is changed then).
+  std::optional<int64_t> restore_at_or_before(int64_t max_step);
+  // Restores the newest snapshot.
+  std::optional<int64_t> restore_newest();
+  // Steps of the snapshots held, oldest first.
+  std::vector<int64_t> steps() const;
+  // Bytes held by the ring's buffers.
+  int64_t memory_bytes() const;
+  // Wall time of the last take(), in seconds.
+  double last_take_seconds() const { return last_take_seconds_; }
+  int64_t capacity() const { return static_cast<int64_t>(slots_.size()); }
+  // Drops every snapshot newer than `step` (after a rollback they describe an abandoned path).
+  void discard_after(int64_t step);
+
+  struct Slot;
+
+ private:
+  void restore(const Slot& slot);
+
+  TrainingStateRefs state_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  int64_t next_ = 0;
+  double last_take_seconds_ = 0.0;
+};
+
+}  // namespace nanguard

@@ -1,0 +1,23 @@
+// All of nanguard's public API in one include.
+#pragma once
+
+#include "nanguard/core/atomic_file.h"
+#include "nanguard/core/error.h"
+#include "nanguard/core/log.h"
+#include "nanguard/data/csv.h"
+#include "nanguard/data/dataset.h"
+#include "nanguard/data/idx.h"
+#include "nanguard/data/npy.h"
+#include "nanguard/data/source.h"
+#include "nanguard/env/blas.h"
+#include "nanguard/report/history_files.h"
+#include "nanguard/trace/scope.h"
+#include "nanguard/train/history.h"
+#include "nanguard/train/loss.h"
+#include "nanguard/train/metrics.h"
+#include "nanguard/train/model.h"
+#include "nanguard/train/optimizer.h"
+#include "nanguard/train/progress.h"
+#include "nanguard/train/run_config.h"
+#include "nanguard/train/schedule.h"
+#include "nanguard/train/trainer.h"

@@ -1,0 +1,114 @@
+// The Keras-style trainer, built in layers on the public API:
+//   train_step (one batch) -> run_epoch (one pass) -> fit (epochs, validation, callbacks).
+// evaluate and predict run without gradients. Progress bars, early stopping and the guard's
+// reporting are ordinary callbacks.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+
+#include "nanguard/data/dataset.h"
+#include "nanguard/train/history.h"
+#include "nanguard/train/loss.h"
+#include "nanguard/train/metrics.h"
+#include "nanguard/train/model.h"
+#include "nanguard/train/optimizer.h"
+#include "nanguard/train/schedule.h"
+
+namespace nanguard {
+
+class Trainer;
+
+// What compile() takes in Keras: loss, optimizer, metrics, plus an optional LR schedule.
+struct CompileOptions {
+  LossSpec loss;
+  OptimizerSpec optimizer;
+  std::vector<std::string> metrics{"accuracy"};
+  ScheduleSpec schedule;  // type "constant" by default: the optimizer's learning rate
+};
+
+struct FitOptions {
+  int64_t epochs = 1;
+  int64_t batch_size = 32;
+  bool shuffle = true;
+  uint64_t seed = 0;  // seeds the batch order; the caller seeds weight init with torch::manual_seed
+};
+
+// The outcome of one training step.
+struct StepResult {
+  at::Tensor loss;  // 0-dim, detached; read it lazily to avoid a sync per step on GPUs
+  int64_t batch_size = 0;
+  bool applied = true;  // false when the optimizer step was skipped
+};
+
+// Hooks called by fit(); override what you need.
+class Callback {
+ public:
+  virtual ~Callback() = default;
+  virtual void on_train_begin(Trainer&, const FitOptions&) {}
+  virtual void on_train_end(Trainer&, const History&) {}
+  virtual void on_epoch_begin(Trainer&, int64_t /*epoch*/, int64_t /*num_batches*/) {}
+  virtual void on_epoch_end(Trainer&, int64_t /*epoch*/, const Logs&) {}
+  virtual void on_batch_begin(Trainer&, int64_t /*batch*/) {}
+  virtual void on_batch_end(Trainer&, int64_t /*batch*/, const StepResult&) {}
+};
+
+class Trainer {
+ public:
+  Trainer(SequentialModel model, CompileOptions options);
+  ~Trainer();
+
+  // Forward, loss, backward, gradient clipping and one optimizer step on one batch.
+  StepResult train_step(const data::Batch& batch);
+  // Mean loss and metrics over a dataset, without gradients ("loss", then metric names).
+  Logs evaluate(const data::TensorDataset& dataset, int64_t batch_size = 256);
+  // One pass over the loader's current epoch; returns the epoch's mean loss and metrics.
+  Logs run_epoch(data::BatchLoader& loader, int64_t epoch, const std::vector<Callback*>& callbacks = {});
+  // Trains for options.epochs; validation may be null. Columns: loss, metrics, val_loss,
+  // val_<metrics>, lr, seconds.
+  History fit(const data::TensorDataset& train, const data::TensorDataset* validation,
+              const FitOptions& options, const std::vector<Callback*>& callbacks = {});
+  // Model outputs (after the final activation) for x, in batches, without gradients.
+  at::Tensor predict(const at::Tensor& x, int64_t batch_size = 256);
+
+  // Saves parameters and buffers atomically; refuses (NonFiniteError) if any is not finite,
+  // so a poisoned checkpoint is never written.
+  void save_weights(const std::filesystem::path& path);
+  // Loads weights saved by save_weights; ValueError if they do not fit this model.
+  void load_weights(const std::filesystem::path& path);
+
+  // Asks fit() to stop after the current batch.
+  void request_stop() { stop_requested_ = true; }
+  bool stop_requested() const { return stop_requested_; }
+
+  SequentialModel& model() { return model_; }
+  torch::optim::Optimizer& optimizer() { return *optimizer_; }
+  LrSchedule& schedule() { return *schedule_; }
+  const CompileOptions& options() const { return options_; }
+  // Optimizer steps applied so far (Keras's optimizer.iterations); drives the schedule.
+  int64_t global_step() const { return global_step_; }
+  double learning_rate() const;
+
+ private:
+  // The body of train_step; hands the batch's logits to the caller for the epoch's metrics.
+  StepResult step_on_batch(const data::Batch& batch, at::Tensor* logits_out);
+  std::vector<Metric> make_metrics() const;
+  void update_metrics(std::vector<Metric>& metrics, const at::Tensor& logits, const at::Tensor& target);
+  void zero_grad();
+
+  SequentialModel model_;
+  CompileOptions options_;
+  std::vector<at::Tensor> parameters_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<LrSchedule> schedule_;
+  int64_t global_step_ = 0;
+  bool stop_requested_ = false;
+};
+
+}  // namespace nanguard

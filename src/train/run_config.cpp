@@ -1,0 +1,186 @@
+#include "nanguard/train/run_config.h"
+
+#include <toml++/toml.h>
+
+#include "core/check.h"
+#include "nanguard/core/atomic_file.h"
+#include "nanguard/core/error.h"
+#include "train/compile_toml.h"
+#include "train/model_toml.h"
+
+namespace nanguard {
+namespace fs = std::filesystem;
+
+namespace {
+
+// Reads TOML values with errors that name the key, the file and the line.
+class TableReader {
+ public:
+  TableReader(const toml::table& table, std::string prefix, std::string file)
+      : table_(table), prefix_(std::move(prefix)), file_(std::move(file)) {}
+
+  std::string where(const toml::node& node) const {
+    return fmt::format("{}:{}", file_, node.source().begin.line);
+  }
+  std::string key_name(std::string_view key) const { return prefix_.empty() ? std::string(key) : prefix_ + "." + std::string(key); }
+
+  void reject_unknown(std::initializer_list<std::string_view> known) const {
+    for (const auto& [key, node] : table_) {
+      bool ok = false;
+      for (auto k : known) ok = ok || key.str() == k;
+      if (!ok) {
+        std::string list;
+        for (auto k : known) list += (list.empty() ? "" : ", ") + std::string(k);
+        throw ValueError(fmt::format("unknown key '{}' ({}); expected one of: {}", key_name(key.str()), where(node), list));
+      }
+    }
+  }
+
+  template <typename T>
+  void read(std::string_view key, T& out, const char* expected) const {
+    const toml::node* node = table_.get(key);
+    if (node == nullptr) return;
+    std::optional<T> value;
+    if constexpr (std::is_same_v<T, double>) {
+      if (auto v = node->value<double>()) value = *v;  // integers convert too
+    } else {
+      if (auto v = node->value_exact<T>()) value = *v;
+    }
+    if (!value) {
+      throw ValueError(fmt::format("{}: expected {}, got {} ({})", key_name(key), expected,
+                                   describe(*node), where(*node)));
+    }
+    out = *value;
+  }
+
+  void read_path(std::string_view key, fs::path& out, const fs::path& base) const {
+    std::string text;
+    read(key, text, "a path string");
+    if (!text.empty()) out = fs::path(text).is_absolute() ? fs::path(text) : base / text;
+  }
+
+  void check(bool ok, std::string_view key, const std::string& what) const {
+    if (!ok) {
+      const toml::node* node = table_.get(key);
+      throw ValueError(fmt::format("{}: {} ({})", key_name(key), what, node ? where(*node) : file_));
+    }
+  }
+
+  static std::string describe(const toml::node& node) {
+    std::ostringstream ss;
+    ss << node.type();
+    if (node.is_value()) {
+      ss << " ";
+      node.visit([&](auto&& v) {
+        if constexpr (toml::is_value<decltype(v)>) ss << v;
+      });
+    }
+    return ss.str();
+  }
+
+ private:
+  const toml::table& table_;
+  std::string prefix_;
+  std::string file_;
+};
+
+const toml::table& require_table(const toml::table& root, std::string_view key, const std::string& file) {
+  const toml::node* node = root.get(key);
+  if (node == nullptr) throw ValueError(fmt::format("{}: missing required table [{}]", file, key));
+  if (!node->is_table()) {
+    throw ValueError(fmt::format("{}: '{}' must be a table ({}:{})", file, key, file, node->source().begin.line));
+  }
+  return *node->as_table();
+}
+
+data::DataSource parse_data(const toml::table& table, const std::string& file, const fs::path& base) {
+  TableReader r(table, "data", file);
+  r.reject_unknown({"source", "dir", "train", "test", "label", "train_x", "train_y", "test_x", "test_y",
+                    "scale", "validation", "validation_fraction", "max_train_samples", "max_test_samples"});
+  data::DataSource s;
+  r.read(std::string_view("source"), s.kind, "a string (mnist, csv or npy)");
+  r.check(s.kind == "mnist" || s.kind == "csv" || s.kind == "npy", "source",
+          "expected \"mnist\", \"csv\" or \"npy\", got \"" + s.kind + "\"");
+  if (s.kind == "mnist") s.scale = 255.0;  // 8-bit pixels to [0, 1] unless told otherwise
+  r.read_path("dir", s.dir, base);
+  r.read_path("train", s.train, base);
+  r.read_path("test", s.test, base);
+  r.read_path("train_x", s.train_x, base);
+  r.read_path("train_y", s.train_y, base);
+  r.read_path("test_x", s.test_x, base);
+  r.read_path("test_y", s.test_y, base);
+  r.read(std::string_view("label"), s.label, "a column name");
+  r.read(std::string_view("scale"), s.scale, "a positive number");
+  r.check(s.scale > 0, "scale", "must be positive");
+  r.read(std::string_view("validation"), s.validation, "\"test\", \"split\" or \"none\"");
+  r.check(s.validation == "test" || s.validation == "split" || s.validation == "none", "validation",
+          "expected \"test\", \"split\" or \"none\", got \"" + s.validation + "\"");
+  r.read(std::string_view("validation_fraction"), s.validation_fraction, "a number in (0, 1)");
+  r.check(s.validation_fraction > 0 && s.validation_fraction < 1, "validation_fraction", "must be in (0, 1)");
+  r.read(std::string_view("max_train_samples"), s.max_train_samples, "a non-negative integer");
+  r.check(s.max_train_samples >= 0, "max_train_samples", "must be >= 0");
+  r.read(std::string_view("max_test_samples"), s.max_test_samples, "a non-negative integer");
+  r.check(s.max_test_samples >= 0, "max_test_samples", "must be >= 0");
+  return s;
+}
+
+FitOptions parse_fit(const toml::table& table, const std::string& file) {
+  TableReader r(table, "fit", file);
+  r.reject_unknown({"epochs", "batch_size", "shuffle", "seed"});
+  FitOptions f;
+  r.read(std::string_view("epochs"), f.epochs, "a positive integer");
+  r.check(f.epochs > 0, "epochs", "must be a positive integer");
+  r.read(std::string_view("batch_size"), f.batch_size, "a positive integer");
+  r.check(f.batch_size > 0, "batch_size", "must be a positive integer");
+  r.read(std::string_view("shuffle"), f.shuffle, "true or false");
+  int64_t seed = 0;
+  r.read(std::string_view("seed"), seed, "a non-negative integer");
+  r.check(seed >= 0, "seed", "must be >= 0");
+  f.seed = static_cast<uint64_t>(seed);
+  return f;
+}
+
+}  // namespace
+
+RunConfig parse_run_config(const std::string& text, const fs::path& source_name) {
+  const std::string file = source_name.string();
+  toml::table root;
+  try {
+    root = toml::parse(text, file);
+  } catch (const toml::parse_error& e) {
+    throw ValueError(fmt::format("{}:{}:{}: invalid TOML: {}", file, e.source().begin.line, e.source().begin.column,
+                                 e.description()));
+  }
+  TableReader r(root, "", file);
+  r.reject_unknown({"name", "data", "model", "loss", "optimizer", "metrics", "schedule", "fit"});
+
+  RunConfig config;
+  config.source = source_name;
+  config.name = source_name.stem().string();
+  r.read(std::string_view("name"), config.name, "a string");
+  const fs::path base = source_name.has_parent_path() ? source_name.parent_path() : fs::path(".");
+  config.data = parse_data(require_table(root, "data", file), file, base);
+  config.model = model_spec_from_toml(require_table(root, "model", file), file);
+
+  const toml::node* loss = root.get("loss");
+  if (loss == nullptr) throw ValueError(file + ": missing required key 'loss'");
+  config.compile.loss = loss_spec_from_toml(*loss, file);
+  const toml::node* optimizer = root.get("optimizer");
+  if (optimizer == nullptr) throw ValueError(file + ": missing required key 'optimizer'");
+  config.compile.optimizer = optimizer_spec_from_toml(*optimizer, file);
+  if (const toml::node* metrics = root.get("metrics")) config.compile.metrics = metrics_from_toml(*metrics, file);
+  if (const toml::node* schedule = root.get("schedule")) config.compile.schedule = schedule_spec_from_toml(*schedule, file);
+  if (const toml::node* fit = root.get("fit")) {
+    if (!fit->is_table()) throw ValueError(fmt::format("{}: 'fit' must be a table", file));
+    config.fit = parse_fit(*fit->as_table(), file);
+  }
+  config.data.seed = config.fit.seed;  // the validation split follows the run's seed
+  return config;
+}
+
+RunConfig load_run_config(const fs::path& path) {
+  if (!fs::exists(path)) throw IoError("config file " + path.string() + " does not exist");
+  return parse_run_config(read_text_file(path), path);
+}
+
+}  // namespace nanguard

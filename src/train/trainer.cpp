@@ -1,0 +1,206 @@
+#include "nanguard/train/trainer.h"
+
+#include <chrono>
+
+#include <torch/torch.h>
+
+#include "core/check.h"
+#include "nanguard/core/atomic_file.h"
+#include "nanguard/core/error.h"
+
+namespace nanguard {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// The model's final activation applied to forward_logits' output.
+at::Tensor activate(const at::Tensor& logits, const std::string& activation) {
+  if (activation == "softmax") return torch::softmax(logits, -1);
+  if (activation == "sigmoid") return torch::sigmoid(logits);
+  return logits;
+}
+
+}  // namespace
+
+Trainer::Trainer(SequentialModel model, CompileOptions options)
+    : model_(std::move(model)), options_(std::move(options)) {
+  parameters_ = model_->parameters();
+  optimizer_ = make_optimizer(options_.optimizer, parameters_);
+  schedule_ = make_schedule(options_.schedule, options_.optimizer.effective_learning_rate());
+  set_learning_rate(*optimizer_, schedule_->learning_rate(0));
+  // Resolve metric names now so a typo fails before training starts.
+  (void)make_metrics();
+}
+
+Trainer::~Trainer() = default;
+
+double Trainer::learning_rate() const { return get_learning_rate(*optimizer_); }
+
+std::vector<Metric> Trainer::make_metrics() const {
+  std::vector<Metric> metrics;
+  metrics.reserve(options_.metrics.size());
+  for (const auto& name : options_.metrics) metrics.emplace_back(name, options_.loss);
+  return metrics;
+}
+
+void Trainer::update_metrics(std::vector<Metric>& metrics, const at::Tensor& logits, const at::Tensor& target) {
+  if (metrics.empty()) return;
+  torch::NoGradGuard no_grad;
+  auto outputs = activate(logits.detach(), model_->output_activation());
+  for (auto& m : metrics) m.update(outputs, target);
+}
+
+void Trainer::zero_grad() {
+  // Drop gradients instead of zeroing them: backward then hands its buffers over without a
+  // copy. Same behaviour in LibTorch 1.13 and 2.x (whose zero_grad defaults differ).
+  for (auto& p : parameters_) {
+    if (p.grad().defined()) p.mutable_grad() = at::Tensor();
+  }
+}
+
+StepResult Trainer::train_step(const data::Batch& batch) {
+  model_->train();
+  return step_on_batch(batch, nullptr);
+}
+
+StepResult Trainer::step_on_batch(const data::Batch& batch, at::Tensor* logits_out) {
+  set_learning_rate(*optimizer_, schedule_->learning_rate(global_step_));
+  zero_grad();
+  auto logits = model_->forward_logits(batch.x);
+  auto loss = compute_loss(options_.loss, logits, model_->output_activation(), batch.y);
+  loss.backward();
+  clip_gradients(options_.optimizer, parameters_);
+  optimizer_->step();
+  ++global_step_;
+  if (logits_out != nullptr) *logits_out = logits.detach();
+  return StepResult{loss.detach(), batch.size(), true};
+}
+
+Logs Trainer::run_epoch(data::BatchLoader& loader, int64_t epoch, const std::vector<Callback*>& callbacks) {
+  loader.start_epoch(epoch);
+  const int64_t num_batches = loader.num_batches();
+  auto metrics = make_metrics();
+  // Running sums stay tensors: no host sync per step.
+  at::Tensor loss_sum = torch::zeros({}, torch::kDouble);
+  int64_t seen = 0;
+  model_->train();
+  for (int64_t b = 0; b < num_batches && !stop_requested_; ++b) {
+    for (auto* cb : callbacks) cb->on_batch_begin(*this, b);
+    data::Batch batch = loader.batch(b);
+    at::Tensor logits;
+    StepResult step = step_on_batch(batch, &logits);
+    if (step.applied) update_metrics(metrics, logits, batch.y);
+    {
+      torch::NoGradGuard no_grad;
+      loss_sum.add_(step.loss.to(torch::kDouble) * static_cast<double>(step.batch_size));
+    }
+    seen += step.batch_size;
+    for (auto* cb : callbacks) cb->on_batch_end(*this, b, step);
+  }
+  Logs logs;
+  logs.set("loss", seen > 0 ? loss_sum.item<double>() / static_cast<double>(seen) : 0.0);
+  for (const auto& m : metrics) logs.set(m.name(), m.result());
+  return logs;
+}
+
+Logs Trainer::evaluate(const data::TensorDataset& dataset, int64_t batch_size) {
+  NANGUARD_CHECK(batch_size > 0, "evaluate batch_size must be positive, got {}", batch_size);
+  torch::NoGradGuard no_grad;
+  const bool was_training = model_->is_training();
+  model_->eval();
+  auto metrics = make_metrics();
+  data::BatchLoader loader(dataset, batch_size, /*shuffle=*/false);
+  double loss_sum = 0.0;
+  for (int64_t b = 0; b < loader.num_batches(); ++b) {
+    data::Batch batch = loader.batch(b);
+    auto logits = model_->forward_logits(batch.x);
+    auto loss = compute_loss(options_.loss, logits, model_->output_activation(), batch.y);
+    loss_sum += loss.item<double>() * static_cast<double>(batch.size());
+    update_metrics(metrics, logits, batch.y);
+  }
+  model_->train(was_training);
+  Logs logs;
+  logs.set("loss", loss_sum / static_cast<double>(dataset.size()));
+  for (const auto& m : metrics) logs.set(m.name(), m.result());
+  return logs;
+}
+
+History Trainer::fit(const data::TensorDataset& train, const data::TensorDataset* validation,
+                     const FitOptions& options, const std::vector<Callback*>& callbacks) {
+  NANGUARD_CHECK(options.epochs > 0, "epochs must be positive, got {}", options.epochs);
+  NANGUARD_CHECK(options.batch_size > 0, "batch_size must be positive, got {}", options.batch_size);
+  data::BatchLoader loader(train, options.batch_size, options.shuffle, options.seed);
+  History history;
+  stop_requested_ = false;
+  for (auto* cb : callbacks) cb->on_train_begin(*this, options);
+  for (int64_t epoch = 0; epoch < options.epochs && !stop_requested_; ++epoch) {
+    const auto start = Clock::now();
+    loader.start_epoch(epoch);
+    for (auto* cb : callbacks) cb->on_epoch_begin(*this, epoch, loader.num_batches());
+    Logs logs = run_epoch(loader, epoch, callbacks);
+    if (validation != nullptr && validation->size() > 0) {
+      Logs val = evaluate(*validation);
+      for (const auto& [name, value] : val.items()) logs.set("val_" + name, value);
+    }
+    logs.set("lr", learning_rate());
+    logs.set("seconds", seconds_since(start));
+    schedule_->on_epoch_end(epoch, logs.has("val_loss") ? logs.get("val_loss") : logs.get("loss"));
+    history.append(epoch + 1, logs);
+    for (auto* cb : callbacks) cb->on_epoch_end(*this, epoch, logs);
+  }
+  for (auto* cb : callbacks) cb->on_train_end(*this, history);
+  return history;
+}
+
+at::Tensor Trainer::predict(const at::Tensor& x, int64_t batch_size) {
+  NANGUARD_CHECK(batch_size > 0, "predict batch_size must be positive, got {}", batch_size);
+  torch::NoGradGuard no_grad;
+  const bool was_training = model_->is_training();
+  model_->eval();
+  std::vector<at::Tensor> outputs;
+  for (int64_t begin = 0; begin < x.size(0); begin += batch_size) {
+    outputs.push_back(model_->forward(x.slice(0, begin, std::min(begin + batch_size, x.size(0)))));
+  }
+  model_->train(was_training);
+  return outputs.empty() ? at::Tensor() : torch::cat(outputs);
+}
+
+void Trainer::save_weights(const std::filesystem::path& path) {
+  torch::NoGradGuard no_grad;
+  for (const auto& item : model_->named_parameters()) {
+    if (!torch::isfinite(item.value()).all().item<bool>()) {
+      throw NonFiniteError("refusing to write " + path.string() + ": parameter '" + item.key() +
+                           "' holds NaN or Inf");
+    }
+  }
+  for (const auto& item : model_->named_buffers()) {
+    if (item.value().is_floating_point() && !torch::isfinite(item.value()).all().item<bool>()) {
+      throw NonFiniteError("refusing to write " + path.string() + ": buffer '" + item.key() +
+                           "' holds NaN or Inf");
+    }
+  }
+  write_file_atomic(path, [&](const std::filesystem::path& tmp) {
+    torch::serialize::OutputArchive archive;
+    model_->save(archive);
+    archive.save_to(tmp.string());
+  });
+}
+
+void Trainer::load_weights(const std::filesystem::path& path) {
+  if (!std::filesystem::exists(path)) throw IoError("weights file " + path.string() + " does not exist");
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(path.string());
+    model_->load(archive);
+  } catch (const c10::Error& e) {
+    throw ValueError("cannot load weights from " + path.string() +
+                     " (not a nanguard weights file, or saved from another model): " +
+                     e.what_without_backtrace());
+  }
+}
+
+}  // namespace nanguard

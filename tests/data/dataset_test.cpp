@@ -1,0 +1,124 @@
+#include "nanguard/data/dataset.h"
+
+#include <set>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "nanguard/core/error.h"
+#include "nanguard/data/idx.h"
+#include "support/test_support.h"
+
+namespace nanguard::data {
+namespace {
+
+TensorDataset make_dataset(int64_t n) {
+  auto x = torch::arange(n * 3, torch::kFloat).reshape({n, 3});
+  auto y = torch::arange(n, torch::kLong);
+  return TensorDataset(x, y);
+}
+
+std::vector<int64_t> to_vector(const at::Tensor& t) {
+  auto c = t.contiguous();
+  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
+}
+
+TEST(TensorDataset, RejectsMismatchedRows) {
+  EXPECT_TRUE(testing::throws_with<ValueError>(
+      [] { TensorDataset(torch::zeros({4, 2}), torch::zeros({5}, torch::kLong)); }, {"4", "5"}));
+}
+
+TEST(BatchLoader, CoversEverySampleOncePerEpochWithTheirIds) {
+  auto ds = make_dataset(10);
+  BatchLoader loader(ds, 3, /*shuffle=*/true, /*seed=*/7);
+  EXPECT_EQ(loader.num_batches(), 4);
+  std::multiset<int64_t> seen;
+  for (int64_t b = 0; b < loader.num_batches(); ++b) {
+    Batch batch = loader.batch(b);
+    // Row content and id agree: x[:, 0] == 3 * id and y == id.
+    EXPECT_TRUE(torch::equal(batch.x.select(1, 0).to(torch::kLong), batch.ids * 3));
+    EXPECT_TRUE(torch::equal(batch.y, batch.ids));
+    for (auto id : to_vector(batch.ids)) seen.insert(id);
+  }
+  EXPECT_EQ(seen.size(), 10u);
+  EXPECT_EQ(std::set<int64_t>(seen.begin(), seen.end()).size(), 10u);
+  EXPECT_EQ(loader.batch(3).size(), 1);
+}
+
+TEST(BatchLoader, ShuffleDependsOnSeedAndEpochOnly) {
+  auto ds = make_dataset(50);
+  BatchLoader a(ds, 50, true, 1), b(ds, 50, true, 1), c(ds, 50, true, 2);
+  torch::rand({100});  // consuming the global RNG must not change the order
+  EXPECT_TRUE(torch::equal(a.batch(0).ids, b.batch(0).ids));
+  EXPECT_FALSE(torch::equal(a.batch(0).ids, c.batch(0).ids));
+  a.start_epoch(1);
+  EXPECT_FALSE(torch::equal(a.batch(0).ids, b.batch(0).ids));
+  b.start_epoch(1);
+  EXPECT_TRUE(torch::equal(a.batch(0).ids, b.batch(0).ids));
+}
+
+TEST(BatchLoader, ExcludedIdsNeverAppearAgain) {
+  auto ds = make_dataset(20);
+  BatchLoader loader(ds, 4, true, 3);
+  loader.exclude_ids({2, 5, 19});
+  loader.start_epoch(1);
+  int64_t total = 0;
+  for (int64_t b = 0; b < loader.num_batches(); ++b) {
+    for (auto id : to_vector(loader.batch(b).ids)) {
+      EXPECT_TRUE(id != 2 && id != 5 && id != 19);
+      ++total;
+    }
+  }
+  EXPECT_EQ(total, 17);
+}
+
+TEST(BatchLoader, RejectsBadBatchSize) {
+  auto ds = make_dataset(5);
+  EXPECT_THROW(BatchLoader(ds, 0), ValueError);
+}
+
+TEST(TensorDataset, SplitKeepsIdsAndPartitions) {
+  auto ds = make_dataset(100);
+  auto [train, val] = ds.split(0.2, 11);
+  EXPECT_EQ(train.size(), 80);
+  EXPECT_EQ(val.size(), 20);
+  auto all = torch::cat({train.ids(), val.ids()}).sort().values;
+  EXPECT_TRUE(torch::equal(all, torch::arange(100, torch::kLong)));
+  EXPECT_TRUE(torch::equal(val.y(), val.ids()));
+  auto [train2, val2] = ds.split(0.2, 11);
+  EXPECT_TRUE(torch::equal(val.ids(), val2.ids()));
+  EXPECT_THROW(ds.split(1.5, 0), ValueError);
+}
+
+TEST(TensorDataset, WithoutIdsDropsThoseSamples) {
+  auto ds = make_dataset(6).without_ids({0, 4});
+  EXPECT_EQ(to_vector(ds.ids()), (std::vector<int64_t>{1, 2, 3, 5}));
+}
+
+TEST(LoadMnist, ReadsTheFourIdxFilesAndScales) {
+  testing::TempDir dir;
+  auto images = torch::randint(0, 256, {7, 28, 28}).to(torch::kByte);
+  auto labels = torch::randint(0, 10, {7}).to(torch::kByte);
+  write_idx(dir / "train-images-idx3-ubyte", images);
+  write_idx(dir / "train-labels-idx1-ubyte", labels);
+  write_idx(dir / "t10k-images-idx3-ubyte", images.slice(0, 0, 3));
+  write_idx(dir / "t10k-labels-idx1-ubyte", labels.slice(0, 0, 3));
+  auto splits = load_mnist(dir.path());
+  EXPECT_EQ(splits.train.size(), 7);
+  EXPECT_EQ(splits.test.size(), 3);
+  EXPECT_TRUE(testing::tensors_match(splits.train.x(), images.to(torch::kFloat) / 255.0));
+  EXPECT_TRUE(torch::equal(splits.train.y(), labels.to(torch::kLong)));
+}
+
+TEST(LoadMnist, MissingOrMismatchedFilesAreNamed) {
+  testing::TempDir dir;
+  EXPECT_TRUE(testing::throws_with<IoError>([&] { load_mnist(dir.path()); }, {"train-images-idx3-ubyte"}));
+  write_idx(dir / "train-images-idx3-ubyte", torch::zeros({4, 28, 28}, torch::kByte));
+  write_idx(dir / "train-labels-idx1-ubyte", torch::zeros({5}, torch::kByte));
+  write_idx(dir / "t10k-images-idx3-ubyte", torch::zeros({1, 28, 28}, torch::kByte));
+  write_idx(dir / "t10k-labels-idx1-ubyte", torch::zeros({1}, torch::kByte));
+  EXPECT_TRUE(testing::throws_with<ValueError>([&] { load_mnist(dir.path()); }, {"4 images", "5 labels"}));
+}
+
+}  // namespace
+}  // namespace nanguard::data

@@ -1,0 +1,92 @@
+#include "nanguard/train/run_config.h"
+
+#include <gtest/gtest.h>
+
+#include "nanguard/core/error.h"
+#include "support/test_support.h"
+
+namespace nanguard {
+namespace {
+
+using testing::throws_with;
+
+const char* kGood = R"(name = "tiny"
+loss = "sparse_categorical_crossentropy"
+optimizer = { type = "sgd", learning_rate = 0.1 }
+metrics = ["accuracy"]
+
+[data]
+source = "csv"
+train = "train.csv"
+label = "y"
+validation = "split"
+validation_fraction = 0.25
+
+[fit]
+epochs = 3
+batch_size = 16
+seed = 7
+
+[model]
+input_shape = [4]
+[[model.layers]]
+type = "dense"
+units = 3
+activation = "softmax"
+)";
+
+TEST(RunConfig, ParsesEverySection) {
+  RunConfig c = parse_run_config(kGood, "/some/dir/tiny.toml");
+  EXPECT_EQ(c.name, "tiny");
+  EXPECT_EQ(c.data.kind, "csv");
+  EXPECT_EQ(c.data.train, std::filesystem::path("/some/dir/train.csv"));
+  EXPECT_EQ(c.data.label, "y");
+  EXPECT_EQ(c.data.validation, "split");
+  EXPECT_DOUBLE_EQ(c.data.validation_fraction, 0.25);
+  EXPECT_EQ(c.fit.epochs, 3);
+  EXPECT_EQ(c.fit.batch_size, 16);
+  EXPECT_EQ(c.fit.seed, 7u);
+  EXPECT_EQ(c.data.seed, 7u);
+  EXPECT_EQ(c.model.layers.size(), 1u);
+  EXPECT_EQ(c.compile.metrics, std::vector<std::string>{"accuracy"});
+  EXPECT_DOUBLE_EQ(c.compile.optimizer.effective_learning_rate(), 0.1);
+}
+
+TEST(RunConfig, MnistSourceDefaultsToPixelScale) {
+  std::string text = kGood;
+  text.replace(text.find("source = \"csv\""), 14, "source = \"mnist\"\ndir = \"d\"");
+  RunConfig c = parse_run_config(text, "x.toml");
+  EXPECT_DOUBLE_EQ(c.data.scale, 255.0);
+}
+
+TEST(RunConfig, UnknownTopLevelKeyNamesKeyAndLine) {
+  std::string text = std::string("epochz = 3\n") + kGood;
+  EXPECT_TRUE(throws_with<ValueError>([&] { parse_run_config(text, "bad.toml"); }, {"epochz", "bad.toml:1"}));
+}
+
+TEST(RunConfig, UnknownKeyInFitNamesKeyAndLine) {
+  std::string text = kGood;
+  text.replace(text.find("seed = 7"), 8, "sed = 7");
+  EXPECT_TRUE(throws_with<ValueError>([&] { parse_run_config(text, "bad.toml"); }, {"fit.sed", "bad.toml:15"}));
+}
+
+TEST(RunConfig, WrongTypesAndValuesAreNamed) {
+  std::string text = kGood;
+  text.replace(text.find("epochs = 3"), 10, "epochs = \"3\"");
+  EXPECT_TRUE(throws_with<ValueError>([&] { parse_run_config(text, "bad.toml"); }, {"fit.epochs", "integer"}));
+  text = kGood;
+  text.replace(text.find("batch_size = 16"), 15, "batch_size = 0");
+  EXPECT_TRUE(throws_with<ValueError>([&] { parse_run_config(text, "bad.toml"); }, {"fit.batch_size", "positive"}));
+  text = kGood;
+  text.replace(text.find("validation = \"split\""), 20, "validation = \"both\"");
+  EXPECT_TRUE(throws_with<ValueError>([&] { parse_run_config(text, "bad.toml"); }, {"data.validation", "both"}));
+}
+
+TEST(RunConfig, MissingSectionsAndBrokenTomlAreReported) {
+  EXPECT_TRUE(throws_with<ValueError>([] { parse_run_config("name = \"x\"\n", "m.toml"); }, {"m.toml", "[data]"}));
+  EXPECT_TRUE(throws_with<ValueError>([] { parse_run_config("[data\n", "broken.toml"); }, {"broken.toml:1", "invalid TOML"}));
+  EXPECT_TRUE(throws_with<IoError>([] { load_run_config("/nonexistent/run.toml"); }, {"/nonexistent/run.toml"}));
+}
+
+}  // namespace
+}  // namespace nanguard
