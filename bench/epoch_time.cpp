@@ -20,8 +20,8 @@ int main(int argc, char** argv) {
   spec.input_shape = {28, 28};
   spec.add(layers::flatten()).add(layers::dense(128, "relu")).add(layers::dense(10, "softmax"));
   CompileOptions compile;
-  compile.loss = LossSpec().type("sparse_categorical_crossentropy");
-  compile.optimizer = OptimizerSpec().type("adam");
+  compile.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
+  compile.optimizer = OptimizerSpec().type(OptimizerType::adam);
   Trainer trainer(SequentialModel(spec), compile);
   data::BatchLoader loader(mnist.train, 32, true, 0);
   for (int64_t e = 0; e < epochs; ++e) {

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "core/check.h"
+#include "guard/optimizer_state.h"
 
 namespace nanguard {
 namespace {
@@ -14,38 +15,6 @@ namespace {
 // The optimizer's state map is keyed by std::string in LibTorch 1.13 and by void* in 2.x.
 using StateMap = std::remove_reference_t<decltype(std::declval<torch::optim::Optimizer&>().state())>;
 using StateKey = typename StateMap::key_type;
-
-// The tensors and counter of one parameter's optimizer state, for the optimizers LibTorch has.
-struct ParamStateView {
-  std::vector<at::Tensor*> tensors;
-  int64_t* step = nullptr;
-};
-
-ParamStateView view_state(torch::optim::OptimizerParamState& base) {
-  using namespace torch::optim;
-  ParamStateView v;
-  if (auto* s = dynamic_cast<AdamParamState*>(&base)) {
-    v.tensors = {&s->exp_avg(), &s->exp_avg_sq(),
-                 &s->max_exp_avg_sq()};
-    v.step = &s->step();
-  } else if (auto* s = dynamic_cast<AdamWParamState*>(&base)) {
-    v.tensors = {&s->exp_avg(), &s->exp_avg_sq(),
-                 &s->max_exp_avg_sq()};
-    v.step = &s->step();
-  } else if (auto* s = dynamic_cast<SGDParamState*>(&base)) {
-    v.tensors = {&s->momentum_buffer()};
-  } else if (auto* s = dynamic_cast<RMSpropParamState*>(&base)) {
-    v.tensors = {&s->square_avg(), &s->momentum_buffer(),
-                 &s->grad_avg()};
-    v.step = &s->step();
-  } else if (auto* s = dynamic_cast<AdagradParamState*>(&base)) {
-    v.tensors = {&s->sum()};
-    v.step = &s->step();
-  } else {
-    throw ValueError("snapshots support the Adam, AdamW, SGD, RMSprop and Adagrad optimizers only");
-  }
-  return v;
-}
 
 // Copies src into dst, allocating dst only the first time (or when the shape changed).
 void copy_into(at::Tensor& dst, const at::Tensor& src) {
@@ -114,7 +83,7 @@ void SnapshotRing::take(int64_t step) {
       it = live.count(it->first) ? std::next(it) : slot.optimizer.erase(it);
     }
     for (auto& [key, st] : live) {
-      ParamStateView v = view_state(*st);
+      detail::ParamStateView v = detail::view_state(*st);
       auto& saved = slot.optimizer[key];
       saved.tensors.resize(v.tensors.size());
       for (size_t i = 0; i < v.tensors.size(); ++i) copy_into(saved.tensors[i], *v.tensors[i]);
@@ -151,7 +120,7 @@ void SnapshotRing::restore(const Slot& slot) {
       }
     }
     for (auto& [key, st] : live) {
-      ParamStateView v = view_state(*st);
+      detail::ParamStateView v = detail::view_state(*st);
       const auto& saved = slot.optimizer.at(key);
       for (size_t i = 0; i < v.tensors.size(); ++i) {
         if (saved.tensors[i].defined() && v.tensors[i]->defined()) {

@@ -22,8 +22,8 @@ TEST(Progress, PlainModePrintsOneLinePerEpochWithoutCarriageReturns) {
   spec.input_shape = {2};
   spec.add(layers::dense(2, "softmax"));
   CompileOptions c;
-  c.loss = LossSpec().type("sparse_categorical_crossentropy");
-  c.optimizer = OptimizerSpec().type("sgd");
+  c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
+  c.optimizer = OptimizerSpec().type(OptimizerType::sgd);
   Trainer trainer(SequentialModel(spec), c);
   data::TensorDataset ds(torch::randn({20, 2}), torch::randint(0, 2, {20}, torch::kLong));
   std::ostringstream out;
@@ -47,8 +47,8 @@ TEST(Progress, InteractiveModeRedrawsInPlace) {
   spec.input_shape = {2};
   spec.add(layers::dense(2, "softmax"));
   CompileOptions c;
-  c.loss = LossSpec().type("sparse_categorical_crossentropy");
-  c.optimizer = OptimizerSpec().type("sgd");
+  c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
+  c.optimizer = OptimizerSpec().type(OptimizerType::sgd);
   Trainer trainer(SequentialModel(spec), c);
   data::TensorDataset ds(torch::randn({20, 2}), torch::randint(0, 2, {20}, torch::kLong));
   std::ostringstream out;

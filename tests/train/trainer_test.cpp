@@ -30,8 +30,8 @@ ModelSpec small_mlp() {
 
 CompileOptions adam() {
   CompileOptions c;
-  c.loss = LossSpec().type("sparse_categorical_crossentropy");
-  c.optimizer = OptimizerSpec().type("adam").learning_rate(0.01);
+  c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
+  c.optimizer = OptimizerSpec().type(OptimizerType::adam).learning_rate(0.01);
   c.metrics = {"accuracy"};
   return c;
 }
@@ -79,7 +79,7 @@ TEST(Trainer, PredictReturnsProbabilities) {
 TEST(Trainer, ScheduleDrivesTheLearningRatePerStep) {
   torch::manual_seed(0);
   CompileOptions c = adam();
-  c.schedule = ScheduleSpec().type("exponential_decay").initial_learning_rate(0.1).decay_steps(10).decay_rate(0.5);
+  c.schedule = ScheduleSpec().type(ScheduleType::exponential_decay).initial_learning_rate(0.1).decay_steps(10).decay_rate(0.5);
   Trainer trainer(SequentialModel(small_mlp()), c);
   auto ds = blobs(10, 3);
   data::BatchLoader loader(ds, 3, false);

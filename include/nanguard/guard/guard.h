@@ -1,0 +1,142 @@
+// The Guard keeps a training loop finite. Use it in any LibTorch loop:
+//
+//   nanguard::Guard guard(*model, optimizer);
+//   for (auto& batch : batches) {
+//     auto verdict = guard.step(batch, [&](const nanguard::data::Batch& b) {
+//       auto loss = torch::nll_loss(model->forward(b.x), b.y);
+//       loss.backward();
+//       return loss;
+//     });
+//     if (verdict.stopped()) break;
+//   }
+//
+// The closure runs forward, loss and backward (no zero_grad, no optimizer step: the guard
+// does both). Per step the cheap path costs one fused reduction over the gradients and one
+// host sync; on a failed check the guard replays the step with the op tracer to find the op
+// that created the first non-finite value, diagnoses the cause and repairs the run.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+
+#include "nanguard/data/dataset.h"
+#include "nanguard/guard/incident.h"
+#include "nanguard/guard/options.h"
+
+namespace nanguard {
+
+class SnapshotRing;
+
+// Computes the loss of a batch and runs backward; returns the loss.
+using LossClosure = std::function<at::Tensor(const data::Batch&)>;
+
+struct StepVerdict {
+  enum class Outcome { applied, skipped, rolled_back, recomputed, stopped };
+  Outcome outcome = Outcome::applied;
+  double loss = 0;                              // the loss of the applied step (NaN if none)
+  std::shared_ptr<const Incident> incident;     // set when a check failed
+  bool applied() const { return outcome == Outcome::applied || outcome == Outcome::recomputed; }
+  bool stopped() const { return outcome == Outcome::stopped; }
+};
+const char* to_string(StepVerdict::Outcome outcome);
+
+// What a trainer lets the guard change besides parameters and optimizer state. All optional.
+struct GuardHooks {
+  // Swap the loss for its stable form; returns false when it cannot.
+  std::function<bool()> use_stable_loss;
+  // Whether the loss is owned by the trainer and already stable.
+  std::function<bool()> loss_is_stable;
+  // Samples to exclude from future epochs (the guard also drops them from every batch).
+  std::function<void(const std::vector<int64_t>&)> quarantine;
+  // Extra state saved in snapshots (schedule state, counters).
+  std::function<std::vector<double>()> save_extra;
+  std::function<void(const std::vector<double>&)> load_extra;
+  // Called with every event as it happens (events.jsonl, console).
+  std::function<void(const GuardEvent&)> on_event;
+};
+
+class Guard {
+ public:
+  Guard(torch::nn::Module& module, torch::optim::Optimizer& optimizer, GuardOptions options = {},
+        GuardHooks hooks = {});
+  Guard(std::vector<at::Tensor> parameters, std::vector<at::Tensor> buffers, torch::optim::Optimizer& optimizer,
+        GuardOptions options = {}, GuardHooks hooks = {});
+  ~Guard();
+  Guard(const Guard&) = delete;
+  Guard& operator=(const Guard&) = delete;
+
+  // Runs one guarded training step on the batch.
+  StepVerdict step(const data::Batch& batch, const LossClosure& closure);
+
+  // Multiplier the guard applied to the learning rate (1 until an lr backoff).
+  double lr_scale() const { return lr_scale_; }
+  // Gradient-norm clipping the guard enabled (0 = off).
+  double clip_norm() const { return clip_norm_; }
+  // Steps seen, applied and skipped.
+  int64_t steps() const { return step_; }
+  int64_t applied_steps() const { return applied_; }
+  int64_t skipped_steps() const { return skipped_; }
+  bool stopped() const { return stopped_; }
+  const std::vector<std::shared_ptr<const Incident>>& incidents() const { return incidents_; }
+  const std::vector<GuardEvent>& events() const { return events_; }
+  const std::vector<int64_t>& quarantined() const { return quarantined_; }
+  const SnapshotRing& snapshots() const { return *ring_; }
+  const GuardOptions& options() const { return options_; }
+  // Plain-language summary of the run so far.
+  std::string summary() const;
+  // Logs a warning event (used by monitors).
+  void warn(const GuardEvent& event);
+
+ private:
+  void init();
+  void zero_grad();
+  StepVerdict handle_incident(const data::Batch& batch, const LossClosure& closure, const at::Tensor& loss,
+                              bool params_failed);
+  void collect_batch_evidence(const data::Batch& batch, Evidence& ev) const;
+  void replay(const data::Batch& batch, const LossClosure& closure, Evidence& ev);
+  void replay_optimizer_step(const LossClosure& closure, Evidence& ev);
+  void collect_tensor_evidence(const at::Tensor& loss, Evidence& ev) const;
+  void apply_optimizer_step();
+  void set_learning_rates(double factor);
+  int64_t trend_start_step() const;
+  void emit(const GuardEvent& event);
+  data::Batch drop_quarantined(const data::Batch& batch) const;
+
+  std::vector<at::Tensor> params_;
+  std::vector<std::string> param_names_;
+  std::vector<at::Tensor> buffers_;
+  torch::optim::Optimizer& optimizer_;
+  GuardOptions options_;
+  GuardHooks hooks_;
+  std::unique_ptr<SnapshotRing> ring_;
+  std::unique_ptr<RepairLedger> ledger_;
+
+  at::Tensor flat_grad_;             // all gradients live in views of this buffer
+  at::Tensor pending_state_check_;   // deferred parameter/optimizer-state check (no sync yet)
+  at::Tensor rng_before_step_;       // CPU generator state before the closure ran
+  // Batches since the newest validated snapshot, to replay an optimizer step from it.
+  std::vector<std::pair<int64_t, data::Batch>> recent_batches_;
+  std::vector<double> loss_history_, grad_norm_history_;
+  std::vector<int64_t> history_steps_;
+
+  int64_t step_ = 0;
+  int64_t applied_ = 0;
+  int64_t skipped_ = 0;
+  int64_t last_snapshot_step_ = -1;
+  double lr_scale_ = 1.0;
+  double clip_norm_ = 0.0;
+  bool stopped_ = false;
+  bool snapshot_due_ = false;
+  std::vector<std::shared_ptr<const Incident>> incidents_;
+  std::vector<GuardEvent> events_;
+  std::vector<int64_t> quarantined_;
+};
+
+}  // namespace nanguard

@@ -1,0 +1,36 @@
+// Options of the Guard, with chainable setters like torch::nn::LinearOptions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <torch/arg.h>
+
+#include "nanguard/repair/policy.h"
+
+namespace nanguard {
+
+struct GuardOptions {
+  // Watch the run at all (false turns the Guard into a plain optimizer step).
+  TORCH_ARG(bool, enabled) = true;
+  // Take a snapshot every N applied steps (0: only the initial one).
+  TORCH_ARG(int64_t, snapshot_every) = 100;
+  // How many snapshots the ring keeps.
+  TORCH_ARG(int64_t, snapshot_capacity) = 3;
+  // Check parameters and optimizer state every M steps (folded into the next step's check).
+  TORCH_ARG(int64_t, check_state_every) = 10;
+  // Replay a failed step with the op tracer to find the birth op.
+  TORCH_ARG(bool, replay) = true;
+  // Repair automatically; false only detects, localizes, diagnoses and skips the step.
+  TORCH_ARG(bool, repair) = true;
+  // Cause -> actions, and the budgets that stop loops.
+  TORCH_ARG(RepairPolicy, policy) = RepairPolicy::automatic();
+  // Where to dump the failing batch and pre-step state ("" = no dump).
+  TORCH_ARG(std::string, dump_dir) = "";
+  // Steps of loss / gradient-norm history kept for the diagnosis.
+  TORCH_ARG(int64_t, history) = 64;
+  // Record the total gradient norm every N steps for the history (costs a reduction; 0 = never).
+  TORCH_ARG(int64_t, grad_norm_every) = 1;
+};
+
+}  // namespace nanguard

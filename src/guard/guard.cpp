@@ -1,0 +1,700 @@
+#include "nanguard/guard/guard.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "core/check.h"
+#include "guard/optimizer_state.h"
+#include "nanguard/core/log.h"
+#include "nanguard/guard/snapshot.h"
+#include "nanguard/numerics/health.h"
+#include "nanguard/trace/birth.h"
+#include "nanguard/trace/tracer.h"
+
+namespace nanguard {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr size_t kMaxFeaturesListed = 5;
+
+at::Generator cpu_generator() { return at::globalContext().defaultGenerator(c10::Device(c10::kCPU)); }
+
+std::vector<int64_t> to_vector(const at::Tensor& t) {
+  auto c = t.to(torch::kCPU).to(torch::kLong).contiguous();
+  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
+}
+
+void push_bounded(std::vector<double>& v, double x, size_t cap) {
+  v.push_back(x);
+  if (v.size() > cap) v.erase(v.begin());
+}
+
+}  // namespace
+
+const char* to_string(StepVerdict::Outcome outcome) {
+  switch (outcome) {
+    case StepVerdict::Outcome::applied: return "applied";
+    case StepVerdict::Outcome::skipped: return "skipped";
+    case StepVerdict::Outcome::rolled_back: return "rolled_back";
+    case StepVerdict::Outcome::recomputed: return "recomputed";
+    case StepVerdict::Outcome::stopped: return "stopped";
+  }
+  return "?";
+}
+
+Guard::Guard(torch::nn::Module& module, torch::optim::Optimizer& optimizer, GuardOptions options, GuardHooks hooks)
+    : optimizer_(optimizer), options_(std::move(options)), hooks_(std::move(hooks)) {
+  for (const auto& item : module.named_parameters()) {
+    if (!item.value().requires_grad()) continue;
+    params_.push_back(item.value());
+    param_names_.push_back(item.key());
+  }
+  for (const auto& b : module.buffers()) buffers_.push_back(b);
+  init();
+}
+
+Guard::Guard(std::vector<at::Tensor> parameters, std::vector<at::Tensor> buffers, torch::optim::Optimizer& optimizer,
+             GuardOptions options, GuardHooks hooks)
+    : params_(std::move(parameters)),
+      buffers_(std::move(buffers)),
+      optimizer_(optimizer),
+      options_(std::move(options)),
+      hooks_(std::move(hooks)) {
+  for (size_t i = 0; i < params_.size(); ++i) param_names_.push_back(fmt::format("param{}", i));
+  init();
+}
+
+Guard::~Guard() = default;
+
+void Guard::init() {
+  NANGUARD_CHECK(!params_.empty(), "the guard needs at least one parameter that requires grad");
+  NANGUARD_CHECK(options_.snapshot_every() >= 0, "snapshot_every must be >= 0, got {}", options_.snapshot_every());
+  NANGUARD_CHECK(options_.check_state_every() >= 0, "check_state_every must be >= 0");
+  NANGUARD_CHECK(options_.history() > 1, "history must be > 1");
+  ledger_ = std::make_unique<RepairLedger>(options_.policy().budget);
+
+  // One flat gradient buffer when all parameters share dtype and device: the per-step check
+  // is then a single dot product (finite iff every gradient is, and it is the squared norm).
+  const auto& first = params_.front();
+  bool uniform = first.is_floating_point();
+  int64_t total = 0;
+  for (const auto& p : params_) {
+    uniform = uniform && p.scalar_type() == first.scalar_type() && p.device() == first.device();
+    total += p.numel();
+  }
+  if (uniform) {
+    flat_grad_ = torch::zeros({total}, first.options());
+    int64_t offset = 0;
+    for (auto& p : params_) {
+      p.mutable_grad() = flat_grad_.narrow(0, offset, p.numel()).view(p.sizes());
+      offset += p.numel();
+    }
+  }
+
+  TrainingStateRefs refs;
+  refs.parameters = params_;
+  refs.buffers = buffers_;
+  refs.optimizer = &optimizer_;
+  // The guard's learning-rate scale travels with each snapshot so a restore can re-apply any
+  // backoff decided after it; the trainer's own state follows.
+  refs.save_extra = [this] {
+    std::vector<double> extra{lr_scale_};
+    if (hooks_.save_extra) {
+      auto more = hooks_.save_extra();
+      extra.insert(extra.end(), more.begin(), more.end());
+    }
+    return extra;
+  };
+  refs.load_extra = [this](const std::vector<double>& extra) {
+    const double saved_scale = extra.empty() ? 1.0 : extra.front();
+    if (hooks_.load_extra) hooks_.load_extra(std::vector<double>(extra.begin() + (extra.empty() ? 0 : 1), extra.end()));
+    // The restored optimizer holds the learning rate of the snapshot: re-apply later backoffs.
+    if (saved_scale > 0 && lr_scale_ != saved_scale) {
+      for (auto& group : optimizer_.param_groups()) {
+        group.options().set_lr(group.options().get_lr() * lr_scale_ / saved_scale);
+      }
+    }
+  };
+  ring_ = std::make_unique<SnapshotRing>(std::move(refs), std::max<int64_t>(options_.snapshot_capacity(), 1));
+  snapshot_due_ = true;
+}
+
+void Guard::zero_grad() {
+  if (flat_grad_.defined()) {
+    flat_grad_.zero_();
+    // Re-attach views a user may have replaced (e.g. zero_grad(set_to_none) inside the closure).
+    int64_t offset = 0;
+    for (auto& p : params_) {
+      const auto& g = p.grad();
+      auto* expected = static_cast<char*>(flat_grad_.data_ptr()) + offset * flat_grad_.element_size();
+      if (!g.defined() || g.data_ptr() != expected) p.mutable_grad() = flat_grad_.narrow(0, offset, p.numel()).view(p.sizes());
+      offset += p.numel();
+    }
+  } else {
+    for (auto& p : params_) {
+      if (p.grad().defined()) p.mutable_grad() = at::Tensor();
+    }
+  }
+}
+
+// Copies gradients that backward did not write into the flat buffer (a replaced .grad).
+static void gather_into_flat(std::vector<at::Tensor>& params, at::Tensor& flat) {
+  int64_t offset = 0;
+  torch::NoGradGuard no_grad;
+  for (auto& p : params) {
+    auto view = flat.narrow(0, offset, p.numel());
+    const auto& g = p.grad();
+    if (g.defined() && g.data_ptr() != view.data_ptr()) {
+      view.copy_(g.reshape({-1}));
+      p.mutable_grad() = view.view(p.sizes());
+    } else if (!g.defined()) {
+      view.zero_();
+      p.mutable_grad() = view.view(p.sizes());
+    }
+    offset += p.numel();
+  }
+}
+
+data::Batch Guard::drop_quarantined(const data::Batch& batch) const {
+  if (quarantined_.empty() || !batch.ids.defined()) return batch;
+  auto keep = torch::isin(batch.ids, torch::tensor(quarantined_, batch.ids.options())).logical_not();
+  if (keep.all().item<bool>()) return batch;
+  auto rows = keep.nonzero().flatten();
+  data::Batch out;
+  out.x = batch.x.index_select(0, rows.to(batch.x.device()));
+  if (batch.y.defined()) out.y = batch.y.index_select(0, rows.to(batch.y.device()));
+  out.ids = batch.ids.index_select(0, rows);
+  return out;
+}
+
+void Guard::apply_optimizer_step() {
+  trace::PhaseScope phase(trace::Phase::optimizer);
+  optimizer_.step();
+}
+
+void Guard::set_learning_rates(double factor) {
+  for (auto& group : optimizer_.param_groups()) group.options().set_lr(group.options().get_lr() * factor);
+}
+
+StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closure) {
+  const int64_t t = step_++;
+  if (stopped_) return StepVerdict{StepVerdict::Outcome::stopped, kNaN, nullptr};
+  if (!options_.enabled()) {
+    zero_grad();
+    at::Tensor loss = closure(input_batch);
+    apply_optimizer_step();
+    ++applied_;
+    return StepVerdict{StepVerdict::Outcome::applied, loss.item<double>(), nullptr};
+  }
+  data::Batch batch = drop_quarantined(input_batch);
+  if (batch.size() == 0) {
+    ++skipped_;
+    return StepVerdict{StepVerdict::Outcome::skipped, kNaN, nullptr};
+  }
+  if (snapshot_due_) {
+    ring_->take(t);
+    last_snapshot_step_ = t;
+    snapshot_due_ = false;
+  }
+  recent_batches_.emplace_back(t, batch);
+  if (options_.snapshot_every() == 0 && recent_batches_.size() > 2) recent_batches_.erase(recent_batches_.begin());
+  rng_before_step_ = cpu_generator().get_state();
+
+  zero_grad();
+  at::Tensor loss = closure(batch);
+  NANGUARD_CHECK(loss.defined() && loss.numel() == 1, "the guard's closure must return the scalar loss");
+
+  // The cheap check: one reduction over all gradients, one host sync for loss, squared
+  // gradient norm and the deferred state check of the previous step together.
+  at::Tensor grad_sq;
+  if (flat_grad_.defined()) {
+    gather_into_flat(params_, flat_grad_);
+    grad_sq = flat_grad_.dot(flat_grad_).to(torch::kDouble);
+  } else {
+    std::vector<at::Tensor> norms;
+    for (const auto& p : params_) {
+      if (p.grad().defined()) norms.push_back(p.grad().pow(2).sum().to(torch::kDouble));
+    }
+    grad_sq = norms.empty() ? torch::zeros({}, torch::kDouble) : torch::stack(norms).sum();
+  }
+  std::vector<at::Tensor> parts{loss.detach().reshape({}).to(torch::kDouble), grad_sq.to(loss.device())};
+  if (pending_state_check_.defined()) parts.push_back(pending_state_check_.to(torch::kDouble).to(loss.device()));
+  const auto values = torch::stack(parts).to(torch::kCPU);
+  const double* v = values.data_ptr<double>();
+  const double loss_value = v[0], grad_sq_value = v[1];
+  const bool state_failed = pending_state_check_.defined() && !std::isfinite(v[2]);
+  pending_state_check_ = at::Tensor();
+
+  if (std::isfinite(loss_value) && std::isfinite(grad_sq_value) && !state_failed) {
+    if (last_snapshot_step_ == t) {
+      // This step's snapshot passed the state check: older batches are no longer needed to
+      // replay from it.
+      recent_batches_.erase(std::remove_if(recent_batches_.begin(), recent_batches_.end(),
+                                           [t](const auto& sb) { return sb.first < t; }),
+                            recent_batches_.end());
+    }
+    const double grad_norm = std::sqrt(grad_sq_value);
+    const auto cap = static_cast<size_t>(options_.history());
+    push_bounded(loss_history_, loss_value, cap);
+    push_bounded(grad_norm_history_, grad_norm, cap);
+    history_steps_.push_back(t);
+    if (history_steps_.size() > cap) history_steps_.erase(history_steps_.begin());
+    if (clip_norm_ > 0 && grad_norm > clip_norm_) {
+      torch::NoGradGuard no_grad;
+      const double scale = clip_norm_ / (grad_norm + 1e-6);
+      if (flat_grad_.defined()) {
+        flat_grad_.mul_(scale);
+      } else {
+        for (auto& p : params_) {
+          if (p.grad().defined()) p.grad().mul_(scale);
+        }
+      }
+    }
+    apply_optimizer_step();
+    ++applied_;
+    ledger_->record_applied_step();
+    const bool snapshot_next = options_.snapshot_every() > 0 && applied_ % options_.snapshot_every() == 0;
+    const bool check_now = options_.check_state_every() > 0 && applied_ % options_.check_state_every() == 0;
+    if (snapshot_next || check_now) {
+      // Deferred: read with the next step's sync. A snapshot is only kept if this passes.
+      std::vector<at::Tensor> state = params_;
+      for (auto& s : detail::optimizer_state_tensors(optimizer_)) state.push_back(s);
+      pending_state_check_ = nonfinite_sentinel(state);
+    }
+    snapshot_due_ = snapshot_next;
+    return StepVerdict{StepVerdict::Outcome::applied, loss_value, nullptr};
+  }
+  if (state_failed && last_snapshot_step_ == t) {
+    // The snapshot taken at the start of this step holds the poisoned state: drop it.
+    ring_->discard_after(t - 1);
+    last_snapshot_step_ = ring_->steps().empty() ? -1 : ring_->steps().back();
+  }
+  return handle_incident(batch, closure, loss, state_failed);
+}
+
+void Guard::collect_batch_evidence(const data::Batch& batch, Evidence& ev) const {
+  torch::NoGradGuard no_grad;
+  ev.batch_size = batch.size();
+  if (!batch.x.defined() || !batch.x.is_floating_point() || batch.size() == 0) return;
+  auto x = batch.x.reshape({batch.size(), -1}).to(torch::kCPU);
+  auto bad = x.isfinite().logical_not();
+  auto bad_per_row = bad.sum(1);
+  const auto ids = to_vector(batch.ids);
+  auto finite_abs = torch::where(bad, torch::zeros_like(x), x.abs());
+  auto absmax = std::get<0>(finite_abs.max(1)).to(torch::kDouble);
+  const auto rows_bad = to_vector(bad_per_row.nonzero().flatten());
+  for (int64_t row : rows_bad) {
+    SampleEvidence s;
+    s.id = ids[static_cast<size_t>(row)];
+    s.row = row;
+    s.nonfinite = bad_per_row[row].item<int64_t>();
+    auto features = to_vector(bad[row].nonzero().flatten());
+    if (features.size() > kMaxFeaturesListed) features.resize(kMaxFeaturesListed);
+    s.features = features;
+    s.absmax = absmax[row].item<double>();
+    ev.nonfinite_samples.push_back(s);
+  }
+  // Finite but extreme samples: robust z-score of each row's largest |x| against the batch
+  // (median and MAD), so one huge sample cannot hide itself by inflating the spread.
+  if (batch.size() >= 4) {
+    const double median = absmax.median().item<double>();
+    const double mad = (absmax - median).abs().median().item<double>();
+    const double scale = 1.4826 * mad + 1e-12 + 1e-6 * std::abs(median);
+    for (int64_t row = 0; row < batch.size(); ++row) {
+      const double a = absmax[row].item<double>();
+      const double z = (a - median) / scale;
+      if (z > 6.0 && a > 10.0 * std::max(median, 1e-12)) {
+        SampleEvidence s;
+        s.id = ids[static_cast<size_t>(row)];
+        s.row = row;
+        s.absmax = a;
+        s.zscore = z;
+        ev.outlier_samples.push_back(s);
+      }
+    }
+  }
+}
+
+void Guard::collect_tensor_evidence(const at::Tensor& loss, Evidence& ev) const {
+  torch::NoGradGuard no_grad;
+  if (loss.defined() && !torch::isfinite(loss.detach()).all().item<bool>()) ev.nonfinite_tensors.push_back("loss");
+  double weight_absmax = 0;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const auto& p = params_[i];
+    if (!all_finite({p})) {
+      ev.nonfinite_tensors.push_back(param_names_[i]);
+      ev.params_nonfinite_before_step = true;
+    } else {
+      weight_absmax = std::max(weight_absmax, p.abs().max().item<double>());
+    }
+    if (p.grad().defined()) {
+      if (!all_finite({p.grad()})) {
+        ev.nonfinite_tensors.push_back(param_names_[i] + ".grad");
+      } else {
+        ev.layer_grad_norms.emplace_back(param_names_[i], p.grad().norm().item<double>());
+      }
+    }
+  }
+  ev.weight_absmax = weight_absmax;
+  auto state = detail::optimizer_state_tensors(optimizer_);
+  ev.optimizer_state_nonfinite = !state.empty() && !all_finite(state);
+}
+
+// Copies what the birth finder found into the evidence.
+static void fill_birth(const trace::Birth& birth, const data::Batch& batch, Evidence& ev) {
+  if (!birth.found) return;
+  ev.birth_found = true;
+  ev.birth_op = birth.op.name;
+  ev.birth_phase = trace::to_string(birth.op.phase);
+  ev.birth_module = birth.op.module;
+  ev.birth_backward_node = birth.op.backward_node;
+  ev.birth_reason = birth.reason;
+  for (const auto& in : birth.op.inputs) {
+    ev.birth_input_zeros += in.zero_count;
+    ev.birth_input_negatives += in.negative_count;
+    if (std::isfinite(in.absmax)) ev.birth_input_absmax = std::max(ev.birth_input_absmax, in.absmax);
+    if (std::isfinite(in.max)) ev.birth_input_max = std::max(ev.birth_input_max, in.max);
+    ev.exp_overflow_threshold = exp_overflow_threshold(in.dtype);
+  }
+  for (const auto& op : birth.preceding) {
+    double absmax = 0;
+    for (const auto& out : op.outputs) {
+      if (std::isfinite(out.absmax)) absmax = std::max(absmax, out.absmax);
+    }
+    ev.preceding_ops.push_back(OpSummary{op.name, trace::to_string(op.phase), op.module, absmax});
+  }
+  ev.blamed_rows = birth.op.nonfinite_rows;
+  const auto ids = to_vector(batch.ids);
+  for (int64_t row : ev.blamed_rows) {
+    if (row >= 0 && row < static_cast<int64_t>(ids.size())) ev.blamed_samples.push_back(ids[static_cast<size_t>(row)]);
+  }
+}
+
+// Runs the closure again under the op tracer and records where the first non-finite value
+// was born. The optimizer has not stepped, so parameters are the pre-step ones; the RNG is
+// rewound so dropout masks repeat.
+void Guard::replay(const data::Batch& batch, const LossClosure& closure, Evidence& ev) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    cpu_generator().set_state(rng_before_step_);
+    zero_grad();
+    std::vector<trace::OpRecord> records;
+    at::Tensor loss;
+    {
+      trace::OpTracer tracer(trace::TracerOptions().batch_size(batch.size()));
+      loss = closure(batch);
+      tracer.stop();
+      records = tracer.records();
+    }
+    ++ev.replays;
+    ev.replayed = true;
+    std::optional<uintptr_t> failing;
+    if (!all_finite({loss.detach()})) {
+      failing = trace::tensor_id(loss);
+    } else {
+      for (const auto& p : params_) {
+        if (p.grad().defined() && !all_finite({p.grad()})) {
+          failing = trace::tensor_id(p.grad());
+          break;
+        }
+      }
+    }
+    if (!failing) continue;  // finite this time: try once more before calling it transient
+    ev.reproduced = true;
+    fill_birth(trace::find_birth(records, failing), batch, ev);
+    return;
+  }
+}
+
+// The parameters went non-finite in an earlier optimizer step: restore the newest snapshot
+// and re-run the steps since, tracing the last one (forward, backward and optimizer).
+void Guard::replay_optimizer_step(const LossClosure& closure, Evidence& ev) {
+  auto restored = ring_->restore_newest();
+  if (!restored) return;
+  // Batches of the steps from the snapshot up to the one whose optimizer step failed (the
+  // current step's batch is the last entry and is not part of it).
+  std::vector<const data::Batch*> steps;
+  for (const auto& [step, b] : recent_batches_) {
+    if (step >= *restored && step < step_ - 1) steps.push_back(&b);
+  }
+  // Replaying from the snapshot needs every batch since it.
+  if (steps.empty() || recent_batches_.front().first > *restored) return;
+  ev.replayed = true;
+  ++ev.replays;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const data::Batch& b = *steps[i];
+    const bool last = i + 1 == steps.size();
+    std::unique_ptr<trace::OpTracer> tracer;
+    if (last) tracer = std::make_unique<trace::OpTracer>(trace::TracerOptions().batch_size(b.size()));
+    zero_grad();
+    at::Tensor loss = closure(b);
+    if (!last && !all_finite({loss.detach()})) return;
+    apply_optimizer_step();
+    if (!last) continue;
+    tracer->stop();
+    auto records = tracer->records();
+    std::optional<uintptr_t> failing;
+    for (const auto& p : params_) {
+      if (!all_finite({p})) {
+        failing = trace::tensor_id(p);
+        break;
+      }
+    }
+    if (!failing) return;
+    ev.reproduced = true;
+    fill_birth(trace::find_birth(records, failing), b, ev);
+  }
+}
+
+// The step where the recent growth of loss or gradient norm began (a rollback target): walk
+// back while the values keep rising. With no growth it is the failing step itself.
+int64_t Guard::trend_start_step() const {
+  if (history_steps_.empty()) return step_ - 1;
+  auto start_of_rise = [&](const std::vector<double>& v) {
+    size_t i = v.size() - 1;
+    while (i > 0 && v[i] > v[i - 1] * 1.05) --i;
+    return i;
+  };
+  const size_t i = std::min(start_of_rise(loss_history_), start_of_rise(grad_norm_history_));
+  return history_steps_[std::min(i, history_steps_.size() - 1)];
+}
+
+void Guard::emit(const GuardEvent& event) {
+  events_.push_back(event);
+  if (hooks_.on_event) hooks_.on_event(event);
+}
+
+void Guard::warn(const GuardEvent& event) {
+  GuardEvent e = event;
+  e.kind = "warning";
+  emit(e);
+}
+
+StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& closure, const at::Tensor& loss,
+                                   bool state_failed) {
+  const auto detected = Clock::now();
+  const int64_t t = step_ - 1;
+  auto incident = std::make_shared<Incident>();
+  incident->step = t;
+  Evidence& ev = incident->evidence;
+  ev.step = t;
+  ev.loss_history = loss_history_;
+  ev.grad_norm_history = grad_norm_history_;
+  ev.learning_rate = optimizer_.param_groups().empty() ? 0.0 : optimizer_.param_groups()[0].options().get_lr();
+  ev.clipping_enabled = clip_norm_ > 0;
+  ev.loss_owned_by_trainer = static_cast<bool>(hooks_.use_stable_loss);
+  ev.loss_is_stable = hooks_.loss_is_stable ? hooks_.loss_is_stable() : true;
+  for (const auto& e : events_) {
+    if (e.kind == "warning") ev.prior_warnings.push_back(e.cause);
+  }
+  collect_batch_evidence(batch, ev);
+  collect_tensor_evidence(loss, ev);
+  if (state_failed) {
+    ev.failed_check = ev.params_nonfinite_before_step ? "parameters" : "optimizer_state";
+    if (options_.replay()) replay_optimizer_step(closure, ev);
+  } else {
+    ev.failed_check = std::find(ev.nonfinite_tensors.begin(), ev.nonfinite_tensors.end(), "loss") !=
+                              ev.nonfinite_tensors.end()
+                          ? "loss"
+                          : "gradients";
+    // Non-finite inputs explain the incident before any op runs; otherwise replay.
+    if (options_.replay() && ev.nonfinite_samples.empty()) replay(batch, closure, ev);
+  }
+  incident->diagnosis = diagnose(ev);
+  incident->seconds_to_diagnosis = std::chrono::duration<double>(Clock::now() - detected).count();
+  const CauseScore& top = incident->diagnosis.top();
+
+  GuardEvent inc;
+  inc.step = t;
+  inc.kind = "incident";
+  inc.cause = top.subkind.empty() ? top.cause : top.cause + "/" + top.subkind;
+  inc.confidence = top.confidence;
+  inc.phase = ev.birth_phase;
+  inc.op = ev.birth_op;
+  inc.module = ev.birth_module;
+  for (const auto& s : ev.nonfinite_samples) inc.samples.push_back(s.id);
+  for (const auto& s : ev.outlier_samples) inc.samples.push_back(s.id);
+  if (inc.samples.empty()) inc.samples = ev.blamed_samples;
+  inc.explanation = top.explanation;
+  inc.detail = ev.failed_check;
+  emit(inc);
+
+  ledger_->record_incident();
+  std::vector<RepairAction> actions = options_.repair()
+                                          ? plan_repair(incident->diagnosis, ev, options_.policy(), *ledger_)
+                                          : std::vector<RepairAction>{RepairAction::skip_step};
+  // Non-finite parameters cannot be kept: only a rollback (or stopping) recovers.
+  const bool params_bad = ev.params_nonfinite_before_step || ev.optimizer_state_nonfinite;
+  if (params_bad && std::find(actions.begin(), actions.end(), RepairAction::rollback) == actions.end() &&
+      std::find(actions.begin(), actions.end(), RepairAction::stop) == actions.end()) {
+    actions.insert(actions.begin(), RepairAction::rollback);
+  }
+
+  StepVerdict verdict{StepVerdict::Outcome::skipped, kNaN, incident};
+  auto action_event = [&](RepairAction a, const std::string& detail) {
+    GuardEvent e;
+    e.step = t;
+    e.kind = "action";
+    e.cause = inc.cause;
+    e.confidence = inc.confidence;
+    e.action = to_string(a);
+    e.detail = detail;
+    e.samples = a == RepairAction::quarantine_samples ? inc.samples : std::vector<int64_t>{};
+    emit(e);
+    incident->actions.push_back(to_string(a));
+  };
+  // Recomputes the step from the pre-step state; applies it if finite.
+  auto recompute = [&]() -> bool {
+    cpu_generator().set_state(rng_before_step_);
+    zero_grad();
+    at::Tensor again = closure(batch);
+    std::vector<at::Tensor> check{again.detach()};
+    for (const auto& p : params_) check.push_back(p.grad());
+    if (!all_finite(check)) return false;
+    apply_optimizer_step();
+    ++applied_;
+    verdict.loss = again.item<double>();
+    return true;
+  };
+
+  for (RepairAction a : actions) {
+    switch (a) {
+      case RepairAction::skip_step:
+        action_event(a, "update of step " + std::to_string(t) + " dropped");
+        break;
+      case RepairAction::quarantine_samples: {
+        std::vector<int64_t> ids = inc.samples;
+        for (int64_t id : ids) {
+          if (std::find(quarantined_.begin(), quarantined_.end(), id) == quarantined_.end()) quarantined_.push_back(id);
+        }
+        if (hooks_.quarantine) hooks_.quarantine(ids);
+        action_event(a, fmt::format("{} samples excluded for the rest of the run", ids.size()));
+        break;
+      }
+      case RepairAction::rollback: {
+        if (!ledger_->can_rollback(t)) {
+          action_event(RepairAction::stop, "rollback budget spent");
+          stopped_ = true;
+          break;
+        }
+        const int64_t target = std::min(trend_start_step(), t);
+        auto restored = ring_->restore_at_or_before(target);
+        if (!restored) restored = ring_->restore_newest();
+        if (!restored) {
+          action_event(RepairAction::stop, "no snapshot to roll back to");
+          stopped_ = true;
+          break;
+        }
+        ring_->discard_after(*restored);
+        last_snapshot_step_ = *restored;
+        recent_batches_.clear();
+        loss_history_.clear();
+        grad_norm_history_.clear();
+        history_steps_.clear();
+        ledger_->record_rollback(t);
+        verdict.outcome = StepVerdict::Outcome::rolled_back;
+        action_event(a, fmt::format("rolled back to the snapshot of step {}", *restored));
+        break;
+      }
+      case RepairAction::lr_backoff: {
+        const double before = optimizer_.param_groups()[0].options().get_lr();
+        const double floor = options_.policy().budget.lr_floor;
+        double factor = options_.policy().budget.lr_factor;
+        if (before * factor < floor) factor = before > 0 ? floor / before : 1.0;
+        if (factor >= 1.0) {
+          action_event(RepairAction::stop, fmt::format("learning rate {:.3g} is at its floor {:.3g}", before, floor));
+          stopped_ = true;
+          break;
+        }
+        lr_scale_ *= factor;
+        set_learning_rates(factor);
+        action_event(a, fmt::format("learning rate {:.3g} -> {:.3g}", before, before * factor));
+        break;
+      }
+      case RepairAction::enable_clipping: {
+        const double before = clip_norm_;
+        clip_norm_ = clip_norm_ > 0 ? clip_norm_ / 2 : options_.policy().budget.clip_norm;
+        action_event(a, before > 0 ? fmt::format("gradient-norm clipping tightened {:.3g} -> {:.3g}", before, clip_norm_)
+                                   : fmt::format("gradient-norm clipping at {:.3g}", clip_norm_));
+        break;
+      }
+      case RepairAction::stable_loss: {
+        const bool switched = hooks_.use_stable_loss && hooks_.use_stable_loss();
+        action_event(a, switched ? "loss switched to its stable form" : "the loss cannot be switched");
+        if (switched && recompute()) {
+          verdict.outcome = StepVerdict::Outcome::recomputed;
+          action_event(RepairAction::recompute, "step recomputed with the stable loss");
+        }
+        break;
+      }
+      case RepairAction::recompute: {
+        const bool ok = recompute();
+        if (ok) verdict.outcome = StepVerdict::Outcome::recomputed;
+        action_event(a, ok ? "step recomputed from the same state: finite, applied"
+                           : "step recomputed from the same state: still non-finite, dropped");
+        break;
+      }
+      case RepairAction::stop:
+        action_event(a, "training stopped");
+        stopped_ = true;
+        break;
+    }
+    if (stopped_) break;
+  }
+  if (ledger_->incidents_exhausted() && !stopped_) {
+    action_event(RepairAction::stop, "incident budget spent");
+    stopped_ = true;
+  }
+  if (stopped_) verdict.outcome = StepVerdict::Outcome::stopped;
+  if (!verdict.applied()) {
+    ++skipped_;
+    ledger_->record_skip();
+    if (ledger_->skips_exhausted() && !stopped_) {
+      action_event(RepairAction::stop, "too many consecutive skipped steps");
+      stopped_ = true;
+      verdict.outcome = StepVerdict::Outcome::stopped;
+    }
+  } else {
+    ledger_->record_applied_step();
+  }
+  zero_grad();
+  incident->outcome = to_string(verdict.outcome);
+  incidents_.push_back(incident);
+  return verdict;
+}
+
+std::string Incident::summary() const {
+  const CauseScore& top = diagnosis.top();
+  std::string s = fmt::format("incident at step {}: {} ({} confidence {:.0f}%)\n", step,
+                              evidence.failed_check.empty() ? "non-finite values" : "non-finite " + evidence.failed_check,
+                              top.subkind.empty() ? top.cause : top.cause + "/" + top.subkind, top.confidence * 100);
+  if (evidence.birth_found) {
+    s += fmt::format("  born in {} ({}{}{})\n", evidence.birth_op, evidence.birth_phase,
+                     evidence.birth_module.empty() ? "" : ", ", evidence.birth_module);
+  }
+  s += "  " + top.explanation + "\n";
+  if (!top.suggestion.empty()) s += "  suggestion: " + top.suggestion + "\n";
+  if (!actions.empty()) {
+    std::string list;
+    for (const auto& a : actions) list += (list.empty() ? "" : ", ") + a;
+    s += "  repair: " + list + " -> " + outcome + "\n";
+  }
+  return s;
+}
+
+std::string Guard::summary() const {
+  std::string s = fmt::format("guard: {} steps, {} applied, {} skipped, {} incidents", step_, applied_, skipped_,
+                              incidents_.size());
+  if (!quarantined_.empty()) s += fmt::format(", {} samples quarantined", quarantined_.size());
+  if (lr_scale_ != 1.0) s += fmt::format(", learning rate scaled by {:.3g}", lr_scale_);
+  if (clip_norm_ > 0) s += fmt::format(", gradient clipping at {:.3g}", clip_norm_);
+  if (stopped_) s += ", stopped";
+  return s + "\n";
+}
+
+}  // namespace nanguard
