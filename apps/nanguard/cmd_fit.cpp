@@ -33,7 +33,7 @@ nlohmann::json logs_json(const Logs& logs) {
 int run_fit(const FitArgs& args) {
   const auto start = std::chrono::steady_clock::now();
   RunConfig config = load_config_with(args.config, args.overrides);
-  const std::filesystem::path out = args.out.empty() ? std::filesystem::path("runs") / config.name : args.out;
+  const std::filesystem::path out = args.out.empty() ? std::filesystem::path("runs") / config.name : std::filesystem::path(args.out);
   const env::BlasInfo blas = env::warn_if_reference_blas();
 
   data::LoadedData data = data::load_data(config.data);

@@ -46,8 +46,8 @@ std::pair<TensorDataset, TensorDataset> TensorDataset::split(double fraction, ui
   const auto second = static_cast<int64_t>(std::llround(fraction * static_cast<double>(size())));
   NANGUARD_CHECK(second > 0 && second < size(), "split of {} samples with fraction {} leaves a part empty",
                  size(), fraction);
-  auto first_pos = order.slice(0, 0, size() - second).sort().values;
-  auto second_pos = order.slice(0, size() - second).sort().values;
+  auto first_pos = std::get<0>(order.slice(0, 0, size() - second).sort());
+  auto second_pos = std::get<0>(order.slice(0, size() - second).sort());
   return {subset(first_pos), subset(second_pos)};
 }
 
@@ -113,8 +113,8 @@ TensorDataset load_idx_pair(const fs::path& dir, const std::string& prefix, doub
   auto images = read_idx(images_path);
   auto labels = read_idx(labels_path);
   NANGUARD_CHECK(images.dim() == 3, "{}: expected rank-3 images [N, rows, cols], got {}",
-                 images_path.string(), images.sizes());
-  NANGUARD_CHECK(labels.dim() == 1, "{}: expected rank-1 labels, got {}", labels_path.string(), labels.sizes());
+                 images_path.string(), c10::str(images.sizes()));
+  NANGUARD_CHECK(labels.dim() == 1, "{}: expected rank-1 labels, got {}", labels_path.string(), c10::str(labels.sizes()));
   NANGUARD_CHECK(images.size(0) == labels.size(0), "{} holds {} images but {} holds {} labels",
                  images_path.string(), images.size(0), labels_path.string(), labels.size(0));
   NANGUARD_CHECK(scale > 0, "image scale must be positive, got {}", scale);

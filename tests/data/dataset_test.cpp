@@ -82,7 +82,7 @@ TEST(TensorDataset, SplitKeepsIdsAndPartitions) {
   auto [train, val] = ds.split(0.2, 11);
   EXPECT_EQ(train.size(), 80);
   EXPECT_EQ(val.size(), 20);
-  auto all = torch::cat({train.ids(), val.ids()}).sort().values;
+  auto all = std::get<0>(torch::cat({train.ids(), val.ids()}).sort());
   EXPECT_TRUE(torch::equal(all, torch::arange(100, torch::kLong)));
   EXPECT_TRUE(torch::equal(val.y(), val.ids()));
   auto [train2, val2] = ds.split(0.2, 11);
