@@ -6,11 +6,11 @@
 #include <fmt/ranges.h>
 
 #include "core/check.h"
+#include "numerics/health_detail.h"
 
 namespace nanguard {
 namespace {
 
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 bool is_integral_or_bool(const torch::Tensor& t) {
@@ -88,14 +88,15 @@ std::string TensorHealth::to_string() const {
       format_stat(mean), format_stat(std));
 }
 
-TensorHealth tensor_health(const torch::Tensor& tensor) {
-  TensorHealth h;
-  if (!tensor.defined()) return h;
+namespace {
+
+// Shape, dtype and a flat float/double view of the data to measure; undefined when there is
+// nothing to measure.
+torch::Tensor prepare(const torch::Tensor& tensor, TensorHealth& h) {
+  if (!tensor.defined()) return {};
   h.dtype = tensor.scalar_type();
   h.sizes = tensor.sizes().vec();
   h.numel = tensor.numel();
-
-  torch::NoGradGuard no_grad;
   torch::Tensor t = tensor.detach();
   if (t.is_sparse()) {
     t = t._values();
@@ -104,20 +105,78 @@ TensorHealth tensor_health(const torch::Tensor& tensor) {
   } else if (t.is_mkldnn()) {
     t = t.to_dense();
   }
-  if (t.is_meta()) return h;  // no data to measure
+  if (t.is_meta()) return {};  // no data to measure
   if (t.is_complex()) t = at::view_as_real(t.resolve_conj());
   h.numel = t.numel();
-  if (h.numel == 0) return h;
-
+  if (h.numel == 0) return {};
   torch::Tensor x = t.reshape(-1);
-  if (is_integral_or_bool(x)) {
-    x = x.to(torch::kDouble);
-  } else if (x.scalar_type() == torch::kHalf || x.scalar_type() == torch::kBFloat16) {
-    x = x.to(torch::kFloat);  // CPU lacks some reduced-precision kernels; Inf/NaN survive
-  }
+  if (is_integral_or_bool(x)) return x.to(torch::kDouble);
+  // Inf and NaN survive the conversion; CPU lacks some reduced-precision kernels.
+  if (x.scalar_type() == torch::kHalf || x.scalar_type() == torch::kBFloat16) return x.to(torch::kFloat);
+  return x;
+}
 
-  // All statistics stay on the device and come back in one stacked copy (one sync).
-  auto finite = x.isfinite();
+void set_stats(TensorHealth& h, double n_finite, double min, double max, double mean, double var) {
+  if (n_finite <= 0) return;
+  h.min = min;
+  h.max = max;
+  h.absmax = std::max(std::fabs(min), std::fabs(max));
+  h.mean = mean;
+  h.std = std::sqrt(var);
+}
+
+// CPU: two plain loops over the data (counts and sums, then the spread). For a 128x784
+// float32 tensor this takes ~0.1 ms where the kernel version takes ~2 ms.
+template <typename T>
+void scan(const T* p, int64_t n, TensorHealth& h) {
+  int64_t nan = 0, pinf = 0, ninf = 0, zeros = 0, neg = 0, fin = 0;
+  double lo = kInf, hi = -kInf, sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = static_cast<double>(p[i]);
+    if (std::isfinite(v)) {
+      ++fin;
+      zeros += v == 0;
+      neg += v < 0;
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+      sum += v;
+    } else if (std::isnan(v)) {
+      ++nan;
+    } else if (v > 0) {
+      ++pinf;
+    } else {
+      ++ninf;
+      ++neg;
+    }
+  }
+  h.nan_count = nan;
+  h.posinf_count = pinf;
+  h.neginf_count = ninf;
+  h.zero_count = zeros;
+  h.negative_count = neg;
+  if (fin == 0) return;
+  const double mean = sum / static_cast<double>(fin);
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = static_cast<double>(p[i]);
+    if (std::isfinite(v)) ss += (v - mean) * (v - mean);
+  }
+  set_stats(h, static_cast<double>(fin), lo, hi, mean, ss / static_cast<double>(fin));
+}
+
+void health_on_cpu(const torch::Tensor& flat, TensorHealth& h) {
+  auto x = flat.contiguous();
+  if (x.scalar_type() == torch::kDouble) {
+    scan(x.data_ptr<double>(), x.numel(), h);
+  } else {
+    scan(x.data_ptr<float>(), x.numel(), h);
+  }
+}
+
+// Any device: every statistic stays on the device and comes back in one stacked copy, so
+// the whole measurement costs one host sync.
+void health_by_kernels(const torch::Tensor& x, TensorHealth& h) {
+  auto finite = x.sub(x).eq(0);  // x - x is 0 for finite x, NaN for NaN and +-Inf
   auto n_finite = finite.sum();
   auto nan_count = x.isnan().sum();
   auto posinf = x.eq(kInf).sum();
@@ -134,7 +193,7 @@ TensorHealth tensor_health(const torch::Tensor& tensor) {
   auto stats = at::stack({n_finite.to(torch::kDouble), nan_count.to(torch::kDouble),
                           posinf.to(torch::kDouble), neginf.to(torch::kDouble),
                           zeros.to(torch::kDouble), negatives.to(torch::kDouble),
-                          min.to(torch::kDouble), max.to(torch::kDouble), mean, var.sqrt()})
+                          min.to(torch::kDouble), max.to(torch::kDouble), mean, var})
                    .to(torch::kCPU);
   auto s = stats.accessor<double, 1>();
   h.nan_count = static_cast<int64_t>(s[1]);
@@ -142,15 +201,35 @@ TensorHealth tensor_health(const torch::Tensor& tensor) {
   h.neginf_count = static_cast<int64_t>(s[3]);
   h.zero_count = static_cast<int64_t>(s[4]);
   h.negative_count = static_cast<int64_t>(s[5]);
-  if (s[0] > 0) {
-    h.min = s[6];
-    h.max = s[7];
-    h.absmax = std::max(std::fabs(h.min), std::fabs(h.max));
-    h.mean = s[8];
-    h.std = s[9];
+  set_stats(h, s[0], s[6], s[7], s[8], s[9]);
+}
+
+}  // namespace
+
+TensorHealth tensor_health(const torch::Tensor& tensor) {
+  torch::NoGradGuard no_grad;
+  TensorHealth h;
+  auto x = prepare(tensor, h);
+  if (!x.defined()) return h;
+  if (x.device().is_cpu()) {
+    health_on_cpu(x, h);
+  } else {
+    health_by_kernels(x, h);
   }
   return h;
 }
+
+namespace detail {
+
+TensorHealth tensor_health_by_kernels(const torch::Tensor& tensor) {
+  torch::NoGradGuard no_grad;
+  TensorHealth h;
+  auto x = prepare(tensor, h);
+  if (x.defined()) health_by_kernels(x, h);
+  return h;
+}
+
+}  // namespace detail
 
 // The sentinel must be cheap enough to run every step. Measured on this kind of CPU
 // (2 cores, float32, the MNIST MLP's gradients 128x784, 128, 10x128, 10; 20,000 calls):

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "nanguard/core/error.h"
+#include "numerics/health_detail.h"
 #include "support/test_support.h"
 
 namespace nanguard {
@@ -209,6 +210,41 @@ TEST_F(HealthTest, ToStringNamesEveryField) {
   for (const char* needle : {"float32[2, 2]", "numel=4", "nan=1", "+inf=1", "-inf=0", "zeros=1",
                              "neg=0", "min=0", "max=1", "absmax=1", "mean=0.5", "std=0.5"}) {
     EXPECT_NE(s.find(needle), std::string::npos) << needle << " not in " << s;
+  }
+}
+
+// The CPU loop and the device-kernel path (used off the CPU) must agree.
+TEST_F(HealthTest, CpuLoopAndKernelPathAgree) {
+  std::vector<torch::Tensor> cases = {
+      torch::tensor({1.0f, kNaN, kInf, -kInf, 0.0f, -2.0f, 0.0f, 3.0f}),
+      torch::randn({64, 33}) * 1e3,
+      torch::randn({5, 7}, torch::kDouble).t(),
+      torch::tensor({kNaN, kInf}),
+      torch::tensor({3, 0, -5, 7}, torch::kInt),
+      torch::tensor({1.0f, kInf, -0.0f}).to(torch::kHalf),
+      torch::complex(torch::tensor({1.0f, kNaN}), torch::tensor({0.0f, 2.0f})),
+      torch::empty({0}),
+  };
+  for (const auto& t : cases) {
+    auto a = tensor_health(t);
+    auto b = detail::tensor_health_by_kernels(t);
+    SCOPED_TRACE(a.to_string() + " vs " + b.to_string());
+    EXPECT_EQ(a.numel, b.numel);
+    EXPECT_EQ(a.dtype, b.dtype);
+    EXPECT_EQ(a.sizes, b.sizes);
+    EXPECT_EQ(a.nan_count, b.nan_count);
+    EXPECT_EQ(a.posinf_count, b.posinf_count);
+    EXPECT_EQ(a.neginf_count, b.neginf_count);
+    EXPECT_EQ(a.zero_count, b.zero_count);
+    EXPECT_EQ(a.negative_count, b.negative_count);
+    for (auto [x, y] : {std::pair{a.min, b.min}, {a.max, b.max}, {a.absmax, b.absmax},
+                        {a.mean, b.mean}, {a.std, b.std}}) {
+      if (std::isnan(x)) {
+        EXPECT_TRUE(std::isnan(y));
+      } else {
+        EXPECT_NEAR(x, y, 1e-9 * std::max(1.0, std::fabs(x)));
+      }
+    }
   }
 }
 

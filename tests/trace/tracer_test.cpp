@@ -367,5 +367,52 @@ TEST_F(TracerTest, TensorListInputsAreFlattened) {
   EXPECT_EQ(cats[0].inputs[1].zero_count, 3);
 }
 
+
+// Tracing must not change the step it observes (a replay has to reproduce the incident):
+// same parameters after a few Adam steps with dropout, traced or not.
+TEST_F(TracerTest, TracedStepsGiveTheSameResultAsUntracedOnes) {
+  auto run = [](bool traced, size_t* recorded) {
+    torch::manual_seed(1);
+    torch::nn::Sequential net(torch::nn::Linear(20, 16), torch::nn::ReLU(),
+                              torch::nn::Dropout(0.2), torch::nn::Linear(16, 4));
+    torch::optim::Adam adam(net->parameters(), torch::optim::AdamOptions(1e-2));
+    auto x = torch::randn({8, 20});
+    auto y = torch::randint(0, 4, {8});
+    std::unique_ptr<OpTracer> tracer;
+    if (traced) tracer = std::make_unique<OpTracer>();
+    for (int step = 0; step < 3; ++step) {
+      adam.zero_grad();
+      auto loss = torch::nn::functional::cross_entropy(net->forward(x), y);
+      loss.backward();
+      PhaseScope phase(Phase::optimizer);
+      adam.step();
+    }
+    if (tracer) *recorded = tracer->size();
+    std::vector<torch::Tensor> flat;
+    for (const auto& p : net->parameters()) flat.push_back(p.detach().reshape(-1));
+    return torch::cat(flat);
+  };
+  size_t recorded = 0;
+  auto plain = run(false, nullptr);
+  auto traced = run(true, &recorded);
+  EXPECT_GT(recorded, 100u);
+  EXPECT_TRUE(torch::equal(plain, traced));
+}
+
+TEST_F(TracerTest, ConcurrentThreadsAreRecordedSafely) {
+  OpTracer tracer;
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 4; ++w) {
+    workers.emplace_back([] {
+      auto x = torch::ones({16});
+      for (int i = 0; i < 50; ++i) x = x.neg();
+    });
+  }
+  for (auto& t : workers) t.join();
+  auto records = tracer.records();
+  EXPECT_EQ(named(records, "aten::neg").size(), 200u);
+  for (size_t i = 0; i < records.size(); ++i) EXPECT_EQ(records[i].index, static_cast<int64_t>(i));
+}
+
 }  // namespace
 }  // namespace nanguard::trace

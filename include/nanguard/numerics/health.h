@@ -44,7 +44,8 @@ struct TensorHealth {
 // Health of one tensor (any device, any dtype). Integer and bool tensors are finite by
 // construction; complex tensors are measured over their real and imaginary parts; sparse
 // tensors over their stored values. An undefined tensor gives numel 0.
-// Cost: a handful of elementwise kernels and reductions, one device-to-host copy.
+// Cost: on CPU two passes over the data; on other devices a handful of kernels and one
+// device-to-host copy (one sync).
 TensorHealth tensor_health(const torch::Tensor& tensor);
 
 // Cheapest finiteness test over many tensors, with no host sync: a 0-dim float tensor on the
