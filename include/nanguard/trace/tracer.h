@@ -1,8 +1,9 @@
 // Op tracer for replays: while an OpTracer is alive, every ATen op (forward, backward and
 // optimizer) is recorded with the health of the tensors it reads and writes, the module scope
-// it ran in (NANGUARD_SCOPE) and the training phase. It costs a few host syncs per op, so it is
-// meant for re-running one step after an incident; when no tracer is alive nothing is
-// installed and ops run at full speed.
+// it ran in (NANGUARD_SCOPE) and the training phase. It is meant for re-running one step after
+// an incident (a step of the MNIST MLP goes from ~0.4 ms to ~16 ms on CPU, and every op costs
+// a host sync on a GPU); when no tracer is alive nothing is installed and ops run at full
+// speed.
 #pragma once
 
 #include <cstdint>
@@ -47,6 +48,8 @@ struct OpRecord {
   // Tensors the op reads, in argument order (tensor lists flattened). Write-only arguments
   // (out= tensors, the self of copy_/fill_/zero_ and random fills) are left out.
   std::vector<TensorHealth> inputs;
+  // Outputs of ops that return uninitialised memory (aten::empty and the like) carry only
+  // dtype and shape.
   std::vector<TensorHealth> outputs;
   std::vector<uintptr_t> input_ids, output_ids;  // tensor_id() of each input / output
   // Batch rows (dim 0 of the first non-finite output, when it equals
