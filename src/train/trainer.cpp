@@ -184,8 +184,10 @@ void Trainer::save_weights(const std::filesystem::path& path) {
     }
   }
   write_file_atomic(path, [&](const std::filesystem::path& tmp) {
+    // Flat keys ("layers.1.dense.weight"), read back by load_weights.
     torch::serialize::OutputArchive archive;
-    model_->save(archive);
+    for (const auto& item : model_->named_parameters()) archive.write(item.key(), item.value());
+    for (const auto& item : model_->named_buffers()) archive.write(item.key(), item.value(), /*is_buffer=*/true);
     archive.save_to(tmp.string());
   });
 }
@@ -195,7 +197,24 @@ void Trainer::load_weights(const std::filesystem::path& path) {
   try {
     torch::serialize::InputArchive archive;
     archive.load_from(path.string());
-    model_->load(archive);
+    // Read everything and check shapes before touching the model: Module::load would
+    // silently resize a parameter to whatever the file holds.
+    std::vector<std::pair<at::Tensor, at::Tensor>> loaded;
+    auto collect = [&](const std::string& key, const at::Tensor& target, bool is_buffer) {
+      at::Tensor value;
+      if (!archive.try_read(key, value, is_buffer)) {
+        throw ValueError("weights file " + path.string() + " has no tensor '" + key + "' (saved from another model?)");
+      }
+      if (value.sizes() != target.sizes()) {
+        throw ValueError("weights file " + path.string() + ": '" + key + "' has shape " + c10::str(value.sizes()) +
+                         ", the model expects " + c10::str(target.sizes()));
+      }
+      loaded.emplace_back(target, value);
+    };
+    for (const auto& item : model_->named_parameters()) collect(item.key(), item.value(), false);
+    for (const auto& item : model_->named_buffers()) collect(item.key(), item.value(), true);
+    torch::NoGradGuard no_grad;
+    for (auto& [target, value] : loaded) target.copy_(value);
   } catch (const c10::Error& e) {
     throw ValueError("cannot load weights from " + path.string() +
                      " (not a nanguard weights file, or saved from another model): " +

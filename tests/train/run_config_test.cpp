@@ -67,7 +67,7 @@ TEST(RunConfig, UnknownTopLevelKeyNamesKeyAndLine) {
 TEST(RunConfig, UnknownKeyInFitNamesKeyAndLine) {
   std::string text = kGood;
   text.replace(text.find("seed = 7"), 8, "sed = 7");
-  EXPECT_TRUE(throws_with<ValueError>([&] { parse_run_config(text, "bad.toml"); }, {"fit.sed", "bad.toml:15"}));
+  EXPECT_TRUE(throws_with<ValueError>([&] { parse_run_config(text, "bad.toml"); }, {"fit.sed", "bad.toml:16"}));
 }
 
 TEST(RunConfig, WrongTypesAndValuesAreNamed) {
