@@ -9,7 +9,9 @@
 
 #include "commands.h"
 #include "nanguard/core/atomic_file.h"
+#include "nanguard/core/error.h"
 #include "nanguard/env/blas.h"
+#include "nanguard/report/events.h"
 #include "nanguard/report/history_files.h"
 #include "nanguard/train/progress.h"
 #include "run_folder.h"
@@ -43,6 +45,21 @@ int run_fit(const FitArgs& args) {
     std::cout << fmt::format("Training on {} samples, validating on {}, {} epochs of batch {}\n", data.train.size(),
                              data.validation.size(), config.fit.epochs, config.fit.batch_size);
   }
+  // Every guard event goes to events.jsonl as it happens; incidents are also told on the console.
+  report::EventLog events(out / "events.jsonl");
+  trainer->set_event_handler([&](const GuardEvent& e) {
+    events.write(e);
+    if (args.quiet) return;
+    if (e.kind == "incident") {
+      std::cout << fmt::format("\n[nanguard] step {}: non-finite {} - {} ({:.0f}%){}\n  {}\n", e.step, e.detail, e.cause,
+                               e.confidence * 100, e.op.empty() ? "" : ", born in " + e.op + (e.module.empty() ? "" : " (" + e.module + ")"),
+                               e.explanation);
+    } else if (e.kind == "action") {
+      std::cout << fmt::format("[nanguard]   repair: {} - {}\n", e.action, e.detail);
+    } else {
+      std::cout << fmt::format("[nanguard] warning at step {}: {}\n", e.step, e.explanation);
+    }
+  });
   ProgressBar progress(std::cout);
   std::vector<Callback*> callbacks;
   if (!args.quiet) callbacks.push_back(&progress);
@@ -68,12 +85,40 @@ int run_fit(const FitArgs& args) {
   summary["parameters"] = trainer->model()->parameter_count();
   summary["environment"] = {{"libtorch", TORCH_VERSION}, {"blas", blas.name}, {"threads", torch::get_num_threads()}};
 
+  if (Guard* guard = trainer->guard()) {
+    summary["guard"] = {{"steps", guard->steps()},
+                        {"applied_steps", guard->applied_steps()},
+                        {"skipped_steps", guard->skipped_steps()},
+                        {"incidents", static_cast<int64_t>(guard->incidents().size())},
+                        {"quarantined", guard->quarantined()},
+                        {"lr_scale", guard->lr_scale()},
+                        {"clip_norm", guard->clip_norm()},
+                        {"stopped", guard->stopped()},
+                        {"snapshot_bytes", guard->snapshots().memory_bytes()},
+                        {"snapshot_seconds", guard->snapshots().last_take_seconds()}};
+    if (!args.quiet) {
+      std::cout << guard->summary();
+      for (const auto& incident : guard->incidents()) std::cout << incident->summary();
+    }
+  }
   std::vector<std::filesystem::path> written = report::write_history_files(out, history);
-  trainer->save_weights(out / "weights.pt");
-  written.push_back(out / "weights.pt");
+  bool weights_refused = false;
+  try {
+    trainer->save_weights(out / "weights.pt");
+    written.push_back(out / "weights.pt");
+  } catch (const NonFiniteError& e) {
+    // A poisoned model is never written; the rest of the run folder still is.
+    summary["weights_refused"] = e.what();
+    weights_refused = true;
+    std::cerr << "nanguard: " << e.what() << "\n";
+  }
   write_text_atomic(out / "config.toml", read_text_file(config.source));
   summary["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   write_text_atomic(out / "summary.json", summary.dump(2) + "\n");
+  if (weights_refused) throw TrainingStopped("the model holds non-finite weights; no weights file was written");
+  if (trainer->guard() && trainer->guard()->stopped()) {
+    throw TrainingStopped("the guard stopped the run (repair budget spent); see " + (out / "events.jsonl").string());
+  }
   if (!args.quiet) std::cout << "Run folder: " << out.string() << " (history.csv, loss.svg, summary.json, weights.pt)\n";
   return kOk;
 }

@@ -27,6 +27,7 @@ std::string bar(int64_t done, int64_t total) {
 
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
+  if (seconds < 1e-3) return fmt::format("{:.0f}us", seconds * 1e6);
   if (seconds < 1.0) return fmt::format("{:.0f}ms", seconds * 1000.0);
   if (seconds < 60.0) return fmt::format("{:.0f}s", seconds);
   const auto total = static_cast<int64_t>(std::llround(seconds));

@@ -140,6 +140,67 @@ FitOptions parse_fit(const toml::table& table, const std::string& file) {
   return f;
 }
 
+GuardOptions parse_guard(const toml::table& table, const std::string& file) {
+  TableReader r(table, "guard", file);
+  r.reject_unknown({"enabled", "snapshot_every", "snapshot_capacity", "check_state_every", "replay", "repair",
+                    "max_rollbacks", "rollback_window", "max_incidents", "max_consecutive_skips", "lr_factor",
+                    "lr_floor", "clip_norm", "policy"});
+  GuardOptions g;
+  bool flag = true;
+  int64_t n = 0;
+  double x = 0;
+  if (table.contains("enabled")) r.read(std::string_view("enabled"), flag, "true or false"), g.enabled(flag);
+  if (table.contains("replay")) r.read(std::string_view("replay"), flag, "true or false"), g.replay(flag);
+  if (table.contains("repair")) r.read(std::string_view("repair"), flag, "true or false"), g.repair(flag);
+  auto read_count = [&](std::string_view key, int64_t min, auto set) {
+    if (!table.contains(key)) return;
+    r.read(key, n, "an integer");
+    r.check(n >= min, key, fmt::format("must be >= {}", min));
+    set(n);
+  };
+  read_count("snapshot_every", 0, [&](int64_t v) { g.snapshot_every(v); });
+  read_count("snapshot_capacity", 1, [&](int64_t v) { g.snapshot_capacity(v); });
+  read_count("check_state_every", 0, [&](int64_t v) { g.check_state_every(v); });
+  RepairPolicy policy = RepairPolicy::automatic();
+  read_count("max_rollbacks", 0, [&](int64_t v) { policy.budget.max_rollbacks = v; });
+  read_count("rollback_window", 1, [&](int64_t v) { policy.budget.rollback_window = v; });
+  read_count("max_incidents", 1, [&](int64_t v) { policy.budget.max_incidents = v; });
+  read_count("max_consecutive_skips", 1, [&](int64_t v) { policy.budget.max_consecutive_skips = v; });
+  auto read_positive = [&](std::string_view key, double max, double& out) {
+    if (!table.contains(key)) return;
+    r.read(key, x, "a positive number");
+    r.check(x > 0 && x <= max, key, fmt::format("must be in (0, {}]", max));
+    out = x;
+  };
+  read_positive("lr_factor", 1.0, policy.budget.lr_factor);
+  read_positive("lr_floor", 1e9, policy.budget.lr_floor);
+  read_positive("clip_norm", 1e30, policy.budget.clip_norm);
+  if (const toml::node* node = table.get("policy")) {
+    const toml::table* causes = node->as_table();
+    if (causes == nullptr) throw ValueError(fmt::format("guard.policy must be a table ({})", r.where(*node)));
+    for (const auto& [cause, actions] : *causes) {
+      const toml::array* list = actions.as_array();
+      if (list == nullptr) {
+        throw ValueError(fmt::format("guard.policy.{}: expected an array of action names ({})", cause.str(),
+                                     r.where(actions)));
+      }
+      std::vector<RepairAction> parsed;
+      for (const auto& a : *list) {
+        auto name = a.value<std::string>();
+        if (!name) throw ValueError(fmt::format("guard.policy.{}: expected action names ({})", cause.str(), r.where(a)));
+        try {
+          parsed.push_back(repair_action_from_string(*name));
+        } catch (const ValueError& e) {
+          throw ValueError(fmt::format("guard.policy.{} ({}): {}", cause.str(), r.where(a), e.what()));
+        }
+      }
+      policy.actions[std::string(cause.str())] = parsed;
+    }
+  }
+  g.policy(policy);
+  return g;
+}
+
 }  // namespace
 
 RunConfig parse_run_config(const std::string& text, const fs::path& source_name) {
@@ -152,7 +213,7 @@ RunConfig parse_run_config(const std::string& text, const fs::path& source_name)
                                  e.description()));
   }
   TableReader r(root, "", file);
-  r.reject_unknown({"name", "data", "model", "loss", "optimizer", "metrics", "schedule", "fit"});
+  r.reject_unknown({"name", "data", "model", "loss", "optimizer", "metrics", "schedule", "fit", "guard"});
 
   RunConfig config;
   config.source = source_name;
@@ -173,6 +234,10 @@ RunConfig parse_run_config(const std::string& text, const fs::path& source_name)
   if (const toml::node* fit = root.get("fit")) {
     if (!fit->is_table()) throw ValueError(fmt::format("{}: 'fit' must be a table", file));
     config.fit = parse_fit(*fit->as_table(), file);
+  }
+  if (const toml::node* guard = root.get("guard")) {
+    if (!guard->is_table()) throw ValueError(fmt::format("{}: 'guard' must be a table", file));
+    config.compile.guard = parse_guard(*guard->as_table(), file);
   }
   config.data.seed = config.fit.seed;  // the validation split follows the run's seed
   return config;

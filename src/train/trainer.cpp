@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "core/check.h"
@@ -34,6 +35,35 @@ Trainer::Trainer(SequentialModel model, CompileOptions options)
   set_learning_rate(*optimizer_, schedule_->learning_rate(0));
   // Resolve metric names now so a typo fails before training starts.
   (void)make_metrics();
+  if (options_.guard.enabled()) {
+    GuardHooks hooks;
+    hooks.use_stable_loss = [this] {
+      if (is_stable(options_.loss)) return false;
+      options_.loss = stable_form(options_.loss);
+      return true;
+    };
+    hooks.loss_is_stable = [this] { return is_stable(options_.loss); };
+    hooks.quarantine = [this](const std::vector<int64_t>& ids) {
+      if (loader_ != nullptr) loader_->exclude_ids(ids);
+    };
+    // Snapshots carry the step counter and the schedule, so a rollback keeps them in step.
+    hooks.save_extra = [this] {
+      std::vector<double> extra{static_cast<double>(global_step_)};
+      auto state = schedule_->state();
+      extra.insert(extra.end(), state.begin(), state.end());
+      return extra;
+    };
+    hooks.load_extra = [this](const std::vector<double>& extra) {
+      if (extra.empty()) return;
+      global_step_ = static_cast<int64_t>(extra.front());
+      schedule_->load_state(std::vector<double>(extra.begin() + 1, extra.end()));
+    };
+    hooks.on_event = [this](const GuardEvent& e) {
+      if (event_handler_) event_handler_(e);
+    };
+    torch::nn::Module& module = *model_;
+    guard_ = std::make_unique<Guard>(module, *optimizer_, options_.guard, std::move(hooks));
+  }
 }
 
 Trainer::~Trainer() = default;
@@ -68,16 +98,55 @@ StepResult Trainer::train_step(const data::Batch& batch) {
 }
 
 StepResult Trainer::step_on_batch(const data::Batch& batch, at::Tensor* logits_out) {
-  set_learning_rate(*optimizer_, schedule_->learning_rate(global_step_));
-  zero_grad();
-  auto logits = model_->forward_logits(batch.x);
-  auto loss = compute_loss(options_.loss, logits, model_->output_activation(), batch.y);
-  loss.backward();
-  clip_gradients(options_.optimizer, parameters_);
-  optimizer_->step();
-  ++global_step_;
-  if (logits_out != nullptr) *logits_out = logits.detach();
-  return StepResult{loss.detach(), batch.size(), true};
+  const double scale = guard_ ? guard_->lr_scale() : 1.0;
+  set_learning_rate(*optimizer_, schedule_->learning_rate(global_step_) * scale);
+  at::Tensor logits;
+  auto forward_backward = [&](const data::Batch& b) {
+    logits = model_->forward_logits(b.x);
+    // Labels were range-checked once for the whole dataset (fit): no per-step host sync.
+    LossSpec loss_spec = options_.loss;
+    loss_spec.check_labels(false);
+    auto loss = compute_loss(loss_spec, logits, model_->output_activation(), b.y);
+    loss.backward();
+    clip_gradients(options_.optimizer, parameters_);
+    return loss;
+  };
+  if (!guard_) {
+    zero_grad();
+    auto loss = forward_backward(batch);
+    optimizer_->step();
+    ++global_step_;
+    if (logits_out != nullptr) *logits_out = logits.detach();
+    return StepResult{loss.detach(), batch.size(), true, nullptr};
+  }
+  StepVerdict verdict = guard_->step(batch, forward_backward);
+  StepResult result{torch::tensor(verdict.loss, torch::kDouble), batch.size(), verdict.applied(), verdict.incident};
+  if (verdict.applied()) {
+    ++global_step_;
+    // After an incident the batch may have lost quarantined rows: metrics use the logits only
+    // when they cover the whole batch.
+    if (logits_out != nullptr && logits.defined() && logits.size(0) == batch.size()) *logits_out = logits.detach();
+  }
+  if (verdict.stopped()) request_stop();
+  return result;
+}
+
+void Trainer::check_labels(const data::TensorDataset& dataset, const char* what) const {
+  if (options_.loss.type() != LossType::sparse_categorical_crossentropy || !dataset.y().defined() ||
+      dataset.y().is_floating_point() || dataset.size() == 0) {
+    return;
+  }
+  const int64_t classes = model_->output_shape().empty() ? 1 : model_->output_shape().back();
+  auto [lo, hi] = torch::aminmax(dataset.y());
+  const int64_t low = lo.item<int64_t>(), high = hi.item<int64_t>();
+  if (low < 0 || high >= classes) {
+    auto bad = torch::logical_or(dataset.y() < 0, dataset.y() >= classes).nonzero().flatten();
+    const int64_t first = bad[0].item<int64_t>();
+    throw ValueError(fmt::format("{} data: sample {} has label {}, outside [0, {}) for a model with {} outputs "
+                                 "({} samples out of range)",
+                                 what, dataset.ids()[first].item<int64_t>(), dataset.y()[first].item<int64_t>(),
+                                 classes, classes, bad.numel()));
+  }
 }
 
 Logs Trainer::run_epoch(data::BatchLoader& loader, int64_t epoch, const std::vector<Callback*>& callbacks) {
@@ -93,12 +162,12 @@ Logs Trainer::run_epoch(data::BatchLoader& loader, int64_t epoch, const std::vec
     data::Batch batch = loader.batch(b);
     at::Tensor logits;
     StepResult step = step_on_batch(batch, &logits);
-    if (step.applied) update_metrics(metrics, logits, batch.y);
-    {
+    if (step.applied && logits.defined()) {
+      update_metrics(metrics, logits, batch.y);
       torch::NoGradGuard no_grad;
       loss_sum.add_(step.loss.to(torch::kDouble) * static_cast<double>(step.batch_size));
+      seen += step.batch_size;
     }
-    seen += step.batch_size;
     for (auto* cb : callbacks) cb->on_batch_end(*this, b, step);
   }
   Logs logs;
@@ -133,7 +202,11 @@ History Trainer::fit(const data::TensorDataset& train, const data::TensorDataset
                      const FitOptions& options, const std::vector<Callback*>& callbacks) {
   NANGUARD_CHECK(options.epochs > 0, "epochs must be positive, got {}", options.epochs);
   NANGUARD_CHECK(options.batch_size > 0, "batch_size must be positive, got {}", options.batch_size);
+  check_labels(train, "training");
+  if (validation != nullptr) check_labels(*validation, "validation");
   data::BatchLoader loader(train, options.batch_size, options.shuffle, options.seed);
+  if (guard_) loader.exclude_ids(guard_->quarantined());
+  loader_ = &loader;
   History history;
   stop_requested_ = false;
   for (auto* cb : callbacks) cb->on_train_begin(*this, options);
@@ -153,6 +226,7 @@ History Trainer::fit(const data::TensorDataset& train, const data::TensorDataset
     for (auto* cb : callbacks) cb->on_epoch_end(*this, epoch, logs);
   }
   for (auto* cb : callbacks) cb->on_train_end(*this, history);
+  loader_ = nullptr;
   return history;
 }
 

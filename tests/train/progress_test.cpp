@@ -10,6 +10,7 @@ namespace {
 
 TEST(Progress, FormatsDurationsLikeKeras) {
   EXPECT_EQ(format_duration(0.25), "250ms");
+  EXPECT_EQ(format_duration(0.00028), "280us");
   EXPECT_EQ(format_duration(3.2), "3s");
   EXPECT_EQ(format_duration(65), "1m05s");
   EXPECT_EQ(format_duration(7300), "2h01m");

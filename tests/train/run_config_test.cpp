@@ -90,3 +90,38 @@ TEST(RunConfig, MissingSectionsAndBrokenTomlAreReported) {
 
 }  // namespace
 }  // namespace nanguard
+
+namespace nanguard {
+namespace {
+
+TEST(RunConfig, GuardTableConfiguresTheGuard) {
+  std::string text = std::string(kGood) + R"(
+[guard]
+snapshot_every = 20
+max_rollbacks = 2
+lr_factor = 0.5
+[guard.policy]
+lr_too_high = ["rollback", "lr_backoff"]
+)";
+  RunConfig c = parse_run_config(text, "g.toml");
+  EXPECT_TRUE(c.compile.guard.enabled());
+  EXPECT_EQ(c.compile.guard.snapshot_every(), 20);
+  EXPECT_EQ(c.compile.guard.policy().budget.max_rollbacks, 2);
+  EXPECT_DOUBLE_EQ(c.compile.guard.policy().budget.lr_factor, 0.5);
+  EXPECT_EQ(c.compile.guard.policy().actions_for("lr_too_high"),
+            (std::vector<RepairAction>{RepairAction::rollback, RepairAction::lr_backoff}));
+}
+
+TEST(RunConfig, GuardTableErrorsNameKeyAndLine) {
+  std::string base = std::string(kGood) + "\n[guard]\n";
+  EXPECT_TRUE(throws_with<ValueError>([&] { parse_run_config(base + "snapshots = 3\n", "g.toml"); },
+                                      {"guard.snapshots", "g.toml:"}));
+  EXPECT_TRUE(throws_with<ValueError>([&] { parse_run_config(base + "lr_factor = 2.0\n", "g.toml"); },
+                                      {"guard.lr_factor", "(0, 1]"}));
+  EXPECT_TRUE(throws_with<ValueError>(
+      [&] { parse_run_config(base + "[guard.policy]\nlr_too_high = [\"explode\"]\n", "g.toml"); },
+      {"guard.policy.lr_too_high", "explode"}));
+}
+
+}  // namespace
+}  // namespace nanguard

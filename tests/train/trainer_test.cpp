@@ -143,3 +143,24 @@ TEST(Trainer, UnknownMetricFailsAtConstruction) {
 
 }  // namespace
 }  // namespace nanguard
+
+namespace nanguard {
+namespace {
+
+TEST(Trainer, OutOfRangeLabelsAreReportedBeforeTraining) {
+  torch::manual_seed(0);
+  CompileOptions c;
+  c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
+  c.optimizer = OptimizerSpec().type(OptimizerType::sgd);
+  ModelSpec spec;
+  spec.input_shape = {2};
+  spec.add(layers::dense(3, "softmax"));
+  Trainer t(SequentialModel(spec), c);
+  auto y = torch::tensor({0, 1, 2, 7, 1}, torch::kLong);
+  data::TensorDataset ds(torch::randn({5, 2}), y);
+  EXPECT_TRUE(testing::throws_with<ValueError>([&] { t.fit(ds, nullptr, FitOptions()); },
+                                               {"sample 3", "label 7", "[0, 3)"}));
+}
+
+}  // namespace
+}  // namespace nanguard

@@ -14,6 +14,7 @@
 #include <torch/optim/optimizer.h>
 
 #include "nanguard/data/dataset.h"
+#include "nanguard/guard/guard.h"
 #include "nanguard/train/history.h"
 #include "nanguard/train/loss.h"
 #include "nanguard/train/metrics.h"
@@ -31,6 +32,8 @@ struct CompileOptions {
   OptimizerSpec optimizer;
   std::vector<std::string> metrics{"accuracy"};
   ScheduleSpec schedule;  // type "constant" by default: the optimizer's learning rate
+  // The guard watches every step (on by default; GuardOptions().enabled(false) turns it off).
+  GuardOptions guard;
 };
 
 struct FitOptions {
@@ -45,6 +48,7 @@ struct StepResult {
   at::Tensor loss;  // 0-dim, detached; read it lazily to avoid a sync per step on GPUs
   int64_t batch_size = 0;
   bool applied = true;  // false when the optimizer step was skipped
+  std::shared_ptr<const Incident> incident;  // set when the guard caught a non-finite value
 };
 
 // Hooks called by fit(); override what you need.
@@ -94,6 +98,10 @@ class Trainer {
   // Optimizer steps applied so far (Keras's optimizer.iterations); drives the schedule.
   int64_t global_step() const { return global_step_; }
   double learning_rate() const;
+  // The guard (null when disabled in the options).
+  Guard* guard() { return guard_.get(); }
+  // Receives every guard event (incidents, actions, warnings) as it happens.
+  void set_event_handler(std::function<void(const GuardEvent&)> handler) { event_handler_ = std::move(handler); }
 
  private:
   // The body of train_step; hands the batch's logits to the caller for the epoch's metrics.
@@ -101,12 +109,17 @@ class Trainer {
   std::vector<Metric> make_metrics() const;
   void update_metrics(std::vector<Metric>& metrics, const at::Tensor& logits, const at::Tensor& target);
   void zero_grad();
+  // Sparse labels must index the model's outputs; checked once per dataset, not per step.
+  void check_labels(const data::TensorDataset& dataset, const char* what) const;
 
   SequentialModel model_;
   CompileOptions options_;
   std::vector<at::Tensor> parameters_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<LrSchedule> schedule_;
+  std::unique_ptr<Guard> guard_;
+  data::BatchLoader* loader_ = nullptr;  // the loader of the running fit, for quarantines
+  std::function<void(const GuardEvent&)> event_handler_;
   int64_t global_step_ = 0;
   bool stop_requested_ = false;
 };

@@ -1,0 +1,280 @@
+// The guard on small seeded scenarios of the NaN zoo (zoo.md): each is detected, localized to
+// the right birth op and phase, diagnosed with the right top cause, and repaired.
+#include "nanguard/guard/guard.h"
+
+#include <limits>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "nanguard/train/trainer.h"
+
+namespace nanguard {
+namespace {
+
+constexpr int64_t kClasses = 10;
+constexpr int64_t kFeatures = 20;
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// Ten Gaussian clusters: learnable to high accuracy in a few epochs.
+data::TensorDataset clusters(int64_t n, uint64_t seed, double scale = 1.0) {
+  auto centers_gen = at::detail::createCPUGenerator(1234);
+  auto centers = torch::randn({kClasses, kFeatures}, centers_gen) * 2.0;
+  auto gen = at::detail::createCPUGenerator(seed);
+  auto y = torch::randint(0, kClasses, {n}, gen, torch::kLong);
+  auto x = (centers.index_select(0, y) + torch::randn({n, kFeatures}, gen)) * scale;
+  return data::TensorDataset(x, y);
+}
+
+ModelSpec mlp() {
+  ModelSpec spec;
+  spec.input_shape = {kFeatures};
+  spec.add(layers::dense(32, "relu")).add(layers::dense(kClasses, "softmax"));
+  return spec;
+}
+
+CompileOptions adam(GuardOptions guard = GuardOptions()) {
+  CompileOptions c;
+  c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
+  c.optimizer = OptimizerSpec().type(OptimizerType::adam).learning_rate(0.01);
+  c.guard = guard;
+  return c;
+}
+
+double fit_and_test(Trainer& trainer, const data::TensorDataset& train, const data::TensorDataset& test,
+                    int64_t epochs = 3) {
+  FitOptions f;
+  f.epochs = epochs;
+  f.batch_size = 32;
+  f.seed = 5;
+  trainer.fit(train, nullptr, f);
+  return trainer.evaluate(test).get("accuracy");
+}
+
+std::vector<std::string> top_causes(Guard& g) {
+  std::vector<std::string> out;
+  for (const auto& i : g.incidents()) out.push_back(i->diagnosis.top().cause);
+  return out;
+}
+
+TEST(Guard, HealthyRunHasNoIncidentsAndNoEvents) {
+  torch::manual_seed(0);
+  auto train = clusters(600, 1), test = clusters(300, 2);
+  Trainer trainer(SequentialModel(mlp()), adam());
+  const double acc = fit_and_test(trainer, train, test);
+  EXPECT_GT(acc, 0.9);
+  ASSERT_NE(trainer.guard(), nullptr);
+  EXPECT_TRUE(trainer.guard()->incidents().empty());
+  EXPECT_TRUE(trainer.guard()->events().empty());
+  EXPECT_EQ(trainer.guard()->skipped_steps(), 0);
+}
+
+TEST(Guard, BadInputDataIsQuarantinedByDatasetIdWithoutChangingHyperparameters) {  // Z5
+  auto train = clusters(600, 1), test = clusters(300, 2);
+  const std::vector<int64_t> poisoned{17, 101, 250, 333, 589};
+  auto x = train.x().clone();
+  for (size_t i = 0; i < poisoned.size(); ++i) x[poisoned[i]][static_cast<int64_t>(i)] = i % 2 ? kNaN : INFINITY;
+  data::TensorDataset bad(x, train.y());
+
+  torch::manual_seed(0);
+  Trainer clean(SequentialModel(mlp()), adam());
+  const double clean_acc = fit_and_test(clean, train.without_ids(poisoned), test);
+  torch::manual_seed(0);
+  Trainer guarded(SequentialModel(mlp()), adam());
+  const double acc = fit_and_test(guarded, bad, test);
+
+  Guard& g = *guarded.guard();
+  ASSERT_FALSE(g.incidents().empty());
+  for (const auto& c : top_causes(g)) EXPECT_EQ(c, cause::bad_input_data);
+  auto q = g.quarantined();
+  std::sort(q.begin(), q.end());
+  EXPECT_EQ(q, poisoned);
+  const auto& ev = g.incidents().front()->evidence;
+  EXPECT_FALSE(ev.nonfinite_samples.empty());
+  EXPECT_EQ(g.lr_scale(), 1.0);
+  EXPECT_EQ(g.clip_norm(), 0.0);
+  EXPECT_NEAR(acc, clean_acc, 0.01);
+}
+
+TEST(Guard, TransientFaultIsRecomputedAndLeavesNoTrace) {  // Z6
+  auto run = [](bool inject) {
+    torch::manual_seed(0);
+    torch::nn::Linear model(kFeatures, kClasses);
+    torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(0.01));
+    Guard guard(*model, opt);
+    auto ds = clusters(320, 3);
+    data::BatchLoader loader(ds, 32, false);
+    bool injected = false;
+    for (int64_t b = 0; b < loader.num_batches(); ++b) {
+      auto verdict = guard.step(loader.batch(b), [&](const data::Batch& batch) {
+        auto loss = torch::nll_loss(torch::log_softmax(model->forward(batch.x), 1), batch.y);
+        loss.backward();
+        if (inject && b == 4 && !injected) {  // one NaN, first execution of step 4 only
+          torch::NoGradGuard no_grad;
+          model->weight.grad()[2][3] = kNaN;
+          injected = true;
+        }
+        return loss;
+      });
+      EXPECT_TRUE(verdict.applied());
+    }
+    return std::make_pair(model->weight.clone(), guard.incidents());
+  };
+  auto [clean_w, clean_incidents] = run(false);
+  auto [w, incidents] = run(true);
+  EXPECT_TRUE(clean_incidents.empty());
+  ASSERT_EQ(incidents.size(), 1u);
+  const Incident& inc = *incidents.front();
+  EXPECT_EQ(inc.step, 4);
+  EXPECT_EQ(inc.diagnosis.top().cause, cause::transient_fault);
+  EXPECT_FALSE(inc.evidence.reproduced);
+  EXPECT_GE(inc.evidence.replays, 2);
+  EXPECT_FALSE(inc.evidence.birth_found);
+  EXPECT_TRUE(inc.evidence.blamed_samples.empty());
+  EXPECT_EQ(inc.actions, std::vector<std::string>{"recompute"});
+  EXPECT_TRUE(torch::equal(w, clean_w)) << "recomputing must give exactly the clean run";
+}
+
+TEST(Guard, LogOfZeroIsBornAtLogInForward) {  // Z3, in a user's own loop
+  torch::manual_seed(0);
+  torch::nn::Linear model(kFeatures, kClasses);
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.01));
+  Guard guard(*model, opt);
+  auto ds = clusters(64, 4);
+  data::BatchLoader loader(ds, 32, false);
+  // Hand-written cross-entropy on logits scaled x50: softmax underflows to exact zeros.
+  auto verdict = guard.step(loader.batch(0), [&](const data::Batch& b) {
+    NANGUARD_SCOPE("loss");
+    auto p = torch::softmax(model->forward(b.x) * 50.0, 1);
+    auto y = torch::one_hot(b.y, kClasses).to(torch::kFloat);
+    auto loss = -(y * torch::log(p)).sum(1).mean();
+    loss.backward();
+    return loss;
+  });
+  ASSERT_NE(verdict.incident, nullptr);
+  const Evidence& ev = verdict.incident->evidence;
+  EXPECT_EQ(ev.birth_op, "aten::log");
+  EXPECT_EQ(ev.birth_phase, "forward");
+  EXPECT_EQ(ev.birth_module, "loss");
+  EXPECT_GT(ev.birth_input_zeros, 0);
+  EXPECT_EQ(verdict.incident->diagnosis.top().cause, cause::unsafe_loss);
+  EXPECT_EQ(verdict.incident->diagnosis.top().subkind, unsafe_loss_kind::log_of_zero);
+  EXPECT_FALSE(verdict.applied());
+}
+
+TEST(Guard, ExpOverflowIsBornAtExpInForward) {  // Z4
+  torch::manual_seed(0);
+  torch::nn::Linear model(kFeatures, kClasses);
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.01));
+  Guard guard(*model, opt);
+  auto ds = clusters(32, 4);
+  data::BatchLoader loader(ds, 32, false);
+  auto verdict = guard.step(loader.batch(0), [&](const data::Batch& b) {
+    NANGUARD_SCOPE("softmax");
+    auto z = model->forward(b.x) + 100.0;  // logits above 88: exp overflows float32
+    auto e = torch::exp(z);
+    auto p = e / e.sum(1, true);
+    auto loss = torch::nll_loss(torch::log(p), b.y);
+    loss.backward();
+    return loss;
+  });
+  ASSERT_NE(verdict.incident, nullptr);
+  const Evidence& ev = verdict.incident->evidence;
+  EXPECT_EQ(ev.birth_op, "aten::exp");
+  EXPECT_EQ(ev.birth_phase, "forward");
+  EXPECT_EQ(ev.birth_module, "softmax");
+  EXPECT_GT(ev.birth_input_max, 88.0);
+  EXPECT_EQ(verdict.incident->diagnosis.top().cause, cause::unsafe_loss);
+  EXPECT_EQ(verdict.incident->diagnosis.top().subkind, unsafe_loss_kind::exp_overflow);
+}
+
+TEST(Guard, TrainerSwitchesAnUnsafeLossToItsStableForm) {  // Z3, trainer-owned loss
+  auto train = clusters(600, 1, 40.0), test = clusters(300, 2, 40.0);
+  torch::manual_seed(0);
+  Trainer clean(SequentialModel(mlp()), adam());
+  const double clean_acc = fit_and_test(clean, train, test);
+  CompileOptions unsafe = adam();
+  unsafe.loss.fused(false);  // the literal -log(softmax(z)): log(0) once softmax underflows
+  torch::manual_seed(0);
+  Trainer guarded(SequentialModel(mlp()), unsafe);
+  const double acc = fit_and_test(guarded, train, test);
+  Guard& g = *guarded.guard();
+  ASSERT_FALSE(g.incidents().empty());
+  const Incident& first = *g.incidents().front();
+  EXPECT_EQ(first.diagnosis.top().cause, cause::unsafe_loss);
+  EXPECT_EQ(first.evidence.birth_op, "aten::log");
+  EXPECT_NE(std::find(first.actions.begin(), first.actions.end(), "stable_loss"), first.actions.end());
+  EXPECT_TRUE(is_stable(guarded.options().loss));
+  EXPECT_EQ(g.incidents().size(), 1u) << "no incident after the switch";
+  EXPECT_NEAR(acc, clean_acc, 0.01);
+}
+
+TEST(Guard, BudgetsStopAHopelessRun) {
+  torch::manual_seed(0);
+  torch::nn::Linear model(kFeatures, kClasses);
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.01));
+  RepairPolicy policy = RepairPolicy::automatic();
+  policy.budget.max_incidents = 5;
+  Guard guard(*model, opt, GuardOptions().policy(policy));
+  auto ds = clusters(32, 4);
+  data::BatchLoader loader(ds, 32, false);
+  int steps = 0;
+  while (!guard.stopped() && steps < 100) {
+    guard.step(loader.batch(0), [&](const data::Batch& b) {
+      auto loss = model->forward(b.x).sum() * std::numeric_limits<float>::infinity();
+      loss.backward();
+      return loss;
+    });
+    ++steps;
+  }
+  EXPECT_TRUE(guard.stopped());
+  EXPECT_LE(steps, 5);
+  EXPECT_EQ(guard.applied_steps(), 0);
+  EXPECT_EQ(guard.events().back().action, "stop");
+}
+
+TEST(Guard, ReplayIsDeterministic) {
+  auto run = [] {
+    torch::manual_seed(0);
+    torch::nn::Linear model(kFeatures, kClasses);
+    torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.01));
+    Guard guard(*model, opt);
+    auto ds = clusters(32, 4);
+    data::BatchLoader loader(ds, 32, false);
+    auto v = guard.step(loader.batch(0), [&](const data::Batch& b) {
+      auto z = torch::dropout(model->forward(b.x), 0.5, true) * 60.0;
+      auto loss = -(torch::one_hot(b.y, kClasses) * torch::log(torch::softmax(z, 1))).sum(1).mean();
+      loss.backward();
+      return loss;
+    });
+    return v.incident->evidence;
+  };
+  Evidence a = run(), b = run();
+  EXPECT_TRUE(a.birth_found);
+  EXPECT_EQ(a.birth_op, b.birth_op);
+  EXPECT_EQ(a.blamed_rows, b.blamed_rows);
+  EXPECT_EQ(a.birth_input_zeros, b.birth_input_zeros);
+}
+
+TEST(Guard, ScheduleStaysInStepAcrossSkips) {
+  auto train = clusters(320, 1);
+  auto x = train.x().clone();
+  x[40][0] = kNaN;  // one bad sample: one skipped step
+  data::TensorDataset bad(x, train.y());
+  CompileOptions c = adam();
+  c.schedule = ScheduleSpec().type(ScheduleType::exponential_decay).initial_learning_rate(0.01).decay_steps(5).decay_rate(0.5);
+  torch::manual_seed(0);
+  Trainer trainer(SequentialModel(mlp()), c);
+  FitOptions f;
+  f.epochs = 1;
+  f.batch_size = 32;
+  trainer.fit(bad, nullptr, f);
+  Guard& g = *trainer.guard();
+  EXPECT_EQ(g.skipped_steps(), 1);
+  // Only applied steps advance the schedule: 10 batches, one skipped.
+  EXPECT_EQ(trainer.global_step(), 9);
+  EXPECT_DOUBLE_EQ(trainer.learning_rate(), 0.01 * std::pow(0.5, 8.0 / 5.0));
+}
+
+}  // namespace
+}  // namespace nanguard
