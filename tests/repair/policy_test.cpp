@@ -353,7 +353,7 @@ TEST_F(PlanRepair, SpentBudgetsStop) {
   RepairBudget b;
   b.max_incidents = 2;
   b.max_consecutive_skips = 3;
-  RepairLedger l(b);
+  RepairLedger l(b);  // incidents are recorded before planning, as the guard does
   l.record_incident();
   EXPECT_EQ(plan_repair(diagnosis_of(cause::lr_too_high), incident_at(10), policy, l).front(),
             A::rollback);

@@ -93,9 +93,10 @@ class RepairLedger {
 };
 
 // The actions to apply for an incident, in order: the top cause's actions from the policy,
-// adapted to what is possible. Call it before record_incident() for this incident.
-//   - stop alone when the ledger has already absorbed max_incidents incidents or
-//     max_consecutive_skips consecutive skips, or when the policy lists stop for the cause;
+// adapted to what is possible. Call it after record_incident() for this incident, so that the
+// max_incidents-th incident of a run stops it.
+//   - stop alone when incidents_exhausted() or skips_exhausted() (max_consecutive_skips steps
+//     in a row were already skipped), or when the policy lists stop for the cause;
 //   - stable_loss stays only when the trainer owns the loss and it is not stable yet, else it
 //     becomes skip_step (the suggestion then tells the user how to fix the loss);
 //   - quarantine_samples stays only when the top cause blames dataset ids (CauseScore::samples),
