@@ -517,9 +517,7 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
   inc.phase = ev.birth_phase;
   inc.op = ev.birth_op;
   inc.module = ev.birth_module;
-  for (const auto& s : ev.nonfinite_samples) inc.samples.push_back(s.id);
-  for (const auto& s : ev.outlier_samples) inc.samples.push_back(s.id);
-  if (inc.samples.empty()) inc.samples = ev.blamed_samples;
+  inc.samples = top.samples.empty() ? ev.blamed_samples : top.samples;
   inc.explanation = top.explanation;
   inc.detail = ev.failed_check;
   emit(inc);
@@ -532,7 +530,7 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
   const bool params_bad = ev.params_nonfinite_before_step || ev.optimizer_state_nonfinite;
   if (params_bad && std::find(actions.begin(), actions.end(), RepairAction::rollback) == actions.end() &&
       std::find(actions.begin(), actions.end(), RepairAction::stop) == actions.end()) {
-    actions.insert(actions.begin(), RepairAction::rollback);
+    actions.insert(actions.begin(), ledger_->can_rollback(t) ? RepairAction::rollback : RepairAction::stop);
   }
 
   StepVerdict verdict{StepVerdict::Outcome::skipped, kNaN, incident};
@@ -544,7 +542,7 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
     e.confidence = inc.confidence;
     e.action = to_string(a);
     e.detail = detail;
-    e.samples = a == RepairAction::quarantine_samples ? inc.samples : std::vector<int64_t>{};
+    e.samples = a == RepairAction::quarantine_samples ? top.samples : std::vector<int64_t>{};
     emit(e);
     incident->actions.push_back(to_string(a));
   };
@@ -568,7 +566,7 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
         action_event(a, "update of step " + std::to_string(t) + " dropped");
         break;
       case RepairAction::quarantine_samples: {
-        std::vector<int64_t> ids = inc.samples;
+        const std::vector<int64_t>& ids = top.samples;
         for (int64_t id : ids) {
           if (std::find(quarantined_.begin(), quarantined_.end(), id) == quarantined_.end()) quarantined_.push_back(id);
         }

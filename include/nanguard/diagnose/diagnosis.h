@@ -2,6 +2,7 @@
 // reports and tests).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -37,11 +38,14 @@ struct CauseScore {
   double confidence = 0;    // in [0, 1]
   std::string explanation;  // one paragraph citing op, module, phase, step, samples, numbers
   std::string suggestion;   // what the user can change, e.g. "use log_softmax"
+  std::vector<int64_t> samples;  // dataset ids this cause blames (quarantine candidates)
 };
 
 struct Diagnosis {
   std::vector<CauseScore> ranked;  // best first; never empty (unknown when nothing fits)
   const CauseScore& top() const { return ranked.front(); }
+  // The score of a cause, nullptr when the diagnosis does not list it.
+  const CauseScore* find(const std::string& cause) const;
 };
 
 // Applies the rules to the evidence. Never claims a cause without evidence for it.

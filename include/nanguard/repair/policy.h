@@ -34,6 +34,10 @@ struct RepairBudget {
   double lr_factor = 0.1;            // lr_backoff multiplies the learning rate by this
   double lr_floor = 1e-7;            // the learning rate never goes below this
   double clip_norm = 1.0;            // enable_clipping's max gradient norm (halved when tightened)
+
+  // Throws ValueError naming the first field out of range (counts >= 0, rollback_window > 0,
+  // lr_factor in (0, 1), lr_floor >= 0, clip_norm > 0, all finite).
+  void validate() const;
 };
 
 // Actions per cause; "auto" fills the defaults below, and the caller may override any cause.
@@ -52,16 +56,25 @@ struct RepairPolicy {
   //   environment -> recompute
   //   unknown -> skip_step
   static RepairPolicy automatic();
-  // Actions for a cause (falls back to unknown's).
+  // Actions for a cause (falls back to unknown's). Throws ValueError when neither the cause
+  // nor "unknown" has an entry.
   const std::vector<RepairAction>& actions_for(const std::string& cause) const;
+  // Throws ValueError for a key that is not a cause identifier (namespace cause), an empty
+  // action list, a missing "unknown" entry, or an invalid budget.
+  void validate() const;
 };
 
 // Runtime record of what repairs have been spent, checked against the budget.
 class RepairLedger {
  public:
-  explicit RepairLedger(RepairBudget budget) : budget_(budget) {}
-  // Whether a rollback at `step` stays within budget.
+  // Throws ValueError when the budget is invalid (RepairBudget::validate).
+  explicit RepairLedger(RepairBudget budget) : budget_(budget) { budget_.validate(); }
+  // Whether a rollback at `step` stays within budget: fewer than max_rollbacks rollbacks were
+  // recorded at steps after step - rollback_window (later-numbered steps count too, since a
+  // rollback rewinds the step counter).
   bool can_rollback(int64_t step) const;
+  // Rollbacks that count against the budget at `step` (see can_rollback).
+  int64_t rollbacks_in_window(int64_t step) const;
   void record_rollback(int64_t step);
   void record_incident() { ++incidents_; }
   bool incidents_exhausted() const { return incidents_ >= budget_.max_incidents; }
@@ -69,6 +82,7 @@ class RepairLedger {
   void record_applied_step() { consecutive_skips_ = 0; }
   bool skips_exhausted() const { return consecutive_skips_ >= budget_.max_consecutive_skips; }
   int64_t incidents() const { return incidents_; }
+  int64_t consecutive_skips() const { return consecutive_skips_; }
   const RepairBudget& budget() const { return budget_; }
 
  private:
@@ -77,5 +91,27 @@ class RepairLedger {
   int64_t incidents_ = 0;
   int64_t consecutive_skips_ = 0;
 };
+
+// The actions to apply for an incident, in order: the top cause's actions from the policy,
+// adapted to what is possible. Call it after record_incident() for this incident, so that the
+// max_incidents-th incident of a run stops it.
+//   - stop alone when incidents_exhausted() or skips_exhausted() (max_consecutive_skips steps
+//     in a row were already skipped), or when the policy lists stop for the cause;
+//   - stable_loss stays only when the trainer owns the loss and it is not stable yet, else it
+//     becomes skip_step (the suggestion then tells the user how to fix the loss);
+//   - quarantine_samples stays only when the top cause blames dataset ids (CauseScore::samples),
+//     else it becomes skip_step;
+//   - rollback becomes skip_step + lr_backoff when the rollback budget at evidence.step is spent;
+//   - lr_backoff is dropped when the learning rate is known and already at the floor (the
+//     caller clamps new rates to lr_floor);
+//   - enable_clipping stays; when evidence.clipping_enabled it means "tighten": the caller
+//     halves the current max norm;
+//   - recompute becomes skip_step when the replay reproduced the fault (recomputing would give
+//     the same non-finite result);
+//   - skip_step stays.
+// Duplicates are dropped (first one kept); the result is never empty (skip_step at least).
+// An empty diagnosis is treated as unknown.
+std::vector<RepairAction> plan_repair(const Diagnosis& diagnosis, const Evidence& evidence,
+                                      const RepairPolicy& policy, const RepairLedger& ledger);
 
 }  // namespace nanguard

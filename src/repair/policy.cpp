@@ -1,0 +1,204 @@
+#include "nanguard/repair/policy.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <string>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "core/check.h"
+
+namespace nanguard {
+namespace {
+
+constexpr std::array<std::pair<RepairAction, const char*>, 8> kActionNames = {{
+    {RepairAction::skip_step, "skip_step"},
+    {RepairAction::quarantine_samples, "quarantine_samples"},
+    {RepairAction::rollback, "rollback"},
+    {RepairAction::lr_backoff, "lr_backoff"},
+    {RepairAction::enable_clipping, "enable_clipping"},
+    {RepairAction::stable_loss, "stable_loss"},
+    {RepairAction::recompute, "recompute"},
+    {RepairAction::stop, "stop"},
+}};
+
+constexpr std::array<const char*, 11> kCauses = {
+    cause::bad_input_data,
+    cause::data_outlier,
+    cause::exploding_gradients,
+    cause::vanishing_gradients,
+    cause::bad_initialization,
+    cause::lr_too_high,
+    cause::unsafe_loss,
+    cause::optimizer_state_overflow,
+    cause::transient_fault,
+    cause::environment,
+    cause::unknown,
+};
+
+std::string valid_action_names() {
+  std::string s;
+  for (const auto& [action, name] : kActionNames) s += std::string(s.empty() ? "" : ", ") + name;
+  return s;
+}
+
+std::string valid_cause_names() {
+  std::string s;
+  for (const char* name : kCauses) s += std::string(s.empty() ? "" : ", ") + name;
+  return s;
+}
+
+bool is_cause(const std::string& name) {
+  return std::any_of(kCauses.begin(), kCauses.end(), [&](const char* c) { return name == c; });
+}
+
+void push_unique(std::vector<RepairAction>& out, RepairAction a) {
+  if (std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
+}
+
+}  // namespace
+
+const char* to_string(RepairAction action) {
+  for (const auto& [a, name] : kActionNames)
+    if (a == action) return name;
+  return "unknown_action";
+}
+
+RepairAction repair_action_from_string(const std::string& name) {
+  for (const auto& [a, n] : kActionNames)
+    if (name == n) return a;
+  throw ValueError(
+      fmt::format("unknown repair action \"{}\"; expected one of: {}", name, valid_action_names()));
+}
+
+void RepairBudget::validate() const {
+  NANGUARD_CHECK(max_rollbacks >= 0, "repair budget: max_rollbacks must be >= 0, got {}",
+                 max_rollbacks);
+  NANGUARD_CHECK(rollback_window > 0, "repair budget: rollback_window must be > 0 steps, got {}",
+                 rollback_window);
+  NANGUARD_CHECK(max_incidents >= 0, "repair budget: max_incidents must be >= 0, got {}",
+                 max_incidents);
+  NANGUARD_CHECK(max_consecutive_skips >= 0,
+                 "repair budget: max_consecutive_skips must be >= 0, got {}",
+                 max_consecutive_skips);
+  NANGUARD_CHECK(std::isfinite(lr_factor) && lr_factor > 0 && lr_factor < 1,
+                 "repair budget: lr_factor must be in (0, 1), got {}", lr_factor);
+  NANGUARD_CHECK(std::isfinite(lr_floor) && lr_floor >= 0,
+                 "repair budget: lr_floor must be finite and >= 0, got {}", lr_floor);
+  NANGUARD_CHECK(std::isfinite(clip_norm) && clip_norm > 0,
+                 "repair budget: clip_norm must be finite and > 0, got {}", clip_norm);
+}
+
+RepairPolicy RepairPolicy::automatic() {
+  using A = RepairAction;
+  RepairPolicy p;
+  p.actions = {
+      {cause::bad_input_data, {A::quarantine_samples, A::skip_step}},
+      {cause::data_outlier, {A::quarantine_samples, A::skip_step}},
+      {cause::transient_fault, {A::recompute}},
+      // plan_repair turns stable_loss into skip_step when the trainer cannot swap the loss.
+      {cause::unsafe_loss, {A::stable_loss}},
+      {cause::lr_too_high, {A::rollback, A::lr_backoff, A::enable_clipping}},
+      {cause::exploding_gradients, {A::rollback, A::enable_clipping}},
+      {cause::optimizer_state_overflow, {A::rollback, A::lr_backoff}},
+      {cause::environment, {A::recompute}},
+      {cause::unknown, {A::skip_step}},
+  };
+  return p;
+}
+
+const std::vector<RepairAction>& RepairPolicy::actions_for(const std::string& cause) const {
+  auto it = actions.find(cause);
+  if (it != actions.end()) return it->second;
+  it = actions.find(cause::unknown);
+  NANGUARD_CHECK(it != actions.end(),
+                 "repair policy has no actions for cause \"{}\" and no \"{}\" entry to fall "
+                 "back to",
+                 cause, cause::unknown);
+  return it->second;
+}
+
+void RepairPolicy::validate() const {
+  for (const auto& [name, list] : actions) {
+    NANGUARD_CHECK(is_cause(name), "repair policy: unknown cause \"{}\"; expected one of: {}", name,
+                   valid_cause_names());
+    NANGUARD_CHECK(!list.empty(),
+                   "repair policy: cause \"{}\" has no actions (use skip_step or "
+                   "stop)",
+                   name);
+  }
+  NANGUARD_CHECK(actions.count(cause::unknown) == 1,
+                 "repair policy: the \"{}\" cause needs an entry (the fallback of every other "
+                 "cause)",
+                 cause::unknown);
+  budget.validate();
+}
+
+int64_t RepairLedger::rollbacks_in_window(int64_t step) const {
+  const int64_t since = step - budget_.rollback_window;
+  return std::count_if(rollback_steps_.begin(), rollback_steps_.end(),
+                       [&](int64_t s) { return s > since; });
+}
+
+bool RepairLedger::can_rollback(int64_t step) const {
+  return rollbacks_in_window(step) < budget_.max_rollbacks;
+}
+
+void RepairLedger::record_rollback(int64_t step) {
+  rollback_steps_.push_back(step);
+}
+
+std::vector<RepairAction> plan_repair(const Diagnosis& diagnosis, const Evidence& evidence,
+                                      const RepairPolicy& policy, const RepairLedger& ledger) {
+  using A = RepairAction;
+  if (ledger.incidents_exhausted() || ledger.skips_exhausted()) return {A::stop};
+
+  static const CauseScore kUnknown{cause::unknown, "", 1.0, "", "", {}};
+  const CauseScore& top = diagnosis.ranked.empty() ? kUnknown : diagnosis.top();
+  const std::vector<A>& wanted = policy.actions_for(top.cause);
+
+  std::vector<A> plan;
+  for (A action : wanted) {
+    switch (action) {
+      case A::stop:
+        return {A::stop};
+      case A::stable_loss:
+        push_unique(plan, evidence.loss_owned_by_trainer && !evidence.loss_is_stable
+                              ? A::stable_loss
+                              : A::skip_step);
+        break;
+      case A::quarantine_samples:
+        push_unique(plan, top.samples.empty() ? A::skip_step : A::quarantine_samples);
+        break;
+      case A::rollback:
+        if (ledger.can_rollback(evidence.step)) {
+          push_unique(plan, A::rollback);
+        } else {
+          push_unique(plan, A::skip_step);
+          push_unique(plan, A::lr_backoff);
+        }
+        break;
+      case A::lr_backoff:
+        push_unique(plan, A::lr_backoff);
+        break;
+      case A::recompute:
+        // Recomputing gives the same non-finite result when the replay reproduced it.
+        push_unique(plan, evidence.replayed && evidence.reproduced ? A::skip_step : A::recompute);
+        break;
+      case A::enable_clipping:
+      case A::skip_step:
+        push_unique(plan, action);
+        break;
+    }
+  }
+  // A learning rate already at the floor cannot back off further.
+  const bool at_floor =
+      evidence.learning_rate > 0 && evidence.learning_rate <= ledger.budget().lr_floor;
+  if (at_floor) plan.erase(std::remove(plan.begin(), plan.end(), A::lr_backoff), plan.end());
+  if (plan.empty()) plan.push_back(A::skip_step);
+  return plan;
+}
+
+}  // namespace nanguard
