@@ -11,6 +11,7 @@
 #include "nanguard/core/atomic_file.h"
 #include "nanguard/core/error.h"
 #include "nanguard/env/blas.h"
+#include "nanguard/guard/snapshot.h"
 #include "nanguard/report/events.h"
 #include "nanguard/report/history_files.h"
 #include "nanguard/train/progress.h"

@@ -134,7 +134,10 @@ void SnapshotRing::restore(const Slot& slot) {
     auto& groups = state_.optimizer->param_groups();
     for (size_t g = 0; g < groups.size() && g < slot.group_lrs.size(); ++g) groups[g].options().set_lr(slot.group_lrs[g]);
   }
-  for (const auto& [device, rng_state] : slot.rng) at::globalContext().defaultGenerator(device).set_state(rng_state);
+  for (const auto& [device, rng_state] : slot.rng) {
+    at::Generator generator = at::globalContext().defaultGenerator(device);  // shares the default one
+    generator.set_state(rng_state);
+  }
   if (state_.load_extra) state_.load_extra(slot.extra);
 }
 

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "nanguard/trace/scope.h"
 #include "nanguard/train/trainer.h"
 
 namespace nanguard {
