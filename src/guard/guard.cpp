@@ -79,24 +79,6 @@ void Guard::init() {
   NANGUARD_CHECK(options_.history() > 1, "history must be > 1");
   ledger_ = std::make_unique<RepairLedger>(options_.policy().budget);
 
-  // One flat gradient buffer when all parameters share dtype and device: the per-step check
-  // is then a single dot product (finite iff every gradient is, and it is the squared norm).
-  const auto& first = params_.front();
-  bool uniform = first.is_floating_point();
-  int64_t total = 0;
-  for (const auto& p : params_) {
-    uniform = uniform && p.scalar_type() == first.scalar_type() && p.device() == first.device();
-    total += p.numel();
-  }
-  if (uniform) {
-    flat_grad_ = torch::zeros({total}, first.options());
-    int64_t offset = 0;
-    for (auto& p : params_) {
-      p.mutable_grad() = flat_grad_.narrow(0, offset, p.numel()).view(p.sizes());
-      offset += p.numel();
-    }
-  }
-
   TrainingStateRefs refs;
   refs.parameters = params_;
   refs.buffers = buffers_;
@@ -126,38 +108,9 @@ void Guard::init() {
 }
 
 void Guard::zero_grad() {
-  if (flat_grad_.defined()) {
-    flat_grad_.zero_();
-    // Re-attach views a user may have replaced (e.g. zero_grad(set_to_none) inside the closure).
-    int64_t offset = 0;
-    for (auto& p : params_) {
-      const auto& g = p.grad();
-      auto* expected = static_cast<char*>(flat_grad_.data_ptr()) + offset * flat_grad_.element_size();
-      if (!g.defined() || g.data_ptr() != expected) p.mutable_grad() = flat_grad_.narrow(0, offset, p.numel()).view(p.sizes());
-      offset += p.numel();
-    }
-  } else {
-    for (auto& p : params_) {
-      if (p.grad().defined()) p.mutable_grad() = at::Tensor();
-    }
-  }
-}
-
-// Copies gradients that backward did not write into the flat buffer (a replaced .grad).
-static void gather_into_flat(std::vector<at::Tensor>& params, at::Tensor& flat) {
-  int64_t offset = 0;
-  torch::NoGradGuard no_grad;
-  for (auto& p : params) {
-    auto view = flat.narrow(0, offset, p.numel());
-    const auto& g = p.grad();
-    if (g.defined() && g.data_ptr() != view.data_ptr()) {
-      view.copy_(g.reshape({-1}));
-      p.mutable_grad() = view.view(p.sizes());
-    } else if (!g.defined()) {
-      view.zero_();
-      p.mutable_grad() = view.view(p.sizes());
-    }
-    offset += p.numel();
+  // Drop gradients: backward then hands its fresh buffers over without an extra add.
+  for (auto& p : params_) {
+    if (p.grad().defined()) p.mutable_grad() = at::Tensor();
   }
 }
 
@@ -210,26 +163,33 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
   at::Tensor loss = closure(batch);
   NANGUARD_CHECK(loss.defined() && loss.numel() == 1, "the guard's closure must return the scalar loss");
 
-  // The cheap check: one reduction over all gradients, one host sync for loss, squared
-  // gradient norm and the deferred state check of the previous step together.
-  at::Tensor grad_sq;
-  if (flat_grad_.defined()) {
-    gather_into_flat(params_, flat_grad_);
-    grad_sq = flat_grad_.dot(flat_grad_).to(torch::kDouble);
-  } else {
-    std::vector<at::Tensor> norms;
-    for (const auto& p : params_) {
-      if (p.grad().defined()) norms.push_back(p.grad().pow(2).sum().to(torch::kDouble));
-    }
-    grad_sq = norms.empty() ? torch::zeros({}, torch::kDouble) : torch::stack(norms).sum();
+  // The cheap check: one dot product per gradient (finite iff the gradient is; together the
+  // squared gradient norm), stacked with the loss and the deferred state check of the
+  // previous step, then one host sync for all of it.
+  std::vector<at::Tensor> parts;
+  parts.reserve(params_.size() + 2);
+  parts.push_back(loss.detach().reshape({}).to(torch::kFloat));
+  if (pending_state_check_.defined()) parts.push_back(pending_state_check_.to(loss.device(), torch::kFloat));
+  const size_t first_grad = parts.size();
+  for (const auto& p : params_) {
+    const auto& g = p.grad();
+    if (!g.defined()) continue;
+    auto flat = g.reshape({-1});
+    parts.push_back(g.scalar_type() == torch::kFloat ? flat.dot(flat) : flat.to(torch::kFloat).pow(2).sum());
   }
-  std::vector<at::Tensor> parts{loss.detach().reshape({}).to(torch::kDouble), grad_sq.to(loss.device())};
-  if (pending_state_check_.defined()) parts.push_back(pending_state_check_.to(torch::kDouble).to(loss.device()));
-  const auto values = torch::stack(parts).to(torch::kCPU);
+  const auto values = torch::stack(parts).to(torch::kCPU, torch::kDouble);
   const double* v = values.data_ptr<double>();
-  const double loss_value = v[0], grad_sq_value = v[1];
-  const bool state_failed = pending_state_check_.defined() && !std::isfinite(v[2]);
+  const double loss_value = v[0];
+  bool state_failed = first_grad == 2 && !std::isfinite(v[1]);
+  double grad_sq_value = 0;
+  for (size_t i = first_grad; i < parts.size(); ++i) grad_sq_value += v[i];
   pending_state_check_ = at::Tensor();
+  if (state_failed) {
+    // Rare path: confirm with an exact check (a sum can overflow on large finite values).
+    std::vector<at::Tensor> state = params_;
+    for (auto& st : detail::optimizer_state_tensors(optimizer_)) state.push_back(st);
+    state_failed = !all_finite(state);
+  }
 
   if (std::isfinite(loss_value) && std::isfinite(grad_sq_value) && !state_failed) {
     if (last_snapshot_step_ == t) {
@@ -248,12 +208,8 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
     if (clip_norm_ > 0 && grad_norm > clip_norm_) {
       torch::NoGradGuard no_grad;
       const double scale = clip_norm_ / (grad_norm + 1e-6);
-      if (flat_grad_.defined()) {
-        flat_grad_.mul_(scale);
-      } else {
-        for (auto& p : params_) {
-          if (p.grad().defined()) p.grad().mul_(scale);
-        }
+      for (auto& p : params_) {
+        if (p.grad().defined()) p.grad().mul_(scale);
       }
     }
     apply_optimizer_step();
@@ -265,7 +221,12 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
       // Deferred: read with the next step's sync. A snapshot is only kept if this passes.
       std::vector<at::Tensor> state = params_;
       for (auto& s : detail::optimizer_state_tensors(optimizer_)) state.push_back(s);
-      pending_state_check_ = nonfinite_sentinel(state);
+      // One pass per tensor, no temporaries: a sum is finite iff its elements are (barring an
+      // overflow of the sum itself, which the exact check below tells apart).
+      std::vector<at::Tensor> sums;
+      sums.reserve(state.size());
+      for (const auto& t : state) sums.push_back(t.sum().to(torch::kFloat));
+      pending_state_check_ = torch::stack(sums).sum();
     }
     snapshot_due_ = snapshot_next;
     return StepVerdict{StepVerdict::Outcome::applied, loss_value, nullptr};

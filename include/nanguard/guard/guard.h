@@ -11,8 +11,7 @@
 //   }
 //
 // The closure runs forward, loss and backward (no zero_grad, no optimizer step: the guard
-// does both). Per step the cheap path costs one fused reduction over the gradients and one
-// host sync; on a failed check the guard replays the step with the op tracer to find the op
+// does both). Per step the cheap path costs one dot product per gradient and one host sync; on a failed check the guard replays the step with the op tracer to find the op
 // that created the first non-finite value, diagnoses the cause and repairs the run.
 #pragma once
 
@@ -118,7 +117,6 @@ class Guard {
   std::unique_ptr<SnapshotRing> ring_;
   std::unique_ptr<RepairLedger> ledger_;
 
-  at::Tensor flat_grad_;             // all gradients live in views of this buffer
   at::Tensor pending_state_check_;   // deferred parameter/optimizer-state check (no sync yet)
   at::Tensor rng_before_step_;       // CPU generator state before the closure ran
   // Batches since the newest validated snapshot, to replay an optimizer step from it.

@@ -18,7 +18,7 @@ struct GuardOptions {
   // How many snapshots the ring keeps.
   TORCH_ARG(int64_t, snapshot_capacity) = 3;
   // Check parameters and optimizer state every M steps (folded into the next step's check).
-  TORCH_ARG(int64_t, check_state_every) = 10;
+  TORCH_ARG(int64_t, check_state_every) = 50;
   // Replay a failed step with the op tracer to find the birth op.
   TORCH_ARG(bool, replay) = true;
   // Repair automatically; false only detects, localizes, diagnoses and skips the step.

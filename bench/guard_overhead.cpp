@@ -1,0 +1,85 @@
+// Overhead of the guard's cheap path on the article's MNIST MLP: guarded and unguarded training
+// steps interleaved in one process (same binary, same data), blocks alternating so both see the
+// same machine state. Prints median step time, spread and the ratio.
+// Usage: bench_guard_overhead MNIST_DIR [ROUNDS] [STEPS_PER_BLOCK] [MODE]
+//   MODE: both (default), guarded or plain (one variant only, for callgrind instruction counts)
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <string>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "nanguard/nanguard.h"
+#include "nanguard/guard/snapshot.h"
+
+namespace {
+
+using namespace nanguard;
+
+std::unique_ptr<Trainer> make(bool guarded) {
+  torch::manual_seed(0);
+  ModelSpec spec;
+  spec.input_shape = {28, 28};
+  spec.add(layers::flatten()).add(layers::dense(128, "relu")).add(layers::dense(10, "softmax"));
+  CompileOptions compile;
+  compile.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
+  compile.optimizer = OptimizerSpec().type(OptimizerType::adam);
+  compile.guard = GuardOptions().enabled(guarded);
+  return std::make_unique<Trainer>(SequentialModel(spec), compile);
+}
+
+double percentile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1))];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr << "usage: bench_guard_overhead MNIST_DIR [ROUNDS] [STEPS_PER_BLOCK] [both|guarded|plain]\n";
+    return 2;
+  }
+  auto mnist = data::load_mnist(argv[1]);
+  const int rounds = argc > 2 ? std::stoi(argv[2]) : 40;
+  const int block = argc > 3 ? std::stoi(argv[3]) : 100;
+  const std::string mode = argc > 4 ? argv[4] : "both";
+  auto plain = make(false), guarded = make(true);
+  data::BatchLoader loader(mnist.train, 32, true, 0);
+  std::vector<double> t_plain, t_guarded;
+  int64_t next = 0;
+  auto run_block = [&](Trainer& trainer, std::vector<double>& times) {
+    for (int i = 0; i < block; ++i) {
+      data::Batch batch = loader.batch(next++ % loader.num_batches());
+      const auto start = std::chrono::steady_clock::now();
+      trainer.train_step(batch);
+      times.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
+    }
+  };
+  for (int r = 0; r < rounds; ++r) {
+    // Alternate which goes first so neither always runs on a warmer cache.
+    const bool plain_first = r % 2 == 0;
+    if (mode != "guarded" && plain_first) run_block(*plain, t_plain);
+    if (mode != "plain") run_block(*guarded, t_guarded);
+    if (mode != "guarded" && !plain_first) run_block(*plain, t_plain);
+  }
+  if (mode != "both") {
+    std::cout << fmt::format("{} steps of {}: median {:.1f} us\n", mode == "plain" ? t_plain.size() : t_guarded.size(),
+                             mode, percentile(mode == "plain" ? t_plain : t_guarded, 0.5));
+    return 0;
+  }
+  const double mp = percentile(t_plain, 0.5), mg = percentile(t_guarded, 0.5);
+  std::cout << fmt::format("steps per variant: {} ({} rounds of {} interleaved)\n", t_plain.size(), rounds, block);
+  std::cout << fmt::format("unguarded step: median {:.1f} us (p10 {:.1f}, p90 {:.1f})\n", mp, percentile(t_plain, 0.1),
+                           percentile(t_plain, 0.9));
+  std::cout << fmt::format("guarded step:   median {:.1f} us (p10 {:.1f}, p90 {:.1f})\n", mg, percentile(t_guarded, 0.1),
+                           percentile(t_guarded, 0.9));
+  std::cout << fmt::format("guard overhead: {:+.2f}% of the median step\n", (mg / mp - 1.0) * 100.0);
+  Guard& g = *guarded->guard();
+  std::cout << fmt::format("snapshots: {} held, {:.2f} MB, last take {:.1f} us; incidents: {}\n", g.snapshots().steps().size(),
+                           static_cast<double>(g.snapshots().memory_bytes()) / 1e6, g.snapshots().last_take_seconds() * 1e6,
+                           g.incidents().size());
+  return 0;
+}
