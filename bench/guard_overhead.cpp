@@ -11,24 +11,12 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include "nanguard/nanguard.h"
+#include "article_model.h"
 #include "nanguard/guard/snapshot.h"
 
 namespace {
 
 using namespace nanguard;
-
-std::unique_ptr<Trainer> make(bool guarded) {
-  torch::manual_seed(0);
-  ModelSpec spec;
-  spec.input_shape = {28, 28};
-  spec.add(layers::flatten()).add(layers::dense(128, "relu")).add(layers::dense(10, "softmax"));
-  CompileOptions compile;
-  compile.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
-  compile.optimizer = OptimizerSpec().type(OptimizerType::adam);
-  compile.guard = GuardOptions().enabled(guarded);
-  return std::make_unique<Trainer>(SequentialModel(spec), compile);
-}
 
 double percentile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
@@ -46,7 +34,7 @@ int main(int argc, char** argv) {
   const int rounds = argc > 2 ? std::stoi(argv[2]) : 40;
   const int block = argc > 3 ? std::stoi(argv[3]) : 100;
   const std::string mode = argc > 4 ? argv[4] : "both";
-  auto plain = make(false), guarded = make(true);
+  auto plain = bench::make_article_trainer(false), guarded = bench::make_article_trainer(true);
   data::BatchLoader loader(mnist.train, 32, true, 0);
   std::vector<double> t_plain, t_guarded;
   int64_t next = 0;
