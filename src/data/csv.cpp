@@ -16,6 +16,7 @@
 #include <torch/torch.h>
 
 #include "core/check.h"
+#include "core/text.h"
 #include "data/binary_file.h"
 #include "nanguard/core/error.h"
 
@@ -28,14 +29,7 @@ constexpr size_t kMaxChunk = 1 << 20;
 
 // Printable excerpt of a cell for an error message, cut at about 40 characters.
 std::string excerpt(std::string_view text, size_t limit = 40) {
-  std::string out;
-  for (size_t i = 0; i < text.size() && i < limit; ++i) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c < 0x7f) out += static_cast<char>(c);
-    else out += fmt::format("\\x{:02x}", c);
-  }
-  if (text.size() > limit) out += "...";
-  return out;
+  return nanguard::detail::printable_excerpt(text, limit);
 }
 
 bool is_blank(char c) { return c == ' ' || c == '\t'; }

@@ -11,6 +11,7 @@
 #include <torch/torch.h>
 
 #include "core/check.h"
+#include "core/text.h"
 #include "data/binary_file.h"
 #include "nanguard/core/atomic_file.h"
 #include "nanguard/core/error.h"
@@ -48,14 +49,7 @@ std::string where(const fs::path& path) { return fmt::format("NPY file '{}'", pa
 
 // Printable excerpt of untrusted text for an error message.
 std::string excerpt(std::string_view text, size_t limit = 60) {
-  std::string out;
-  for (size_t i = 0; i < text.size() && i < limit; ++i) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c < 0x7f) out += static_cast<char>(c);
-    else out += fmt::format("\\x{:02x}", c);
-  }
-  if (text.size() > limit) out += "...";
-  return out;
+  return nanguard::detail::printable_excerpt(text, limit);
 }
 
 struct Header {

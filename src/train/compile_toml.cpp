@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "core/text.h"
 #include "nanguard/core/error.h"
 #include "nanguard/train/metrics.h"
 
@@ -30,33 +31,9 @@ std::string describe(const toml::node& n) {
   return "nothing";
 }
 
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
-      diagonal = up;
-    }
-  }
-  return row[b.size()];
-}
-
 // " (did you mean "x"?)" when a candidate is within two edits, else "".
 std::string suggestion(const std::string& word, const std::vector<std::string>& candidates) {
-  const std::string* best = nullptr;
-  size_t best_distance = 3;
-  for (const auto& c : candidates) {
-    size_t d = edit_distance(word, c);
-    if (d < best_distance) {
-      best_distance = d;
-      best = &c;
-    }
-  }
-  return best ? fmt::format(" (did you mean \"{}\"?)", *best) : "";
+  return nanguard::detail::did_you_mean(word, candidates, 2);
 }
 
 // Reads typed values out of one section of one file, reporting errors with file and line.

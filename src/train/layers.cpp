@@ -11,6 +11,7 @@
 #include <torch/nn/init.h>
 
 #include "core/check.h"
+#include "core/text.h"
 #include "nanguard/core/error.h"
 
 namespace nanguard::detail {
@@ -106,21 +107,6 @@ const TypeInfo* find_type(std::string_view type) {
     if (info.name == type) return &info;
   }
   return nullptr;
-}
-
-size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t above = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = above;
-    }
-  }
-  return row[b.size()];
 }
 
 // ---- Errors ---------------------------------------------------------------------------------
@@ -576,16 +562,8 @@ std::string format_shape(const std::vector<int64_t>& shape) {
 }
 
 std::string closest_name(std::string_view name, const std::vector<std::string>& names) {
-  std::string best;
-  size_t best_distance = std::max<size_t>(2, name.size() / 3) + 1;
-  for (const auto& candidate : names) {
-    size_t d = edit_distance(name, candidate);
-    if (d < best_distance) {
-      best_distance = d;
-      best = candidate;
-    }
-  }
-  return best;
+  // Longer names tolerate more typos: a third of their length, at least two edits.
+  return nanguard::detail::closest_name(name, names, std::max<size_t>(2, name.size() / 3));
 }
 
 Activation parse_activation(std::string_view name) {
