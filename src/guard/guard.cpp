@@ -116,13 +116,20 @@ void Guard::zero_grad() {
 
 data::Batch Guard::drop_quarantined(const data::Batch& batch) const {
   if (quarantined_.empty() || !batch.ids.defined()) return batch;
-  auto keep = torch::isin(batch.ids, torch::tensor(quarantined_, batch.ids.options())).logical_not();
-  if (keep.all().item<bool>()) return batch;
-  auto rows = keep.nonzero().flatten();
+  // Sample ids are host-side bookkeeping: scan them on the CPU (quarantined_ is sorted), so
+  // a quarantine adds no device sync to the step.
+  const auto ids = to_vector(batch.ids);
+  std::vector<int64_t> rows;
+  rows.reserve(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (!std::binary_search(quarantined_.begin(), quarantined_.end(), ids[i])) rows.push_back(static_cast<int64_t>(i));
+  }
+  if (rows.size() == ids.size()) return batch;
+  auto index = torch::tensor(rows, torch::kLong);
   data::Batch out;
-  out.x = batch.x.index_select(0, rows.to(batch.x.device()));
-  if (batch.y.defined()) out.y = batch.y.index_select(0, rows.to(batch.y.device()));
-  out.ids = batch.ids.index_select(0, rows);
+  out.x = batch.x.index_select(0, index.to(batch.x.device()));
+  if (batch.y.defined()) out.y = batch.y.index_select(0, index.to(batch.y.device()));
+  out.ids = batch.ids.index_select(0, index.to(batch.ids.device()));
   return out;
 }
 
@@ -529,7 +536,8 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
       case RepairAction::quarantine_samples: {
         const std::vector<int64_t>& ids = top.samples;
         for (int64_t id : ids) {
-          if (std::find(quarantined_.begin(), quarantined_.end(), id) == quarantined_.end()) quarantined_.push_back(id);
+          auto at = std::lower_bound(quarantined_.begin(), quarantined_.end(), id);
+          if (at == quarantined_.end() || *at != id) quarantined_.insert(at, id);
         }
         if (hooks_.quarantine) hooks_.quarantine(ids);
         action_event(a, fmt::format("{} samples excluded for the rest of the run", ids.size()));

@@ -152,6 +152,7 @@ void Trainer::check_labels(const data::TensorDataset& dataset, const char* what)
 Logs Trainer::run_epoch(data::BatchLoader& loader, int64_t epoch, const std::vector<Callback*>& callbacks) {
   loader.start_epoch(epoch);
   const int64_t num_batches = loader.num_batches();
+  for (auto* cb : callbacks) cb->on_epoch_begin(*this, epoch, num_batches);
   auto metrics = make_metrics();
   // Running sums stay tensors: no host sync per step.
   at::Tensor loss_sum = torch::zeros({}, torch::kDouble);
@@ -212,8 +213,6 @@ History Trainer::fit(const data::TensorDataset& train, const data::TensorDataset
   for (auto* cb : callbacks) cb->on_train_begin(*this, options);
   for (int64_t epoch = 0; epoch < options.epochs && !stop_requested_; ++epoch) {
     const auto start = Clock::now();
-    loader.start_epoch(epoch);
-    for (auto* cb : callbacks) cb->on_epoch_begin(*this, epoch, loader.num_batches());
     Logs logs = run_epoch(loader, epoch, callbacks);
     if (validation != nullptr && validation->size() > 0) {
       Logs val = evaluate(*validation);

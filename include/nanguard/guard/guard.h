@@ -85,6 +85,7 @@ class Guard {
   bool stopped() const { return stopped_; }
   const std::vector<std::shared_ptr<const Incident>>& incidents() const { return incidents_; }
   const std::vector<GuardEvent>& events() const { return events_; }
+  // Quarantined dataset ids, ascending.
   const std::vector<int64_t>& quarantined() const { return quarantined_; }
   const SnapshotRing& snapshots() const { return *ring_; }
   const GuardOptions& options() const { return options_; }

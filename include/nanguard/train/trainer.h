@@ -72,7 +72,8 @@ class Trainer {
   StepResult train_step(const data::Batch& batch);
   // Mean loss and metrics over a dataset, without gradients ("loss", then metric names).
   Logs evaluate(const data::TensorDataset& dataset, int64_t batch_size = 256);
-  // One pass over the loader's current epoch; returns the epoch's mean loss and metrics.
+  // Prepares the loader's epoch and runs one pass over it (callbacks from on_epoch_begin to
+  // on_batch_end); returns the epoch's mean loss and metrics.
   Logs run_epoch(data::BatchLoader& loader, int64_t epoch, const std::vector<Callback*>& callbacks = {});
   // Trains for options.epochs; validation may be null. Columns: loss, metrics, val_loss,
   // val_<metrics>, lr, seconds.
