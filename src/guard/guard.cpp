@@ -76,7 +76,10 @@ void Guard::init() {
   NANGUARD_CHECK(!params_.empty(), "the guard needs at least one parameter that requires grad");
   NANGUARD_CHECK(options_.snapshot_every() >= 0, "snapshot_every must be >= 0, got {}", options_.snapshot_every());
   NANGUARD_CHECK(options_.check_state_every() >= 0, "check_state_every must be >= 0");
-  NANGUARD_CHECK(options_.history() > 1, "history must be > 1");
+  NANGUARD_CHECK(options_.snapshot_capacity() >= 1, "snapshot_capacity must be >= 1, got {}",
+                 options_.snapshot_capacity());
+  NANGUARD_CHECK(options_.history() > 1, "history must be > 1, got {}", options_.history());
+  options_.policy().validate();
   ledger_ = std::make_unique<RepairLedger>(options_.policy().budget);
 
   TrainingStateRefs refs;
@@ -103,7 +106,7 @@ void Guard::init() {
       }
     }
   };
-  ring_ = std::make_unique<SnapshotRing>(std::move(refs), std::max<int64_t>(options_.snapshot_capacity(), 1));
+  ring_ = std::make_unique<SnapshotRing>(std::move(refs), options_.snapshot_capacity());
   snapshot_due_ = true;
 }
 

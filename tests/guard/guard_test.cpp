@@ -7,7 +7,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "nanguard/core/error.h"
 #include "nanguard/trace/scope.h"
+#include "support/test_support.h"
 #include "nanguard/train/trainer.h"
 
 namespace nanguard {
@@ -275,6 +277,26 @@ TEST(Guard, ScheduleStaysInStepAcrossSkips) {
   // Only applied steps advance the schedule: 10 batches, one skipped.
   EXPECT_EQ(trainer.global_step(), 9);
   EXPECT_DOUBLE_EQ(trainer.learning_rate(), 0.01 * std::pow(0.5, 8.0 / 5.0));
+}
+
+}  // namespace
+}  // namespace nanguard
+
+namespace nanguard {
+namespace {
+
+TEST(Guard, BadOptionsAreRejectedWithTheirName) {
+  torch::nn::Linear model(kFeatures, kClasses);
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.01));
+  EXPECT_TRUE(testing::throws_with<ValueError>([&] { Guard(*model, opt, GuardOptions().snapshot_capacity(0)); },
+                                               {"snapshot_capacity"}));
+  EXPECT_TRUE(testing::throws_with<ValueError>([&] { Guard(*model, opt, GuardOptions().snapshot_every(-1)); },
+                                               {"snapshot_every"}));
+  EXPECT_TRUE(testing::throws_with<ValueError>([&] { Guard(*model, opt, GuardOptions().history(1)); }, {"history"}));
+  RepairPolicy policy = RepairPolicy::automatic();
+  policy.budget.lr_factor = 2.0;
+  EXPECT_TRUE(testing::throws_with<ValueError>([&] { Guard(*model, opt, GuardOptions().policy(policy)); },
+                                               {"lr_factor"}));
 }
 
 }  // namespace

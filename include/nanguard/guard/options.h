@@ -25,12 +25,8 @@ struct GuardOptions {
   TORCH_ARG(bool, repair) = true;
   // Cause -> actions, and the budgets that stop loops.
   TORCH_ARG(RepairPolicy, policy) = RepairPolicy::automatic();
-  // Where to dump the failing batch and pre-step state ("" = no dump).
-  TORCH_ARG(std::string, dump_dir) = "";
   // Steps of loss / gradient-norm history kept for the diagnosis.
   TORCH_ARG(int64_t, history) = 64;
-  // Record the total gradient norm every N steps for the history (costs a reduction; 0 = never).
-  TORCH_ARG(int64_t, grad_norm_every) = 1;
 };
 
 }  // namespace nanguard
