@@ -317,6 +317,17 @@ void Guard::collect_tensor_evidence(const at::Tensor& loss, Evidence& ev) const 
   ev.optimizer_state_nonfinite = !state.empty() && !all_finite(state);
 }
 
+// Whether the squared gradient norm, computed in double, exceeds float32's range: the cheap
+// check's float dot products are then infinite although every gradient is finite.
+bool Guard::gradient_norm_overflows() const {
+  torch::NoGradGuard no_grad;
+  double squared = 0;
+  for (const auto& p : params_) {
+    if (p.grad().defined()) squared += p.grad().to(torch::kDouble).pow(2).sum().item<double>();
+  }
+  return std::isfinite(squared) && squared > static_cast<double>(std::numeric_limits<float>::max());
+}
+
 // Copies what the birth finder found into the evidence.
 static void fill_birth(const trace::Birth& birth, const data::Batch& batch, Evidence& ev) {
   if (!birth.found) return;
@@ -374,6 +385,10 @@ void Guard::replay(const data::Batch& batch, const LossClosure& closure, Evidenc
           break;
         }
       }
+    }
+    if (!failing && ev.gradient_norm_overflow && gradient_norm_overflows()) {
+      ev.reproduced = true;  // finite but overflowing again: deterministic, and no op made a NaN
+      return;
     }
     if (!failing) continue;  // finite this time: try once more before calling it transient
     ev.reproduced = true;
@@ -465,14 +480,14 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
   }
   collect_batch_evidence(batch, ev);
   collect_tensor_evidence(loss, ev);
+  if (!state_failed && ev.nonfinite_tensors.empty() && gradient_norm_overflows()) ev.gradient_norm_overflow = true;
   if (state_failed) {
     ev.failed_check = ev.params_nonfinite_before_step ? "parameters" : "optimizer_state";
     if (options_.replay()) replay_optimizer_step(closure, ev);
   } else {
-    ev.failed_check = std::find(ev.nonfinite_tensors.begin(), ev.nonfinite_tensors.end(), "loss") !=
-                              ev.nonfinite_tensors.end()
-                          ? "loss"
-                          : "gradients";
+    const bool loss_failed =
+        std::find(ev.nonfinite_tensors.begin(), ev.nonfinite_tensors.end(), "loss") != ev.nonfinite_tensors.end();
+    ev.failed_check = loss_failed ? "loss" : ev.gradient_norm_overflow ? "gradient_norm" : "gradients";
     // Non-finite inputs explain the incident before any op runs; otherwise replay.
     if (options_.replay() && ev.nonfinite_samples.empty()) replay(batch, closure, ev);
   }
@@ -640,8 +655,10 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
 
 std::string Incident::summary() const {
   const CauseScore& top = diagnosis.top();
-  std::string s = fmt::format("incident at step {}: {} ({} confidence {:.0f}%)\n", step,
-                              evidence.failed_check.empty() ? "non-finite values" : "non-finite " + evidence.failed_check,
+  const std::string what = evidence.gradient_norm_overflow ? "gradient norm beyond float32 range"
+                           : evidence.failed_check.empty()   ? "non-finite values"
+                                                             : "non-finite " + evidence.failed_check;
+  std::string s = fmt::format("incident at step {}: {} ({} confidence {:.0f}%)\n", step, what,
                               top.subkind.empty() ? top.cause : top.cause + "/" + top.subkind, top.confidence * 100);
   if (evidence.birth_found) {
     s += fmt::format("  born in {} ({}{}{})\n", evidence.birth_op, evidence.birth_phase,

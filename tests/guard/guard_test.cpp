@@ -301,3 +301,38 @@ TEST(Guard, BadOptionsAreRejectedWithTheirName) {
 
 }  // namespace
 }  // namespace nanguard
+
+namespace nanguard {
+namespace {
+
+TEST(Guard, LearningRateTooHighIsRolledBackAndBackedOff) {  // Z1
+  // Unnormalised inputs (x40) and plain SGD at lr 0.5: the loss and gradient norm grow
+  // geometrically and the weights overflow within a few dozen steps.
+  auto train = clusters(640, 1, 40.0), test = clusters(300, 2, 40.0);
+  auto sgd = [](double lr) {
+    CompileOptions c;
+    c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
+    c.optimizer = OptimizerSpec().type(OptimizerType::sgd).learning_rate(lr);
+    c.guard = GuardOptions().snapshot_every(10);
+    return c;
+  };
+  torch::manual_seed(0);
+  Trainer clean(SequentialModel(mlp()), sgd(0.0005));
+  const double clean_acc = fit_and_test(clean, train, test, 4);
+  ASSERT_TRUE(clean.guard()->incidents().empty());
+  torch::manual_seed(0);
+  Trainer guarded(SequentialModel(mlp()), sgd(0.5));
+  const double acc = fit_and_test(guarded, train, test, 4);
+  Guard& g = *guarded.guard();
+  ASSERT_FALSE(g.incidents().empty());
+  const Incident& first = *g.incidents().front();
+  EXPECT_EQ(first.diagnosis.top().cause, cause::lr_too_high);
+  EXPECT_NE(std::find(first.actions.begin(), first.actions.end(), "rollback"), first.actions.end());
+  EXPECT_NE(std::find(first.actions.begin(), first.actions.end(), "lr_backoff"), first.actions.end());
+  EXPECT_LT(g.lr_scale(), 1.0);
+  EXPECT_FALSE(g.stopped());
+  EXPECT_GE(acc, clean_acc - 0.01) << "the repaired run must reach the clean run's accuracy";
+}
+
+}  // namespace
+}  // namespace nanguard

@@ -36,6 +36,9 @@ struct Evidence {
   std::string failed_check;
   // Names of the tensors that are non-finite (e.g. "layers.1.dense.weight.grad").
   std::vector<std::string> nonfinite_tensors;
+  // Every gradient is finite but their squared norm overflows float32 (norm above ~1.8e19):
+  // the cheap check fails on it, since such an update is as fatal as a NaN.
+  bool gradient_norm_overflow = false;
 
   // Replay.
   bool replayed = false;      // a replay was run

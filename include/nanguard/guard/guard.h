@@ -103,6 +103,7 @@ class Guard {
   void replay(const data::Batch& batch, const LossClosure& closure, Evidence& ev);
   void replay_optimizer_step(const LossClosure& closure, Evidence& ev);
   void collect_tensor_evidence(const at::Tensor& loss, Evidence& ev) const;
+  bool gradient_norm_overflows() const;
   void apply_optimizer_step();
   void set_learning_rates(double factor);
   int64_t trend_start_step() const;
