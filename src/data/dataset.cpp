@@ -30,6 +30,15 @@ Batch TensorDataset::gather(const at::Tensor& positions) const {
   return b;
 }
 
+Batch TensorDataset::gather_ids(const at::Tensor& ids) const {
+  auto [sorted, order] = ids_.sort();
+  auto wanted = ids.to(torch::kCPU).to(torch::kLong);
+  auto at = torch::searchsorted(sorted, wanted).clamp_max(std::max<int64_t>(size() - 1, 0));
+  NANGUARD_CHECK(size() > 0 && torch::equal(sorted.index_select(0, at), wanted),
+                 "some of the requested sample ids are not in this dataset");
+  return gather(order.index_select(0, at));
+}
+
 TensorDataset TensorDataset::subset(const at::Tensor& positions) const {
   Batch b = gather(positions);
   return TensorDataset(b.x, b.y, b.ids);

@@ -15,6 +15,7 @@
 #include "nanguard/numerics/health.h"
 #include "nanguard/trace/birth.h"
 #include "nanguard/trace/tracer.h"
+#include "numerics/sum_squares.h"
 
 namespace nanguard {
 namespace {
@@ -117,6 +118,35 @@ void Guard::zero_grad() {
   }
 }
 
+// Scales the gradients down to max_norm when their norm exceeds it (max_norm 0: off). The
+// norm is computed here unless the caller already has it.
+void Guard::clip_gradients_to(double max_norm, double grad_norm) {
+  if (max_norm <= 0) return;
+  torch::NoGradGuard no_grad;
+  if (grad_norm < 0) {
+    double squared = 0;
+    for (const auto& p : params_) {
+      if (p.grad().defined()) squared += p.grad().to(torch::kDouble).pow(2).sum().item<double>();
+    }
+    grad_norm = std::sqrt(squared);
+  }
+  if (grad_norm <= max_norm) return;
+  const double scale = max_norm / (grad_norm + 1e-6);
+  for (auto& p : params_) {
+    if (p.grad().defined()) p.grad().mul_(scale);
+  }
+}
+
+// Gradients and loss as plain CPU float32 memory: the per-step check can read them directly.
+bool Guard::cpu_fast_path(const at::Tensor& loss) const {
+  if (!loss.is_cpu()) return false;
+  for (const auto& p : params_) {
+    const auto& g = p.grad();
+    if (g.defined() && (!g.is_cpu() || g.scalar_type() != torch::kFloat || !g.is_contiguous())) return false;
+  }
+  return true;
+}
+
 data::Batch Guard::drop_quarantined(const data::Batch& batch) const {
   if (quarantined_.empty() || !batch.ids.defined()) return batch;
   // Sample ids are host-side bookkeeping: scan them on the CPU (quarantined_ is sorted), so
@@ -165,7 +195,8 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
     last_snapshot_step_ = t;
     snapshot_due_ = false;
   }
-  recent_batches_.emplace_back(t, batch);
+  // With a gather hook only the ids are kept (no batch tensors held back from reuse).
+  recent_batches_.emplace_back(t, hooks_.gather_batch ? data::Batch{at::Tensor(), at::Tensor(), batch.ids} : batch);
   if (options_.snapshot_every() == 0 && recent_batches_.size() > 2) recent_batches_.erase(recent_batches_.begin());
   rng_before_step_ = cpu_generator().get_state();
 
@@ -173,26 +204,42 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
   at::Tensor loss = closure(batch);
   NANGUARD_CHECK(loss.defined() && loss.numel() == 1, "the guard's closure must return the scalar loss");
 
-  // The cheap check: one dot product per gradient (finite iff the gradient is; together the
-  // squared gradient norm), stacked with the loss and the deferred state check of the
-  // previous step, then one host sync for all of it.
-  std::vector<at::Tensor> parts;
-  parts.reserve(params_.size() + 2);
-  parts.push_back(loss.detach().reshape({}).to(torch::kFloat));
-  if (pending_state_check_.defined()) parts.push_back(pending_state_check_.to(loss.device(), torch::kFloat));
-  const size_t first_grad = parts.size();
-  for (const auto& p : params_) {
-    const auto& g = p.grad();
-    if (!g.defined()) continue;
-    auto flat = g.reshape({-1});
-    parts.push_back(g.scalar_type() == torch::kFloat ? flat.dot(flat) : flat.to(torch::kFloat).pow(2).sum());
+  // The cheap check: the sum of squares of every gradient (finite iff the gradient is;
+  // together the squared gradient norm) with the loss and the deferred state check of the
+  // previous step, read with one host sync.
+  double loss_value = 0, grad_sq_value = 0;
+  bool state_failed = false;
+  if (cpu_fast_path(loss)) {
+    // CPU float32: a vectorised loop over the gradient memory, no tensor ops to dispatch.
+    loss_value = loss.item<double>();
+    if (pending_state_check_.defined()) state_failed = !std::isfinite(pending_state_check_.item<double>());
+    float sum = 0;  // float, like the tensor path: both overflow at the same norm
+    for (const auto& p : params_) {
+      const auto& g = p.grad();
+      if (g.defined()) sum += detail::sum_of_squares(g.data_ptr<float>(), g.numel());
+    }
+    grad_sq_value = sum;
+  } else {
+    std::vector<at::Tensor> parts;
+    parts.reserve(params_.size() + 2);
+    parts.push_back(loss.detach().reshape({}).to(torch::kFloat));
+    if (pending_state_check_.defined()) parts.push_back(pending_state_check_.to(loss.device(), torch::kFloat));
+    const size_t first_grad = parts.size();
+    for (const auto& p : params_) {
+      const auto& g = p.grad();
+      if (!g.defined()) continue;
+      auto flat = g.reshape({-1});
+      parts.push_back(g.scalar_type() == torch::kFloat ? flat.dot(flat) : flat.to(torch::kFloat).pow(2).sum());
+    }
+    const auto values = torch::stack(parts).to(torch::kCPU, torch::kDouble);
+    const double* v = values.data_ptr<double>();
+    loss_value = v[0];
+    state_failed = first_grad == 2 && !std::isfinite(v[1]);
+    // Summed in float like the dot products, so both paths overflow at the same norm.
+    float sum = 0;
+    for (size_t i = first_grad; i < parts.size(); ++i) sum += static_cast<float>(v[i]);
+    grad_sq_value = sum;
   }
-  const auto values = torch::stack(parts).to(torch::kCPU, torch::kDouble);
-  const double* v = values.data_ptr<double>();
-  const double loss_value = v[0];
-  bool state_failed = first_grad == 2 && !std::isfinite(v[1]);
-  double grad_sq_value = 0;
-  for (size_t i = first_grad; i < parts.size(); ++i) grad_sq_value += v[i];
   pending_state_check_ = at::Tensor();
   if (state_failed) {
     // Rare path: confirm with an exact check (a sum can overflow on large finite values).
@@ -215,13 +262,7 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
     push_bounded(grad_norm_history_, grad_norm, cap);
     history_steps_.push_back(t);
     if (history_steps_.size() > cap) history_steps_.erase(history_steps_.begin());
-    if (clip_norm_ > 0 && grad_norm > clip_norm_) {
-      torch::NoGradGuard no_grad;
-      const double scale = clip_norm_ / (grad_norm + 1e-6);
-      for (auto& p : params_) {
-        if (p.grad().defined()) p.grad().mul_(scale);
-      }
-    }
+    clip_gradients_to(clip_norm_, grad_norm);
     apply_optimizer_step();
     ++applied_;
     ledger_->record_applied_step();
@@ -413,13 +454,14 @@ void Guard::replay_optimizer_step(const LossClosure& closure, Evidence& ev) {
   ev.replayed = true;
   ++ev.replays;
   for (size_t i = 0; i < steps.size(); ++i) {
-    const data::Batch& b = *steps[i];
+    const data::Batch b = steps[i]->x.defined() ? *steps[i] : drop_quarantined(hooks_.gather_batch(steps[i]->ids));
     const bool last = i + 1 == steps.size();
     std::unique_ptr<trace::OpTracer> tracer;
     if (last) tracer = std::make_unique<trace::OpTracer>(trace::TracerOptions().batch_size(b.size()));
     zero_grad();
     at::Tensor loss = closure(b);
     if (!last && !all_finite({loss.detach()})) return;
+    clip_gradients_to(clip_norm_);
     apply_optimizer_step();
     if (!last) continue;
     tracer->stop();
@@ -481,7 +523,8 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
   collect_batch_evidence(batch, ev);
   collect_tensor_evidence(loss, ev);
   if (!state_failed && ev.nonfinite_tensors.empty() && gradient_norm_overflows()) ev.gradient_norm_overflow = true;
-  if (state_failed) {
+  if (state_failed || ev.params_nonfinite_before_step) {
+    // The state went bad in an earlier optimizer step: that is where to look.
     ev.failed_check = ev.params_nonfinite_before_step ? "parameters" : "optimizer_state";
     if (options_.replay()) replay_optimizer_step(closure, ev);
   } else {

@@ -58,6 +58,10 @@ Trainer::Trainer(SequentialModel model, CompileOptions options)
       global_step_ = static_cast<int64_t>(extra.front());
       schedule_->load_state(std::vector<double>(extra.begin() + 1, extra.end()));
     };
+    hooks.gather_batch = [this](const at::Tensor& ids) {
+      NANGUARD_INTERNAL_ASSERT(train_data_ != nullptr, "a replay outside fit");
+      return train_data_->gather_ids(ids);
+    };
     hooks.on_event = [this](const GuardEvent& e) {
       if (event_handler_) event_handler_(e);
     };
@@ -208,6 +212,7 @@ History Trainer::fit(const data::TensorDataset& train, const data::TensorDataset
   data::BatchLoader loader(train, options.batch_size, options.shuffle, options.seed);
   if (guard_) loader.exclude_ids(guard_->quarantined());
   loader_ = &loader;
+  train_data_ = &train;
   History history;
   stop_requested_ = false;
   for (auto* cb : callbacks) cb->on_train_begin(*this, options);
@@ -226,6 +231,7 @@ History Trainer::fit(const data::TensorDataset& train, const data::TensorDataset
   }
   for (auto* cb : callbacks) cb->on_train_end(*this, history);
   loader_ = nullptr;
+  train_data_ = nullptr;
   return history;
 }
 

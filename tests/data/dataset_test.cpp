@@ -122,3 +122,18 @@ TEST(LoadMnist, MissingOrMismatchedFilesAreNamed) {
 
 }  // namespace
 }  // namespace nanguard::data
+
+namespace nanguard::data {
+namespace {
+
+TEST(TensorDataset, GatherIdsFindsRowsByIdInAnySubset) {
+  auto ds = make_dataset(10).subset(torch::tensor({7, 2, 9, 4}, torch::kLong));
+  Batch b = ds.gather_ids(torch::tensor({9, 7}, torch::kLong));
+  EXPECT_EQ(to_vector(b.ids), (std::vector<int64_t>{9, 7}));
+  EXPECT_TRUE(torch::equal(b.y, b.ids));
+  EXPECT_TRUE(testing::throws_with<ValueError>([&] { ds.gather_ids(torch::tensor({3}, torch::kLong)); },
+                                               {"not in this dataset"}));
+}
+
+}  // namespace
+}  // namespace nanguard::data

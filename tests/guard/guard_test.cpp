@@ -336,3 +336,37 @@ TEST(Guard, LearningRateTooHighIsRolledBackAndBackedOff) {  // Z1
 
 }  // namespace
 }  // namespace nanguard
+
+namespace nanguard {
+namespace {
+
+TEST(Guard, WeightsOverflowingInTheOptimizerStepAreLocalizedThere) {
+  // SGD at lr 3e38 on unnormalised inputs: the first update overflows the weights to Inf inside the optimizer step
+  // (finite gradients, finite loss); the next step's loss is NaN. The guard replays from the
+  // snapshot, rebuilding the batch from its sample ids, and traces the optimizer.
+  auto train = clusters(256, 1, 10.0);
+  CompileOptions c;
+  c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
+  c.optimizer = OptimizerSpec().type(OptimizerType::sgd).learning_rate(3e38);
+  torch::manual_seed(0);
+  Trainer trainer(SequentialModel(mlp()), c);
+  FitOptions f;
+  f.epochs = 1;
+  f.batch_size = 32;
+  trainer.fit(train, nullptr, f);
+  Guard& g = *trainer.guard();
+  ASSERT_FALSE(g.incidents().empty());
+  const Incident& first = *g.incidents().front();
+  EXPECT_EQ(first.step, 1);
+  EXPECT_EQ(first.evidence.failed_check, "parameters");
+  EXPECT_TRUE(first.evidence.reproduced);
+  EXPECT_EQ(first.evidence.birth_phase, "optimizer");
+  EXPECT_FALSE(first.evidence.birth_op.empty());
+  EXPECT_EQ(first.diagnosis.top().cause, cause::lr_too_high);
+  EXPECT_EQ(first.actions.front(), "rollback");
+  // Whatever happened next, the weights the run ends with are finite.
+  for (const auto& p : trainer.model()->parameters()) EXPECT_TRUE(torch::isfinite(p).all().item<bool>());
+}
+
+}  // namespace
+}  // namespace nanguard

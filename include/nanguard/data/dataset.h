@@ -37,6 +37,8 @@ class TensorDataset {
 
   // The rows at the given positions (not ids), as one batch.
   Batch gather(const at::Tensor& positions) const;
+  // The rows with the given dataset ids, in that order (ValueError for an unknown id).
+  Batch gather_ids(const at::Tensor& ids) const;
   // The rows at the given positions, as a dataset that keeps their original ids.
   TensorDataset subset(const at::Tensor& positions) const;
   // The first n rows (all if n >= size).

@@ -11,7 +11,7 @@
 //   }
 //
 // The closure runs forward, loss and backward (no zero_grad, no optimizer step: the guard
-// does both). Per step the cheap path costs one dot product per gradient and one host sync; on a failed check the guard replays the step with the op tracer to find the op
+// does both). Per step the cheap path costs one read of the gradients and one host sync; on a failed check the guard replays the step with the op tracer to find the op
 // that created the first non-finite value, diagnoses the cause and repairs the run.
 #pragma once
 
@@ -57,6 +57,9 @@ struct GuardHooks {
   // Extra state saved in snapshots (schedule state, counters).
   std::function<std::vector<double>()> save_extra;
   std::function<void(const std::vector<double>&)> load_extra;
+  // Rebuilds a batch from its sample ids. With it the guard remembers only the ids of the
+  // batches since the last snapshot (for replaying an optimizer step), not their tensors.
+  std::function<data::Batch(const at::Tensor& ids)> gather_batch;
   // Called with every event as it happens (events.jsonl, console).
   std::function<void(const GuardEvent&)> on_event;
 };
@@ -104,6 +107,8 @@ class Guard {
   void replay_optimizer_step(const LossClosure& closure, Evidence& ev);
   void collect_tensor_evidence(const at::Tensor& loss, Evidence& ev) const;
   bool gradient_norm_overflows() const;
+  bool cpu_fast_path(const at::Tensor& loss) const;
+  void clip_gradients_to(double max_norm, double grad_norm = -1);
   void apply_optimizer_step();
   void set_learning_rates(double factor);
   int64_t trend_start_step() const;

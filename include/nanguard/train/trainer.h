@@ -120,6 +120,7 @@ class Trainer {
   std::unique_ptr<LrSchedule> schedule_;
   std::unique_ptr<Guard> guard_;
   data::BatchLoader* loader_ = nullptr;  // the loader of the running fit, for quarantines
+  const data::TensorDataset* train_data_ = nullptr;  // its data, to rebuild batches for replays
   std::function<void(const GuardEvent&)> event_handler_;
   int64_t global_step_ = 0;
   bool stop_requested_ = false;
