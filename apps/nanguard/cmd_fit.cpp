@@ -25,6 +25,7 @@ struct FitArgs {
   Overrides overrides;
   std::string out;
   bool quiet = false;
+  bool dump_incidents = false;
 };
 
 nlohmann::json logs_json(const Logs& logs) {
@@ -41,6 +42,7 @@ int run_fit(const FitArgs& args) {
 
   data::LoadedData data = data::load_data(config.data);
   auto trainer = make_trainer(config);
+  if (args.dump_incidents) trainer->set_incident_dump_dir(out / "incidents");
   if (!args.quiet) {
     std::cout << trainer->model()->summary();
     std::cout << fmt::format("Training on {} samples, validating on {}, {} epochs of batch {}\n", data.train.size(),
@@ -135,6 +137,8 @@ Command add_fit(CLI::App& app) {
   sub->add_option("--seed", args->overrides.seed, "Override fit.seed")->check(CLI::NonNegativeNumber);
   sub->add_option("--out", args->out, "Run folder (default: runs/<name>)");
   sub->add_flag("--quiet", args->quiet, "No progress output");
+  sub->add_flag("--dump-incidents", args->dump_incidents,
+                "Write each incident's batch and pre-step state to OUT/incidents/step_N for `nanguard replay`");
   return [args] { return run_fit(*args); };
 }
 

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   const std::vector<std::pair<std::string, Command>> commands{
       {"fit", add_fit(app)},
       {"evaluate", add_evaluate(app)},
+      {"replay", add_replay(app)},
   };
 
   try {

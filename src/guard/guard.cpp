@@ -503,10 +503,26 @@ void Guard::warn(const GuardEvent& event) {
   emit(e);
 }
 
-StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& closure, const at::Tensor& loss,
-                                   bool state_failed) {
+std::shared_ptr<const Incident> Guard::examine(const data::Batch& batch, const LossClosure& closure) {
+  rng_before_step_ = cpu_generator().get_state();
+  zero_grad();
+  at::Tensor loss = closure(batch);
+  std::vector<at::Tensor> check{loss.detach()};
+  for (const auto& p : params_) check.push_back(p.grad());
+  const bool params_bad = !all_finite(params_);
+  if (all_finite(check) && !params_bad && !gradient_norm_overflows()) {
+    zero_grad();
+    return nullptr;
+  }
+  auto incident = investigate(batch, closure, loss, /*state_failed=*/false);
+  zero_grad();
+  return incident;
+}
+
+std::shared_ptr<Incident> Guard::investigate(const data::Batch& batch, const LossClosure& closure,
+                                             const at::Tensor& loss, bool state_failed) {
   const auto detected = Clock::now();
-  const int64_t t = step_ - 1;
+  const int64_t t = std::max<int64_t>(step_ - 1, 0);
   auto incident = std::make_shared<Incident>();
   incident->step = t;
   Evidence& ev = incident->evidence;
@@ -536,6 +552,16 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
   }
   incident->diagnosis = diagnose(ev);
   incident->seconds_to_diagnosis = std::chrono::duration<double>(Clock::now() - detected).count();
+  return incident;
+}
+
+StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& closure, const at::Tensor& loss,
+                                   bool state_failed) {
+  const int64_t t = step_ - 1;
+  // The pre-step state, before any replay touches it: parameters, batch and RNG.
+  if (hooks_.dump_incident) hooks_.dump_incident(t, batch, rng_before_step_);
+  std::shared_ptr<Incident> incident = investigate(batch, closure, loss, state_failed);
+  const Evidence& ev = incident->evidence;
   const CauseScore& top = incident->diagnosis.top();
 
   GuardEvent inc;

@@ -8,6 +8,8 @@
 #include "core/check.h"
 #include "nanguard/core/atomic_file.h"
 #include "nanguard/core/error.h"
+#include "nanguard/trace/scope.h"
+#include "nanguard/train/incident_dump.h"
 
 namespace nanguard {
 namespace {
@@ -62,6 +64,10 @@ Trainer::Trainer(SequentialModel model, CompileOptions options)
       NANGUARD_INTERNAL_ASSERT(train_data_ != nullptr, "a replay outside fit");
       return train_data_->gather_ids(ids);
     };
+    hooks.dump_incident = [this](int64_t step, const data::Batch& batch, const at::Tensor& rng) {
+      if (incident_dump_dir_.empty()) return;
+      write_incident_dump(incident_dump_dir_ / ("step_" + std::to_string(step)), *model_, batch, rng);
+    };
     hooks.on_event = [this](const GuardEvent& e) {
       if (event_handler_) event_handler_(e);
     };
@@ -101,20 +107,35 @@ StepResult Trainer::train_step(const data::Batch& batch) {
   return step_on_batch(batch, nullptr);
 }
 
+at::Tensor Trainer::forward_backward_on(const data::Batch& batch, at::Tensor* logits_out) {
+  at::Tensor logits = model_->forward_logits(batch.x);
+  // Labels were range-checked once for the whole dataset (fit): no per-step host sync.
+  LossSpec loss_spec = options_.loss;
+  loss_spec.check_labels(false);
+  at::Tensor loss;
+  {
+    NANGUARD_SCOPE("loss");  // so the tracer attributes the loss's ops
+    loss = compute_loss(loss_spec, logits, model_->output_activation(), batch.y);
+  }
+  loss.backward();
+  clip_gradients(options_.optimizer, parameters_);
+  if (logits_out != nullptr) *logits_out = logits;
+  return loss;
+}
+
+std::shared_ptr<const Incident> Trainer::examine(const data::Batch& batch) {
+  NANGUARD_CHECK(guard_ != nullptr, "examine needs the guard (it is disabled in the options)");
+  model_->train();
+  return guard_->examine(batch, [this](const data::Batch& b) { return forward_backward_on(b, nullptr); });
+}
+
+void Trainer::set_incident_dump_dir(std::filesystem::path dir) { incident_dump_dir_ = std::move(dir); }
+
 StepResult Trainer::step_on_batch(const data::Batch& batch, at::Tensor* logits_out) {
   const double scale = guard_ ? guard_->lr_scale() : 1.0;
   set_learning_rate(*optimizer_, schedule_->learning_rate(global_step_) * scale);
   at::Tensor logits;
-  auto forward_backward = [&](const data::Batch& b) {
-    logits = model_->forward_logits(b.x);
-    // Labels were range-checked once for the whole dataset (fit): no per-step host sync.
-    LossSpec loss_spec = options_.loss;
-    loss_spec.check_labels(false);
-    auto loss = compute_loss(loss_spec, logits, model_->output_activation(), b.y);
-    loss.backward();
-    clip_gradients(options_.optimizer, parameters_);
-    return loss;
-  };
+  auto forward_backward = [&](const data::Batch& b) { return forward_backward_on(b, &logits); };
   if (!guard_) {
     zero_grad();
     auto loss = forward_backward(batch);
@@ -262,13 +283,7 @@ void Trainer::save_weights(const std::filesystem::path& path) {
                            "' holds NaN or Inf");
     }
   }
-  write_file_atomic(path, [&](const std::filesystem::path& tmp) {
-    // Flat keys ("layers.1.dense.weight"), read back by load_weights.
-    torch::serialize::OutputArchive archive;
-    for (const auto& item : model_->named_parameters()) archive.write(item.key(), item.value());
-    for (const auto& item : model_->named_buffers()) archive.write(item.key(), item.value(), /*is_buffer=*/true);
-    archive.save_to(tmp.string());
-  });
+  write_module_tensors(path, *model_);
 }
 
 void Trainer::load_weights(const std::filesystem::path& path) {

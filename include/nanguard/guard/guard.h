@@ -60,6 +60,9 @@ struct GuardHooks {
   // Rebuilds a batch from its sample ids. With it the guard remembers only the ids of the
   // batches since the last snapshot (for replaying an optimizer step), not their tensors.
   std::function<data::Batch(const at::Tensor& ids)> gather_batch;
+  // Called on each incident with the pre-step state still in place (parameters, the batch and
+  // the CPU RNG state before the step), to dump it for an offline replay.
+  std::function<void(int64_t step, const data::Batch& batch, const at::Tensor& rng_state)> dump_incident;
   // Called with every event as it happens (events.jsonl, console).
   std::function<void(const GuardEvent&)> on_event;
 };
@@ -76,6 +79,11 @@ class Guard {
 
   // Runs one guarded training step on the batch.
   StepVerdict step(const data::Batch& batch, const LossClosure& closure);
+
+  // Runs the closure once on the batch from the current state and, if the check fails,
+  // replays and diagnoses it without repairing anything or counting a step (offline replay).
+  // Returns null when the step is healthy.
+  std::shared_ptr<const Incident> examine(const data::Batch& batch, const LossClosure& closure);
 
   // Multiplier the guard applied to the learning rate (1 until an lr backoff).
   double lr_scale() const { return lr_scale_; }
@@ -100,6 +108,8 @@ class Guard {
  private:
   void init();
   void zero_grad();
+  std::shared_ptr<Incident> investigate(const data::Batch& batch, const LossClosure& closure, const at::Tensor& loss,
+                                        bool state_failed);
   StepVerdict handle_incident(const data::Batch& batch, const LossClosure& closure, const at::Tensor& loss,
                               bool params_failed);
   void collect_batch_evidence(const data::Batch& batch, Evidence& ev) const;

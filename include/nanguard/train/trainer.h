@@ -88,6 +88,13 @@ class Trainer {
   // Loads weights saved by save_weights; ValueError if they do not fit this model.
   void load_weights(const std::filesystem::path& path);
 
+  // Writes each incident's pre-step state (weights, batch, RNG) to DIR/step_<N> for
+  // `nanguard replay` ("" = off).
+  void set_incident_dump_dir(std::filesystem::path dir);
+  // Runs one step's forward and backward on the batch from the current weights and, if it goes
+  // non-finite, replays and diagnoses it without updating anything (offline replay).
+  std::shared_ptr<const Incident> examine(const data::Batch& batch);
+
   // Asks fit() to stop after the current batch.
   void request_stop() { stop_requested_ = true; }
   bool stop_requested() const { return stop_requested_; }
@@ -105,6 +112,8 @@ class Trainer {
   void set_event_handler(std::function<void(const GuardEvent&)> handler) { event_handler_ = std::move(handler); }
 
  private:
+  // Forward, loss, backward and the spec's clipping: the closure the guard runs.
+  at::Tensor forward_backward_on(const data::Batch& batch, at::Tensor* logits_out);
   // The body of train_step; hands the batch's logits to the caller for the epoch's metrics.
   StepResult step_on_batch(const data::Batch& batch, at::Tensor* logits_out);
   std::vector<Metric> make_metrics() const;
@@ -122,6 +131,7 @@ class Trainer {
   data::BatchLoader* loader_ = nullptr;  // the loader of the running fit, for quarantines
   const data::TensorDataset* train_data_ = nullptr;  // its data, to rebuild batches for replays
   std::function<void(const GuardEvent&)> event_handler_;
+  std::filesystem::path incident_dump_dir_;
   int64_t global_step_ = 0;
   bool stop_requested_ = false;
 };

@@ -1,0 +1,28 @@
+// An incident's pre-step state on disk, for replaying it offline (`nanguard replay DIR`):
+//   DIR/state.pt   parameters and buffers (non-finite values kept: this is evidence, not a
+//                  checkpoint), DIR/x.npy, y.npy, ids.npy the batch, DIR/rng.npy the CPU RNG.
+#pragma once
+
+#include <filesystem>
+
+#include <torch/nn/module.h>
+
+#include "nanguard/data/dataset.h"
+
+namespace nanguard {
+
+struct IncidentDump {
+  data::Batch batch;
+  at::Tensor rng_state;              // uint8, the CPU generator's state
+  std::filesystem::path state_file;  // load with Trainer::load_weights
+};
+
+// Parameters and buffers under flat names ("layers.1.dense.weight"), written atomically.
+void write_module_tensors(const std::filesystem::path& path, torch::nn::Module& module);
+
+void write_incident_dump(const std::filesystem::path& dir, torch::nn::Module& module, const data::Batch& batch,
+                         const at::Tensor& rng_state);
+// Throws IoError naming the missing file, ValueError for inconsistent contents.
+IncidentDump read_incident_dump(const std::filesystem::path& dir);
+
+}  // namespace nanguard
