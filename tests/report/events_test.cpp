@@ -47,7 +47,7 @@ TEST(Events, LogWritesOneLinePerEvent) {
   std::string line;
   int n = 0;
   while (std::getline(in, line)) {
-    EXPECT_NO_THROW((void)nlohmann::json::parse(line));
+    EXPECT_TRUE(nlohmann::json::accept(line)) << line;
     ++n;
   }
   EXPECT_EQ(n, 2);
