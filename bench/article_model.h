@@ -10,7 +10,7 @@
 
 namespace nanguard::bench {
 
-inline std::unique_ptr<Trainer> make_article_trainer(bool guarded) {
+inline std::unique_ptr<Trainer> make_article_trainer(bool guarded, c10::Device device = c10::Device(c10::kCPU)) {
   torch::manual_seed(0);
   ModelSpec spec;
   spec.input_shape = {28, 28};
@@ -19,6 +19,7 @@ inline std::unique_ptr<Trainer> make_article_trainer(bool guarded) {
   compile.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
   compile.optimizer = OptimizerSpec().type(OptimizerType::adam);
   compile.guard = GuardOptions().enabled(guarded);
+  compile.device = device;
   return std::make_unique<Trainer>(SequentialModel(spec), compile);
 }
 

@@ -1,14 +1,16 @@
 // Overhead of the guard's cheap path on the article's MNIST MLP: guarded and unguarded training
 // steps interleaved in one process (same binary, same data), blocks alternating so both see the
 // same machine state. Prints median step time, spread and the ratio.
-// Usage: bench_guard_overhead MNIST_DIR [ROUNDS] [STEPS_PER_BLOCK] [MODE]
+// Usage: bench_guard_overhead MNIST_DIR [ROUNDS] [STEPS_PER_BLOCK] [MODE] [DEVICE]
 //   MODE: both (default), guarded or plain (one variant only, for callgrind instruction counts)
+//   DEVICE: cpu (default), cuda or cuda:N (step times then include a synchronisation)
 #include <algorithm>
 #include <chrono>
 #include <iostream>
 #include <string>
 
 #include <fmt/format.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include "article_model.h"
@@ -27,14 +29,19 @@ double percentile(std::vector<double> v, double q) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: bench_guard_overhead MNIST_DIR [ROUNDS] [STEPS_PER_BLOCK] [both|guarded|plain]\n";
+    std::cerr << "usage: bench_guard_overhead MNIST_DIR [ROUNDS] [STEPS_PER_BLOCK] [both|guarded|plain] [cpu|cuda]\n";
     return 2;
   }
   auto mnist = data::load_mnist(argv[1]);
   const int rounds = argc > 2 ? std::stoi(argv[2]) : 40;
   const int block = argc > 3 ? std::stoi(argv[3]) : 100;
   const std::string mode = argc > 4 ? argv[4] : "both";
-  auto plain = bench::make_article_trainer(false), guarded = bench::make_article_trainer(true);
+  const c10::Device device = parse_device(argc > 5 ? argv[5] : "cpu");
+  auto plain = bench::make_article_trainer(false, device), guarded = bench::make_article_trainer(true, device);
+  // A GPU step is asynchronous: wait for it so the time covers its kernels.
+  auto sync = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize();
+  };
   data::BatchLoader loader(mnist.train, 32, true, 0);
   std::vector<double> t_plain, t_guarded;
   int64_t next = 0;
@@ -43,6 +50,7 @@ int main(int argc, char** argv) {
       data::Batch batch = loader.batch(next++ % loader.num_batches());
       const auto start = std::chrono::steady_clock::now();
       trainer.train_step(batch);
+      sync();
       times.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
     }
   };
@@ -59,7 +67,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   const double mp = percentile(t_plain, 0.5), mg = percentile(t_guarded, 0.5);
-  std::cout << fmt::format("steps per variant: {} ({} rounds of {} interleaved)\n", t_plain.size(), rounds, block);
+  std::cout << fmt::format("device: {}; steps per variant: {} ({} rounds of {} interleaved)\n", device.str(),
+                           t_plain.size(), rounds, block);
   std::cout << fmt::format("unguarded step: median {:.1f} us (p10 {:.1f}, p90 {:.1f})\n", mp, percentile(t_plain, 0.1),
                            percentile(t_plain, 0.9));
   std::cout << fmt::format("guarded step:   median {:.1f} us (p10 {:.1f}, p90 {:.1f})\n", mg, percentile(t_guarded, 0.1),

@@ -15,10 +15,13 @@ struct EvaluateArgs {
   std::string weights;
   int64_t batch_size = 256;
   std::string split = "test";
+  std::string device;
 };
 
 int run_evaluate(const EvaluateArgs& args) {
-  RunConfig config = load_config_with(args.config, {});
+  Overrides overrides;
+  overrides.device = args.device;
+  RunConfig config = load_config_with(args.config, overrides);
   config.data.validation = "none";
   data::LoadedData data = data::load_data(config.data);
   auto trainer = make_trainer(config);
@@ -40,6 +43,7 @@ Command add_evaluate(CLI::App& app) {
   sub->add_option("config", args->config, "Run config (TOML) the weights were trained with")->required();
   sub->add_option("--weights", args->weights, "Weights file written by fit (weights.pt)")->required();
   sub->add_option("--batch-size", args->batch_size, "Evaluation batch size")->check(CLI::PositiveNumber);
+  sub->add_option("--device", args->device, "Override device: cpu, cuda or cuda:N");
   sub->add_option("--split", args->split, "Which split to evaluate")->check(CLI::IsMember({"test", "train"}));
   return [args] { return run_evaluate(*args); };
 }

@@ -135,6 +135,7 @@ Command add_fit(CLI::App& app) {
   sub->add_option("--epochs", args->overrides.epochs, "Override fit.epochs")->check(CLI::PositiveNumber);
   sub->add_option("--batch-size", args->overrides.batch_size, "Override fit.batch_size")->check(CLI::PositiveNumber);
   sub->add_option("--seed", args->overrides.seed, "Override fit.seed")->check(CLI::NonNegativeNumber);
+  sub->add_option("--device", args->overrides.device, "Override device: cpu, cuda or cuda:N");
   sub->add_option("--out", args->out, "Run folder (default: runs/<name>)");
   sub->add_flag("--quiet", args->quiet, "No progress output");
   sub->add_flag("--dump-incidents", args->dump_incidents,

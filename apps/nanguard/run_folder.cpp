@@ -12,6 +12,7 @@ RunConfig load_config_with(const std::string& path, const Overrides& o) {
   if (o.batch_size < 0) throw ValueError("--batch-size must be positive");
   if (o.epochs > 0) config.fit.epochs = o.epochs;
   if (o.batch_size > 0) config.fit.batch_size = o.batch_size;
+  if (!o.device.empty()) config.compile.device = parse_device(o.device);
   if (o.seed >= 0) config.fit.seed = static_cast<uint64_t>(o.seed), config.data.seed = config.fit.seed;
   return config;
 }

@@ -16,6 +16,7 @@ struct Overrides {
   int64_t epochs = 0;      // 0: keep the config's
   int64_t batch_size = 0;  // 0: keep the config's
   int64_t seed = -1;       // -1: keep the config's
+  std::string device;      // empty: keep the config's
 };
 
 RunConfig load_config_with(const std::string& path, const Overrides& overrides);

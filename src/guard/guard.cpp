@@ -10,6 +10,7 @@
 
 #include "core/check.h"
 #include "guard/optimizer_state.h"
+#include "guard/rng_state.h"
 #include "nanguard/core/log.h"
 #include "nanguard/guard/snapshot.h"
 #include "nanguard/numerics/health.h"
@@ -23,8 +24,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr size_t kMaxFeaturesListed = 5;
-
-at::Generator cpu_generator() { return at::globalContext().defaultGenerator(c10::Device(c10::kCPU)); }
 
 std::vector<int64_t> to_vector(const at::Tensor& t) {
   auto c = t.to(torch::kCPU).to(torch::kLong).contiguous();
@@ -107,6 +106,7 @@ void Guard::init() {
       }
     }
   };
+  rng_before_step_ = std::make_unique<detail::CpuRngState>();
   ring_ = std::make_unique<SnapshotRing>(std::move(refs), options_.snapshot_capacity());
   snapshot_due_ = true;
 }
@@ -198,7 +198,7 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
   // With a gather hook only the ids are kept (no batch tensors held back from reuse).
   recent_batches_.emplace_back(t, hooks_.gather_batch ? data::Batch{at::Tensor(), at::Tensor(), batch.ids} : batch);
   if (options_.snapshot_every() == 0 && recent_batches_.size() > 2) recent_batches_.erase(recent_batches_.begin());
-  rng_before_step_ = cpu_generator().get_state();
+  rng_before_step_->capture();
 
   zero_grad();
   at::Tensor loss = closure(batch);
@@ -404,7 +404,7 @@ static void fill_birth(const trace::Birth& birth, const data::Batch& batch, Evid
 // rewound so dropout masks repeat.
 void Guard::replay(const data::Batch& batch, const LossClosure& closure, Evidence& ev) {
   for (int attempt = 0; attempt < 2; ++attempt) {
-    cpu_generator().set_state(rng_before_step_);
+    rng_before_step_->restore();
     zero_grad();
     std::vector<trace::OpRecord> records;
     at::Tensor loss;
@@ -504,7 +504,7 @@ void Guard::warn(const GuardEvent& event) {
 }
 
 std::shared_ptr<const Incident> Guard::examine(const data::Batch& batch, const LossClosure& closure) {
-  rng_before_step_ = cpu_generator().get_state();
+  rng_before_step_->capture();
   zero_grad();
   at::Tensor loss = closure(batch);
   std::vector<at::Tensor> check{loss.detach()};
@@ -559,7 +559,7 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
                                    bool state_failed) {
   const int64_t t = step_ - 1;
   // The pre-step state, before any replay touches it: parameters, batch and RNG.
-  if (hooks_.dump_incident) hooks_.dump_incident(t, batch, rng_before_step_);
+  if (hooks_.dump_incident) hooks_.dump_incident(t, batch, rng_before_step_->to_tensor());
   std::shared_ptr<Incident> incident = investigate(batch, closure, loss, state_failed);
   const Evidence& ev = incident->evidence;
   const CauseScore& top = incident->diagnosis.top();
@@ -603,7 +603,7 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
   };
   // Recomputes the step from the pre-step state; applies it if finite.
   auto recompute = [&]() -> bool {
-    cpu_generator().set_state(rng_before_step_);
+    rng_before_step_->restore();
     zero_grad();
     at::Tensor again = closure(batch);
     std::vector<at::Tensor> check{again.detach()};

@@ -203,6 +203,15 @@ GuardOptions parse_guard(const toml::table& table, const std::string& file) {
 
 }  // namespace
 
+c10::Device parse_device(const std::string& text) {
+  const bool cuda_index = text.rfind("cuda:", 0) == 0 && text.size() > 5 &&
+                          text.find_first_not_of("0123456789", 5) == std::string::npos && text.size() <= 8;
+  if (text != "cpu" && text != "cuda" && !cuda_index) {
+    throw ValueError(fmt::format("device: expected \"cpu\", \"cuda\" or \"cuda:N\", got \"{}\"", text));
+  }
+  return c10::Device(text);
+}
+
 RunConfig parse_run_config(const std::string& text, const fs::path& source_name) {
   const std::string file = source_name.string();
   toml::table root;
@@ -213,12 +222,19 @@ RunConfig parse_run_config(const std::string& text, const fs::path& source_name)
                                  e.description()));
   }
   TableReader r(root, "", file);
-  r.reject_unknown({"name", "data", "model", "loss", "optimizer", "metrics", "schedule", "fit", "guard"});
+  r.reject_unknown({"name", "device", "data", "model", "loss", "optimizer", "metrics", "schedule", "fit", "guard"});
 
   RunConfig config;
   config.source = source_name;
   config.name = source_name.stem().string();
   r.read(std::string_view("name"), config.name, "a string");
+  std::string device = "cpu";
+  r.read(std::string_view("device"), device, "a string (cpu, cuda or cuda:N)");
+  try {
+    config.compile.device = parse_device(device);
+  } catch (const ValueError& e) {
+    throw ValueError(fmt::format("{} ({})", e.what(), r.where(*root.get("device"))));
+  }
   const fs::path base = source_name.has_parent_path() ? source_name.parent_path() : fs::path(".");
   config.data = parse_data(require_table(root, "data", file), file, base);
   config.model = model_spec_from_toml(require_table(root, "model", file), file);

@@ -31,6 +31,17 @@ at::Tensor activate(const at::Tensor& logits, const std::string& activation) {
 
 Trainer::Trainer(SequentialModel model, CompileOptions options)
     : model_(std::move(model)), options_(std::move(options)) {
+  if (options_.device.is_cuda()) {
+    NANGUARD_CHECK(torch::cuda::is_available(), "device {} requested but CUDA is not available here",
+                   options_.device.str());
+    NANGUARD_CHECK(options_.device.index() < static_cast<int>(torch::cuda::device_count()),
+                   "device {} requested but only {} CUDA device(s) are present", options_.device.str(),
+                   torch::cuda::device_count());
+  } else {
+    NANGUARD_CHECK(options_.device.is_cpu(), "device {} is not supported (use cpu or cuda[:N])",
+                   options_.device.str());
+  }
+  model_->to(options_.device);
   parameters_ = model_->parameters();
   optimizer_ = make_optimizer(options_.optimizer, parameters_);
   schedule_ = make_schedule(options_.schedule, options_.optimizer.effective_learning_rate());
@@ -62,7 +73,7 @@ Trainer::Trainer(SequentialModel model, CompileOptions options)
     };
     hooks.gather_batch = [this](const at::Tensor& ids) {
       NANGUARD_INTERNAL_ASSERT(train_data_ != nullptr, "a replay outside fit");
-      return train_data_->gather_ids(ids);
+      return on_device(train_data_->gather_ids(ids));
     };
     hooks.dump_incident = [this](int64_t step, const data::Batch& batch, const at::Tensor& rng) {
       if (incident_dump_dir_.empty()) return;
@@ -102,9 +113,18 @@ void Trainer::zero_grad() {
   }
 }
 
+data::Batch Trainer::on_device(const data::Batch& batch) const {
+  if (options_.device.is_cpu() && (!batch.x.defined() || batch.x.is_cpu())) return batch;
+  data::Batch moved = batch;
+  const bool async = options_.device.is_cuda() && batch.x.defined() && batch.x.is_pinned();
+  if (moved.x.defined()) moved.x = moved.x.to(options_.device, async);
+  if (moved.y.defined()) moved.y = moved.y.to(options_.device, async);
+  return moved;
+}
+
 StepResult Trainer::train_step(const data::Batch& batch) {
   model_->train();
-  return step_on_batch(batch, nullptr);
+  return step_on_batch(on_device(batch), nullptr);
 }
 
 at::Tensor Trainer::forward_backward_on(const data::Batch& batch, at::Tensor* logits_out) {
@@ -126,7 +146,7 @@ at::Tensor Trainer::forward_backward_on(const data::Batch& batch, at::Tensor* lo
 std::shared_ptr<const Incident> Trainer::examine(const data::Batch& batch) {
   NANGUARD_CHECK(guard_ != nullptr, "examine needs the guard (it is disabled in the options)");
   model_->train();
-  return guard_->examine(batch, [this](const data::Batch& b) { return forward_backward_on(b, nullptr); });
+  return guard_->examine(on_device(batch), [this](const data::Batch& b) { return forward_backward_on(b, nullptr); });
 }
 
 void Trainer::set_incident_dump_dir(std::filesystem::path dir) { incident_dump_dir_ = std::move(dir); }
@@ -180,18 +200,18 @@ Logs Trainer::run_epoch(data::BatchLoader& loader, int64_t epoch, const std::vec
   for (auto* cb : callbacks) cb->on_epoch_begin(*this, epoch, num_batches);
   auto metrics = make_metrics();
   // Running sums stay tensors: no host sync per step.
-  at::Tensor loss_sum = torch::zeros({}, torch::kDouble);
+  at::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(options_.device));
   int64_t seen = 0;
   model_->train();
   for (int64_t b = 0; b < num_batches && !stop_requested_; ++b) {
     for (auto* cb : callbacks) cb->on_batch_begin(*this, b);
-    data::Batch batch = loader.batch(b);
+    data::Batch batch = on_device(loader.batch(b));
     at::Tensor logits;
     StepResult step = step_on_batch(batch, &logits);
     if (step.applied && logits.defined()) {
       update_metrics(metrics, logits, batch.y);
       torch::NoGradGuard no_grad;
-      loss_sum.add_(step.loss.to(torch::kDouble) * static_cast<double>(step.batch_size));
+      loss_sum.add_(step.loss.to(loss_sum.device(), torch::kDouble) * static_cast<double>(step.batch_size));
       seen += step.batch_size;
     }
     for (auto* cb : callbacks) cb->on_batch_end(*this, b, step);
@@ -211,7 +231,7 @@ Logs Trainer::evaluate(const data::TensorDataset& dataset, int64_t batch_size) {
   data::BatchLoader loader(dataset, batch_size, /*shuffle=*/false);
   double loss_sum = 0.0;
   for (int64_t b = 0; b < loader.num_batches(); ++b) {
-    data::Batch batch = loader.batch(b);
+    data::Batch batch = on_device(loader.batch(b));
     auto logits = model_->forward_logits(batch.x);
     auto loss = compute_loss(options_.loss, logits, model_->output_activation(), batch.y);
     loss_sum += loss.item<double>() * static_cast<double>(batch.size());
@@ -263,7 +283,8 @@ at::Tensor Trainer::predict(const at::Tensor& x, int64_t batch_size) {
   model_->eval();
   std::vector<at::Tensor> outputs;
   for (int64_t begin = 0; begin < x.size(0); begin += batch_size) {
-    outputs.push_back(model_->forward(x.slice(0, begin, std::min(begin + batch_size, x.size(0)))));
+    auto slice = x.slice(0, begin, std::min(begin + batch_size, x.size(0))).to(options_.device);
+    outputs.push_back(model_->forward(slice).to(x.device()));
   }
   model_->train(was_training);
   return outputs.empty() ? at::Tensor() : torch::cat(outputs);

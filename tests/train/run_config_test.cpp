@@ -125,3 +125,28 @@ TEST(RunConfig, GuardTableErrorsNameKeyAndLine) {
 
 }  // namespace
 }  // namespace nanguard
+
+namespace nanguard {
+namespace {
+
+TEST(RunConfig, DeviceDefaultsToCpuAndReadsCuda) {
+  EXPECT_TRUE(parse_run_config(kGood, "x.toml").compile.device.is_cpu());
+  const RunConfig c = parse_run_config(std::string("device = \"cuda:1\"\n") + kGood, "x.toml");
+  EXPECT_TRUE(c.compile.device.is_cuda());
+  EXPECT_EQ(c.compile.device.index(), 1);
+}
+
+TEST(RunConfig, BadDeviceNamesWhatWasExpectedAndTheLine) {
+  const std::string text = std::string("device = \"gpu\"\n") + kGood;
+  EXPECT_TRUE(testing::throws_with<ValueError>([&] { parse_run_config(text, "bad.toml"); },
+                                               {"device", "\"gpu\"", "cuda:N", "bad.toml:1"}));
+  const std::string number = std::string("device = 0\n") + kGood;
+  EXPECT_TRUE(testing::throws_with<ValueError>([&] { parse_run_config(number, "bad.toml"); }, {"device", "bad.toml:1"}));
+  for (const char* bad : {"cuda:", "cuda:x", "cuda:-1", "CPU", "cuda:123456789"}) {
+    EXPECT_THROW(parse_device(bad), ValueError) << bad;
+  }
+  EXPECT_TRUE(parse_device("cpu").is_cpu());
+}
+
+}  // namespace
+}  // namespace nanguard

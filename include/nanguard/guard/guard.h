@@ -32,6 +32,9 @@
 namespace nanguard {
 
 class SnapshotRing;
+namespace detail {
+class CpuRngState;
+}
 
 // Computes the loss of a batch and runs backward; returns the loss.
 using LossClosure = std::function<at::Tensor(const data::Batch&)>;
@@ -135,7 +138,7 @@ class Guard {
   std::unique_ptr<RepairLedger> ledger_;
 
   at::Tensor pending_state_check_;   // deferred parameter/optimizer-state check (no sync yet)
-  at::Tensor rng_before_step_;       // CPU generator state before the closure ran
+  std::unique_ptr<detail::CpuRngState> rng_before_step_;  // CPU generator state before the closure ran
   // Batches since the newest validated snapshot, to replay an optimizer step from it.
   std::vector<std::pair<int64_t, data::Batch>> recent_batches_;
   std::vector<double> loss_history_, grad_norm_history_;

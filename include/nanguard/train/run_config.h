@@ -20,6 +20,9 @@ struct RunConfig {
   FitOptions fit;
 };
 
+// Parses "cpu", "cuda" or "cuda:N"; anything else throws ValueError naming what it got.
+c10::Device parse_device(const std::string& text);
+
 // Reads and validates a config file. Unknown keys, wrong types and bad values throw
 // ValueError naming the file, the key and its line; a missing file throws IoError.
 RunConfig load_run_config(const std::filesystem::path& path);

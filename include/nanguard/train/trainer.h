@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include <c10/core/Device.h>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 
@@ -34,6 +35,8 @@ struct CompileOptions {
   ScheduleSpec schedule;  // type "constant" by default: the optimizer's learning rate
   // The guard watches every step (on by default; GuardOptions().enabled(false) turns it off).
   GuardOptions guard;
+  // Where the model trains; batches are moved there as they are drawn (ids stay on the CPU).
+  c10::Device device = c10::Device(c10::kCPU);
 };
 
 struct FitOptions {
@@ -119,6 +122,8 @@ class Trainer {
   std::vector<Metric> make_metrics() const;
   void update_metrics(std::vector<Metric>& metrics, const at::Tensor& logits, const at::Tensor& target);
   void zero_grad();
+  // The batch's inputs and labels on the training device.
+  data::Batch on_device(const data::Batch& batch) const;
   // Sparse labels must index the model's outputs; checked once per dataset, not per step.
   void check_labels(const data::TensorDataset& dataset, const char* what) const;
 
