@@ -29,6 +29,9 @@ int run_replay(const ReplayArgs& args) {
   RunConfig run = load_config_with(config.string(), {});
   auto trainer = make_trainer(run);
   trainer->load_weights(dump.state_file);
+  // With the optimizer's state the replay also takes the optimizer step, where incidents of
+  // the optimizer phase are born.
+  if (!dump.optimizer_file.empty()) trainer->load_optimizer_state(dump.optimizer_file);
   if (dump.rng_state.defined()) {
     at::Generator generator = at::globalContext().defaultGenerator(c10::Device(c10::kCPU));
     generator.set_state(dump.rng_state);

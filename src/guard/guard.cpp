@@ -445,17 +445,25 @@ void Guard::replay_optimizer_step(const LossClosure& closure, Evidence& ev) {
   if (!restored) return;
   // Batches of the steps from the snapshot up to the one whose optimizer step failed (the
   // current step's batch is the last entry and is not part of it).
-  std::vector<const data::Batch*> steps;
+  std::vector<std::pair<int64_t, const data::Batch*>> steps;
   for (const auto& [step, b] : recent_batches_) {
-    if (step >= *restored && step < step_ - 1) steps.push_back(&b);
+    if (step >= *restored && step < step_ - 1) steps.emplace_back(step, &b);
   }
   // Replaying from the snapshot needs every batch since it.
   if (steps.empty() || recent_batches_.front().first > *restored) return;
   ev.replayed = true;
   ++ev.replays;
   for (size_t i = 0; i < steps.size(); ++i) {
-    const data::Batch b = steps[i]->x.defined() ? *steps[i] : drop_quarantined(hooks_.gather_batch(steps[i]->ids));
+    const data::Batch& stored = *steps[i].second;
+    const data::Batch b = stored.x.defined() ? stored : drop_quarantined(hooks_.gather_batch(stored.ids));
     const bool last = i + 1 == steps.size();
+    // The state before the failing optimizer step (step steps[i].first): what an offline
+    // replay needs. Filed under the incident's step, like every dump.
+    if (last && hooks_.dump_incident) {
+      detail::CpuRngState now;
+      now.capture();
+      hooks_.dump_incident(step_ - 1, b, now.to_tensor());
+    }
     std::unique_ptr<trace::OpTracer> tracer;
     if (last) tracer = std::make_unique<trace::OpTracer>(trace::TracerOptions().batch_size(b.size()));
     zero_grad();
@@ -510,11 +518,33 @@ std::shared_ptr<const Incident> Guard::examine(const data::Batch& batch, const L
   std::vector<at::Tensor> check{loss.detach()};
   for (const auto& p : params_) check.push_back(p.grad());
   const bool params_bad = !all_finite(params_);
-  if (all_finite(check) && !params_bad && !gradient_norm_overflows()) {
+  if (!all_finite(check) || params_bad || gradient_norm_overflows()) {
+    auto incident = investigate(batch, closure, loss, /*state_failed=*/false);
     zero_grad();
-    return nullptr;
+    return incident;
   }
-  auto incident = investigate(batch, closure, loss, /*state_failed=*/false);
+  // Forward and backward are finite: the failure may be born in the optimizer step (dumps of
+  // optimizer-phase incidents hold the state before it). Take the step from a snapshot, look
+  // at the new state, and put the snapshot back whatever happened.
+  const int64_t saved_step = step_;
+  const auto saved_batches = recent_batches_;
+  ring_->take(step_);
+  clip_gradients_to(clip_norm_);
+  apply_optimizer_step();
+  std::vector<at::Tensor> state = params_;
+  for (auto& st : detail::optimizer_state_tensors(optimizer_)) state.push_back(st);
+  std::shared_ptr<Incident> incident;
+  if (!all_finite(state)) {
+    // Seen as the next step's deferred state check would see it; the replay runs the step again.
+    recent_batches_ = {{step_, batch}};
+    step_ += 2;
+    rng_before_step_->restore();
+    incident = investigate(batch, closure, loss, /*state_failed=*/true);
+    step_ = saved_step;
+    recent_batches_ = saved_batches;
+  }
+  ring_->restore_newest();
+  ring_->discard_after(step_ - 1);
   zero_grad();
   return incident;
 }
@@ -558,8 +588,10 @@ std::shared_ptr<Incident> Guard::investigate(const data::Batch& batch, const Los
 StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& closure, const at::Tensor& loss,
                                    bool state_failed) {
   const int64_t t = step_ - 1;
-  // The pre-step state, before any replay touches it: parameters, batch and RNG.
-  if (hooks_.dump_incident) hooks_.dump_incident(t, batch, rng_before_step_->to_tensor());
+  // The pre-step state, before any replay touches it: parameters, batch and RNG. When the
+  // state is already poisoned the optimizer replay dumps the state before the failing step.
+  const bool state_poisoned = state_failed || !all_finite(params_);
+  if (hooks_.dump_incident && !state_poisoned) hooks_.dump_incident(t, batch, rng_before_step_->to_tensor());
   std::shared_ptr<Incident> incident = investigate(batch, closure, loss, state_failed);
   const Evidence& ev = incident->evidence;
   const CauseScore& top = incident->diagnosis.top();

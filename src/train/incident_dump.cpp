@@ -20,9 +20,12 @@ void write_module_tensors(const fs::path& path, torch::nn::Module& module) {
 }
 
 void write_incident_dump(const fs::path& dir, torch::nn::Module& module, const data::Batch& batch,
-                         const at::Tensor& rng_state) {
+                         const at::Tensor& rng_state, torch::optim::Optimizer* optimizer) {
   torch::NoGradGuard no_grad;
   write_module_tensors(dir / "state.pt", module);
+  if (optimizer != nullptr) {
+    write_file_atomic(dir / "optimizer.pt", [&](const fs::path& tmp) { torch::save(*optimizer, tmp.string()); });
+  }
   data::write_npy(dir / "x.npy", batch.x.to(torch::kCPU));
   if (batch.y.defined()) data::write_npy(dir / "y.npy", batch.y.to(torch::kCPU));
   data::write_npy(dir / "ids.npy", batch.ids.to(torch::kCPU));
@@ -44,6 +47,7 @@ IncidentDump read_incident_dump(const fs::path& dir) {
                      (!dump.batch.y.defined() || dump.batch.y.size(0) == dump.batch.x.size(0)),
                  "incident dump {}: x, y and ids disagree on the batch size", dir.string());
   if (fs::exists(dir / "rng.npy")) dump.rng_state = data::read_npy(dir / "rng.npy");
+  if (fs::exists(dir / "optimizer.pt")) dump.optimizer_file = dir / "optimizer.pt";
   return dump;
 }
 

@@ -77,7 +77,8 @@ Trainer::Trainer(SequentialModel model, CompileOptions options)
     };
     hooks.dump_incident = [this](int64_t step, const data::Batch& batch, const at::Tensor& rng) {
       if (incident_dump_dir_.empty()) return;
-      write_incident_dump(incident_dump_dir_ / ("step_" + std::to_string(step)), *model_, batch, rng);
+      write_incident_dump(incident_dump_dir_ / ("step_" + std::to_string(step)), *model_, batch, rng,
+                          optimizer_.get());
     };
     hooks.on_event = [this](const GuardEvent& e) {
       if (event_handler_) event_handler_(e);
@@ -333,6 +334,24 @@ void Trainer::load_weights(const std::filesystem::path& path) {
   } catch (const c10::Error& e) {
     throw ValueError("cannot load weights from " + path.string() +
                      " (not a nanguard weights file, or saved from another model): " +
+                     e.what_without_backtrace());
+  }
+}
+
+void Trainer::save_optimizer_state(const std::filesystem::path& path) {
+  write_file_atomic(path, [&](const std::filesystem::path& tmp) { torch::save(*optimizer_, tmp.string()); });
+}
+
+void Trainer::load_optimizer_state(const std::filesystem::path& path) {
+  if (!std::filesystem::exists(path)) throw IoError("optimizer state " + path.string() + " does not exist");
+  try {
+    // Loaded onto the training device, beside the parameters the moments belong to.
+    torch::serialize::InputArchive archive;
+    archive.load_from(path.string(), options_.device);
+    optimizer_->load(archive);
+  } catch (const c10::Error& e) {
+    throw ValueError("cannot load optimizer state from " + path.string() + " (not saved from a " +
+                     to_string(options_.optimizer.type()) + " optimizer over this model's parameters): " +
                      e.what_without_backtrace());
   }
 }

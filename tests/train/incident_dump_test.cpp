@@ -71,5 +71,85 @@ TEST(IncidentDump, MissingOrInconsistentDumpsAreNamed) {
   EXPECT_TRUE(testing::throws_with<ValueError>([&] { read_incident_dump(dir / "e"); }, {"batch size"}));
 }
 
+// SGD at lr 3e38: finite loss and gradients, but the first update overflows the weights inside
+// the optimizer step. The dump holds the state before that step (rebuilt from the guard's
+// snapshot), with the optimizer's state, so the offline replay takes the step again.
+std::unique_ptr<Trainer> overflowing_sgd_trainer() {
+  torch::manual_seed(0);
+  ModelSpec spec;
+  spec.input_shape = {20};
+  spec.add(layers::dense(32, "relu")).add(layers::dense(10, "softmax"));
+  CompileOptions c;
+  c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
+  c.optimizer = OptimizerSpec().type(OptimizerType::sgd).learning_rate(3e38).momentum(0.5);
+  return std::make_unique<Trainer>(SequentialModel(spec), c);
+}
+
+TEST(IncidentDump, AnOptimizerPhaseIncidentReplaysOfflineInTheOptimizer) {
+  testing::TempDir dir;
+  auto ds = scaled_clusters();
+  auto trainer = overflowing_sgd_trainer();
+  trainer->set_incident_dump_dir(dir.path());
+  FitOptions f;
+  f.epochs = 1;
+  trainer->fit(ds, nullptr, f);
+  ASSERT_FALSE(trainer->guard()->incidents().empty());
+  const Incident& original = *trainer->guard()->incidents().front();
+  ASSERT_EQ(original.evidence.birth_phase, "optimizer");
+  const auto dump_dir = dir / ("step_" + std::to_string(original.step));
+  ASSERT_TRUE(std::filesystem::exists(dump_dir / "optimizer.pt"));
+
+  IncidentDump dump = read_incident_dump(dump_dir);
+  ASSERT_FALSE(dump.optimizer_file.empty());
+  auto offline = overflowing_sgd_trainer();
+  offline->load_weights(dump.state_file);
+  std::vector<at::Tensor> before;
+  for (const auto& p : offline->model()->parameters()) {
+    EXPECT_TRUE(torch::isfinite(p).all().item<bool>()) << "the dump must hold the state before the failing step";
+    before.push_back(p.clone());
+  }
+  offline->load_optimizer_state(dump.optimizer_file);
+  at::Generator generator = at::globalContext().defaultGenerator(c10::Device(c10::kCPU));
+  generator.set_state(dump.rng_state);
+  auto incident = offline->examine(dump.batch);
+  ASSERT_NE(incident, nullptr);
+  EXPECT_EQ(incident->evidence.birth_phase, "optimizer");
+  EXPECT_EQ(incident->evidence.birth_op, original.evidence.birth_op);
+  EXPECT_EQ(incident->diagnosis.top().cause, original.diagnosis.top().cause);
+  EXPECT_EQ(offline->guard()->steps(), 0) << "examine must not count a step";
+  const auto after = offline->model()->parameters();
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(torch::equal(after[i], before[i])) << "examine left the weights changed";
+}
+
+TEST(IncidentDump, AHealthyStepIsNotAnIncidentAndLeavesTheStateAlone) {
+  auto ds = scaled_clusters();
+  torch::manual_seed(0);
+  ModelSpec spec;
+  spec.input_shape = {20};
+  spec.add(layers::dense(10, "softmax"));
+  CompileOptions c;
+  c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
+  c.optimizer = OptimizerSpec().type(OptimizerType::adam).learning_rate(0.01);
+  Trainer trainer(SequentialModel(spec), c);
+  const auto before = trainer.model()->parameters()[0].clone();
+  data::BatchLoader loader(ds, 32, false);
+  EXPECT_EQ(trainer.examine(loader.batch(0)), nullptr);
+  EXPECT_TRUE(torch::equal(trainer.model()->parameters()[0], before));
+}
+
+TEST(IncidentDump, OptimizerStateFromAnotherOptimizerIsRefusedWithTheFileName) {
+  testing::TempDir dir;
+  auto sgd = overflowing_sgd_trainer();
+  const auto ds = scaled_clusters();
+  data::BatchLoader loader(ds, 32, false);
+  sgd->train_step(loader.batch(0));
+  sgd->save_optimizer_state(dir / "sgd.pt");
+  auto adam = unsafe_trainer();
+  EXPECT_TRUE(testing::throws_with<ValueError>([&] { adam->load_optimizer_state(dir / "sgd.pt"); }, {"sgd.pt", "adam"}));
+  EXPECT_TRUE(testing::throws_with<IoError>([&] { adam->load_optimizer_state(dir / "none.pt"); }, {"none.pt"}));
+  testing::write_bytes(dir / "junk.pt", "not an archive");
+  EXPECT_TRUE(testing::throws_with<ValueError>([&] { adam->load_optimizer_state(dir / "junk.pt"); }, {"junk.pt"}));
+}
+
 }  // namespace
 }  // namespace nanguard

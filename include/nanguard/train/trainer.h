@@ -88,6 +88,10 @@ class Trainer {
   // Saves parameters and buffers atomically; refuses (NonFiniteError) if any is not finite,
   // so a poisoned checkpoint is never written.
   void save_weights(const std::filesystem::path& path);
+  // The optimizer's state (moments, step counts), e.g. from an incident dump. Throws
+  // ValueError naming the file when it does not fit this optimizer, IoError when unreadable.
+  void save_optimizer_state(const std::filesystem::path& path);
+  void load_optimizer_state(const std::filesystem::path& path);
   // Loads weights saved by save_weights; ValueError if they do not fit this model.
   void load_weights(const std::filesystem::path& path);
 
