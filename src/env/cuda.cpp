@@ -123,7 +123,9 @@ std::string cuda_version_text(int version) {
   return std::to_string(version / 1000) + "." + std::to_string((version % 1000) / 10);
 }
 
-CudaInfo detect_cuda() {
+namespace {
+
+CudaInfo read_cuda() {
   CudaInfo info;
   try {
     info.torch_available = torch::cuda::is_available();
@@ -179,6 +181,14 @@ CudaInfo detect_cuda() {
     info.devices.push_back(std::move(d));
   }
   if (!info.devices.empty()) read_nvml(info, bus_ids);
+  return info;
+}
+
+}  // namespace
+
+CudaInfo detect_cuda() {
+  CudaInfo info = read_cuda();
+  while (!info.note.empty() && info.note.back() == ' ') info.note.pop_back();
   return info;
 }
 
