@@ -68,6 +68,7 @@ TEST(SelfTest, PerturbedMatmulFailsNamingTheOp) {
   EXPECT_FALSE(r.passed());
   EXPECT_EQ(failing_ops(r), std::set<std::string>{"matmul"}) << failures_text(r);
   const std::string first = r.first_failure();
+  RecordProperty("first_failure", first);
   EXPECT_EQ(first.rfind("matmul (", 0), 0u) << first;
   EXPECT_NE(first.find("max rel error"), std::string::npos);
   EXPECT_NE(first.find("64x64 @ 64x64"), std::string::npos) << first;
