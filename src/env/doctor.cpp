@@ -144,6 +144,9 @@ std::vector<Finding> evaluate_rules(const EnvFacts& f) {
   if (f.self_test_run && !f.self_test.passed())
     add(kSelfTest, "self_test", fmt::format("{} failing check(s)", f.self_test.failures()),
         f.self_test.first_failure());
+  if (f.cuda_self_test_run && !f.cuda_self_test.passed())
+    add(kSelfTest, "self_test", fmt::format("cuda:0: {} failing check(s)", f.cuda_self_test.failures()),
+        f.cuda_self_test.first_failure());
   const CudaInfo& c = f.cuda;
   if (c.runtime_version > 0 && c.driver_version > 0 && c.runtime_version > c.driver_version)
     add(kCudaNewer, "cuda",
@@ -294,6 +297,10 @@ EnvFacts gather_facts(const DoctorOptions& options) {
   if (options.run_self_test) {
     f.self_test_run = true;
     f.self_test = run_self_test(SelfTestOptions().set_quick(options.quick));
+    if (f.cuda.torch_available) {
+      f.cuda_self_test_run = true;
+      f.cuda_self_test = run_self_test(SelfTestOptions().set_quick(true).set_device("cuda:0"));
+    }
   }
   return f;
 }
@@ -378,21 +385,23 @@ DoctorReport make_report(EnvFacts facts) {
     }
   }
 
-  if (f.self_test_run) {
+  auto self_test_lines = [&](const SelfTestReport& st, const std::string& prefix) {
     int skipped = 0;
-    for (const auto& ch : f.self_test.checks) skipped += ch.skipped ? 1 : 0;
-    add("self_test", "self_test.result", f.self_test.passed() ? Status::pass : Status::fail,
-        fmt::format("{} checks, {} failed, {} skipped, {:.0f} ms", f.self_test.checks.size(), f.self_test.failures(),
-                    skipped, f.self_test.seconds * 1000));
-    for (const auto& ch : f.self_test.checks) {
+    for (const auto& ch : st.checks) skipped += ch.skipped ? 1 : 0;
+    add("self_test", prefix + "result", st.passed() ? Status::pass : Status::fail,
+        fmt::format("{} checks, {} failed, {} skipped, {:.0f} ms", st.checks.size(), st.failures(), skipped,
+                    st.seconds * 1000));
+    for (const auto& ch : st.checks) {
       if (ch.passed && !ch.skipped) continue;
-      add("self_test", "self_test." + ch.op, ch.skipped ? Status::info : Status::fail,
+      add("self_test", prefix + ch.op, ch.skipped ? Status::info : Status::fail,
           ch.case_name + (ch.size.empty() ? "" : ", " + ch.size),
           ch.skipped ? ch.message
                      : fmt::format("max abs error {:.3g}, max rel error {:.3g} (bound {:.3g}); {}", ch.max_abs_error,
                                    ch.max_rel_error, ch.bound, ch.message));
     }
-  }
+  };
+  if (f.self_test_run) self_test_lines(f.self_test, "self_test.");
+  if (f.cuda_self_test_run) self_test_lines(f.cuda_self_test, "self_test.cuda.");
 
   for (auto& finding : evaluate_rules(f)) r.findings.push_back(std::move(finding));
   r.facts = std::move(facts);
@@ -466,14 +475,22 @@ std::string report_json(const DoctorReport& report) {
                {"runtime_version", cuda_version_text(c.runtime_version)}, {"driver_loaded", c.driver_loaded},
                {"driver_version", cuda_version_text(c.driver_version)}, {"nvml_loaded", c.nvml_loaded},
                {"nvidia_driver", c.nvml_driver_version}, {"devices", devices}, {"note", c.note}};
-  json checks = json::array();
-  for (const auto& ch : f.self_test.checks) {
-    checks.push_back({{"op", ch.op}, {"case", ch.case_name}, {"size", ch.size}, {"passed", ch.passed},
-                      {"skipped", ch.skipped}, {"max_abs_error", ch.max_abs_error},
-                      {"max_rel_error", ch.max_rel_error}, {"bound", ch.bound}, {"message", ch.message}});
-  }
+  auto checks_json = [](const SelfTestReport& st) {
+    json checks = json::array();
+    for (const auto& ch : st.checks) {
+      checks.push_back({{"op", ch.op}, {"case", ch.case_name}, {"size", ch.size}, {"passed", ch.passed},
+                        {"skipped", ch.skipped}, {"max_abs_error", ch.max_abs_error},
+                        {"max_rel_error", ch.max_rel_error}, {"bound", ch.bound}, {"message", ch.message}});
+    }
+    return checks;
+  };
   s["self_test"] = {{"run", f.self_test_run}, {"passed", f.self_test.passed()}, {"failures", f.self_test.failures()},
-                    {"seconds", f.self_test.seconds}, {"checks", checks}};
+                    {"seconds", f.self_test.seconds}, {"checks", checks_json(f.self_test)}};
+  if (f.cuda_self_test_run) {
+    s["self_test"]["cuda"] = {{"device", "cuda:0"}, {"passed", f.cuda_self_test.passed()},
+                              {"failures", f.cuda_self_test.failures()}, {"seconds", f.cuda_self_test.seconds},
+                              {"checks", checks_json(f.cuda_self_test)}};
+  }
   json findings = json::array();
   for (const auto& x : report.findings) {
     findings.push_back({{"section", x.section}, {"name", x.name}, {"status", to_string(x.status)},

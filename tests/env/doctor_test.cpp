@@ -176,6 +176,37 @@ TEST(Doctor, FailingSelfTestFailsAndNamesTheCheck) {
   EXPECT_NE(text.str().find("[FAIL] self_test.matmul"), std::string::npos) << text.str();
 }
 
+TEST(Doctor, FailingGpuSelfTestIsReportedSeparately) {
+  EnvFacts f = healthy();
+  f.self_test_run = true;  // the CPU one passed (no checks failed)
+  f.cuda_self_test_run = true;
+  SelfTestCheck c;
+  c.op = "conv2d";
+  c.case_name = "random";
+  c.passed = false;
+  f.cuda_self_test.checks = {c};
+  const DoctorReport r = make_report(f);
+  EXPECT_EQ(r.worst(), Status::fail);
+  const Finding* rule = find_rule(r.findings, "self_test_failed");
+  ASSERT_NE(rule, nullptr);
+  EXPECT_NE(rule->value.find("cuda:0"), std::string::npos);
+  bool line = false;
+  for (const auto& x : r.findings) line |= x.name == "self_test.cuda.conv2d" && x.status == Status::fail;
+  EXPECT_TRUE(line);
+  const json j = json::parse(report_json(r));
+  EXPECT_FALSE(j["sections"]["self_test"]["cuda"]["passed"].get<bool>());
+  EXPECT_TRUE(j["sections"]["self_test"]["passed"].get<bool>());
+}
+
+TEST(Doctor, ReportsTheGpu_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const DoctorReport r = run_doctor(DoctorOptions().set_quick(true));
+  const json j = json::parse(report_json(r));
+  EXPECT_TRUE(j["sections"]["cuda"]["present"].get<bool>());
+  EXPECT_FALSE(j["sections"]["cuda"]["devices"].empty());
+  EXPECT_TRUE(j["sections"]["self_test"]["cuda"]["passed"].get<bool>()) << j["sections"]["self_test"]["cuda"].dump(1);
+}
+
 TEST(Doctor, RuleTableIsConsistent) {
   std::set<std::string> ids;
   for (const auto& r : rules()) {

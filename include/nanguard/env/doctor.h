@@ -52,7 +52,9 @@ struct EnvFacts {
   std::vector<FpState> worker_fp;  // as seen inside LibTorch's intra-op threads
   CudaInfo cuda;
   bool self_test_run = false;
-  SelfTestReport self_test;
+  SelfTestReport self_test;        // on the CPU
+  bool cuda_self_test_run = false;
+  SelfTestReport cuda_self_test;   // the quick self-test on cuda:0, when a device is usable
 };
 
 enum class Status { pass, info, warn, fail };
