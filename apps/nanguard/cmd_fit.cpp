@@ -50,6 +50,7 @@ int run_fit(const FitArgs& args) {
   }
   // Every guard event goes to events.jsonl as it happens; incidents are also told on the console.
   report::EventLog events(out / "events.jsonl");
+  const env::EnvSummary environment = write_environment(out);
   trainer->set_event_handler([&](const GuardEvent& e) {
     events.write(e);
     if (args.quiet) return;
@@ -86,7 +87,8 @@ int run_fit(const FitArgs& args) {
     }
   }
   summary["parameters"] = trainer->model()->parameter_count();
-  summary["environment"] = {{"libtorch", TORCH_VERSION}, {"blas", blas.name}, {"threads", torch::get_num_threads()}};
+  summary["environment"] = {{"libtorch", TORCH_VERSION}, {"blas", blas.name}, {"threads", torch::get_num_threads()},
+                            {"self_test_passed", environment.self_test_passed}};
 
   if (Guard* guard = trainer->guard()) {
     summary["guard"] = {{"steps", guard->steps()},

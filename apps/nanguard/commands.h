@@ -13,6 +13,7 @@ using Command = std::function<int()>;
 Command add_fit(CLI::App& app);
 Command add_evaluate(CLI::App& app);
 Command add_replay(CLI::App& app);
+Command add_doctor(CLI::App& app);
 
 // Exit codes (documented in `nanguard --help` and the README).
 enum ExitCode : int {
@@ -21,6 +22,8 @@ enum ExitCode : int {
   kBadInput = 2,         // bad flag, config, data file or argument
   kIoError = 3,          // a file could not be read or written
   kInternalError = 4,    // a bug in nanguard
+  kDoctorWarnings = 5,   // `doctor`: no check failed but at least one warned
+  kDoctorFailures = 6,   // `doctor`: at least one check failed (e.g. the numerics self-test)
 };
 
 }  // namespace nanguard::cli

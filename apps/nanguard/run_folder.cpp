@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "nanguard/core/atomic_file.h"
 #include "nanguard/core/error.h"
 
 namespace nanguard::cli {
@@ -21,6 +22,13 @@ std::unique_ptr<Trainer> make_trainer(const RunConfig& config) {
   torch::manual_seed(config.fit.seed);
   SequentialModel model(config.model);
   return std::make_unique<Trainer>(model, config.compile);
+}
+
+env::EnvSummary write_environment(const std::filesystem::path& dir) {
+  env::EnvSummary summary = env::environment_summary(true);
+  std::filesystem::create_directories(dir);
+  write_text_atomic(dir / "env.json", env::summary_json(summary) + "\n");
+  return summary;
 }
 
 }  // namespace nanguard::cli

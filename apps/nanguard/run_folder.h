@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "nanguard/env/doctor.h"
 #include "nanguard/train/run_config.h"
 #include "nanguard/train/trainer.h"
 
@@ -22,5 +23,7 @@ struct Overrides {
 RunConfig load_config_with(const std::string& path, const Overrides& overrides);
 // Seeds torch, builds the model and the trainer.
 std::unique_ptr<Trainer> make_trainer(const RunConfig& config);
+// Writes DIR/env.json: LibTorch, BLAS, threads, CPU, FTZ, CUDA devices and the quick self-test.
+env::EnvSummary write_environment(const std::filesystem::path& dir);
 
 }  // namespace nanguard::cli

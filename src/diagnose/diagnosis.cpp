@@ -469,8 +469,9 @@ void rule_transient(const Evidence& e, const Facts& f, std::vector<CauseScore>& 
       e.replays == 1 ? "was" : "were");
   if (e.environment_suspect)
     text +=
-        " The environment self-test failed too, which points at the hardware (device memory, "
-        "silent data corruption) or a broken library.";
+        " The environment self-test failed too" +
+        (e.environment_finding.empty() ? std::string() : " (" + e.environment_finding + ")") +
+        ", which points at the hardware (device memory, silent data corruption) or a broken library.";
   else
     text +=
         " Suspect the hardware (a memory bit flip, silent data corruption) or a race in a "
@@ -948,6 +949,7 @@ void rule_environment(const Evidence& e, const Facts& f, std::vector<CauseScore>
   std::string text = step_text(e) +
                      ": the environment self-test failed (a faulty device, a broken "
                      "BLAS, an unsupported dtype or a version mismatch is suspected). ";
+  if (!e.environment_finding.empty()) text += "Failing check: " + e.environment_finding + ". ";
   if (f.not_reproduced) {
     c.confidence = 0.5;
     text += "The incident did not reproduce in the replay, which fits a hardware fault.";

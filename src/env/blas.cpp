@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <vector>
 
+#include <dlfcn.h>
 #include <link.h>
 
 #include "nanguard/core/log.h"
@@ -30,7 +31,20 @@ std::string classify_blas_path(const std::string& p) {
   return "unknown";
 }
 
+std::string sgemm_provider() {
+  // What the dynamic linker binds LibTorch's sgemm_ calls to: the first library in the global
+  // lookup order that defines it (both OpenBLAS and the reference BLAS may be mapped at once).
+  void* sym = dlsym(RTLD_DEFAULT, "sgemm_");
+  Dl_info where{};
+  if (!sym || !dladdr(sym, &where) || !where.dli_fname) return "";
+  std::error_code ec;
+  const std::string resolved = std::filesystem::canonical(where.dli_fname, ec).string();
+  return ec ? std::string(where.dli_fname) : resolved;
+}
+
 BlasInfo detect_blas() {
+  const std::string provider = sgemm_provider();
+  if (!provider.empty() && classify_blas_path(provider) != "unknown") return BlasInfo{classify_blas_path(provider), provider};
   std::vector<std::string> loaded;
   dl_iterate_phdr(collect, &loaded);
   BlasInfo info{"unknown", ""};

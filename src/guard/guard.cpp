@@ -12,6 +12,7 @@
 #include "guard/optimizer_state.h"
 #include "guard/rng_state.h"
 #include "nanguard/core/log.h"
+#include "nanguard/env/self_test.h"
 #include "nanguard/guard/snapshot.h"
 #include "nanguard/numerics/health.h"
 #include "nanguard/trace/birth.h"
@@ -579,6 +580,13 @@ std::shared_ptr<Incident> Guard::investigate(const data::Batch& batch, const Los
     ev.failed_check = loss_failed ? "loss" : ev.gradient_norm_overflow ? "gradient_norm" : "gradients";
     // Non-finite inputs explain the incident before any op runs; otherwise replay.
     if (options_.replay() && ev.nonfinite_samples.empty()) replay(batch, closure, ev);
+  }
+  // A fault that did not reproduce: ask the numerics self-test whether the machine is sound.
+  if (ev.replayed && !ev.reproduced && !ev.environment_suspect) {
+    const auto device = params_.empty() ? std::string("cpu") : params_.front().device().str();
+    const env::SelfTestReport st = env::run_self_test(env::SelfTestOptions().set_quick(true).set_device(device));
+    ev.environment_suspect = !st.passed();
+    ev.environment_finding = st.first_failure();
   }
   incident->diagnosis = diagnose(ev);
   incident->seconds_to_diagnosis = std::chrono::duration<double>(Clock::now() - detected).count();

@@ -270,6 +270,19 @@ TEST(Diagnosis, EnvironmentSuspectRaisesTransientAndAddsEnvironment) {
   EXPECT_TRUE(has(env->explanation, "did not reproduce"));
 }
 
+TEST(Diagnosis, FailingSelfTestCheckIsNamedInTheExplanation) {
+  Evidence e = not_reproduced(1);
+  e.environment_suspect = true;
+  e.environment_finding = "matmul (random, 64x64 @ 64x64): max abs error 0.031, max rel error 0.0021 (bound 1.5e-05)";
+  Diagnosis d = diagnose(e);
+  EXPECT_EQ(d.top().cause, cause::transient_fault);
+  EXPECT_GT(d.top().confidence, diagnose(not_reproduced(1)).top().confidence);
+  EXPECT_TRUE(contains_all(d.top().explanation, {"self-test failed", "matmul (random, 64x64 @ 64x64)", "hardware"}));
+  const CauseScore* env = d.find(cause::environment);
+  ASSERT_NE(env, nullptr);
+  EXPECT_TRUE(has(env->explanation, "Failing check: matmul"));
+}
+
 TEST(Diagnosis, ReproducedOrNotReplayedIsNotTransient) {
   EXPECT_EQ(diagnose(base_incident()).find(cause::transient_fault), nullptr);
   Evidence e = base_incident();

@@ -22,5 +22,15 @@ TEST(Blas, DetectsTheLibraryLibTorchLoaded) {
   EXPECT_FALSE(info.path.empty());
 }
 
+TEST(Blas, DetectionFollowsTheLibraryThatProvidesSgemm) {
+  auto a = torch::ones({16, 16});
+  (void)a.mm(a);
+  const std::string provider = sgemm_provider();
+  ASSERT_FALSE(provider.empty()) << "sgemm_ is not bound in this process";
+  const BlasInfo info = detect_blas();
+  EXPECT_EQ(info.path, provider);
+  EXPECT_EQ(info.name, classify_blas_path(provider));
+}
+
 }  // namespace
 }  // namespace nanguard::env

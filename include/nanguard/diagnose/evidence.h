@@ -85,6 +85,8 @@ struct Evidence {
   std::vector<std::string> prior_warnings;
   // The environment self-test failed (hardware / broken library suspected).
   bool environment_suspect = false;
+  // The failing self-test check, e.g. "matmul (random, 64x64 @ 64x64): max abs error 0.03, ...".
+  std::string environment_finding;
 };
 
 }  // namespace nanguard

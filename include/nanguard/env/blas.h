@@ -12,8 +12,11 @@ struct BlasInfo {
   bool is_reference() const { return name == "reference"; }
 };
 
-// Inspects the shared libraries loaded in this process.
+// The library sgemm_ binds to, else the shared libraries loaded in this process.
 BlasInfo detect_blas();
+
+// The resolved path of the library that provides sgemm_ to this process ("" when none).
+std::string sgemm_provider();
 
 // Classifies a resolved library path (exposed for tests).
 std::string classify_blas_path(const std::string& resolved_path);
