@@ -66,9 +66,17 @@ ScenarioResult run_scenario(Trainer& trainer, const data::TensorDataset& train, 
   return r;
 }
 
-void print(const std::string& name, const ScenarioResult& r) {
+void print(const std::string& name, const ScenarioResult& r, const monitor::Monitor& m) {
   std::cout << fmt::format("{}: {} steps, {} warnings, first incident at step {}\n", name, r.steps, r.warnings.size(),
                            r.first_incident);
+  // The first sampled step's per-layer gradients, for tuning the vanishing-gradient threshold.
+  for (const auto& s : m.history()) {
+    if (!s.sampled || s.layers.size() < 2) continue;
+    const auto &a = s.layers.front(), &b = s.layers.back();
+    std::cout << fmt::format("  step {}: {} grad norm {:.3g} ({} elements), {} grad norm {:.3g} ({} elements)\n", s.step,
+                             a.layer, a.grad_norm, a.numel, b.layer, b.grad_norm, b.numel);
+    break;
+  }
   size_t shown = 0;
   for (const auto& w : r.warnings) {
     if (++shown > 8) break;
@@ -83,13 +91,15 @@ int scenarios(const std::string& dir, int64_t epochs) {
   for (int seed = 0; seed < 3; ++seed) {
     torch::manual_seed(seed);
     auto t = make_trainer(article_spec(), OptimizerSpec().type(OptimizerType::adam), GuardOptions());
-    print(fmt::format("healthy seed {}", seed), run_scenario(*t, mnist.train, epochs, 0));
+    print(fmt::format("healthy seed {}", seed), run_scenario(*t, mnist.train, epochs, 0), *t->guard()->monitor());
   }
   {
     auto raw = data::load_mnist(dir, 1.0);
-    torch::manual_seed(0);
-    auto t = make_trainer(article_spec(), OptimizerSpec().type(OptimizerType::sgd).learning_rate(5.0), GuardOptions());
-    print("diverging (SGD lr 5, raw pixels)", run_scenario(*t, raw.train, 1, 400));
+    for (double lr : {5.0, 0.5, 0.05, 0.005}) {
+      torch::manual_seed(0);
+      auto t = make_trainer(article_spec(), OptimizerSpec().type(OptimizerType::sgd).learning_rate(lr), GuardOptions());
+      print(fmt::format("diverging? (SGD lr {}, raw pixels)", lr), run_scenario(*t, raw.train, 1, 400), *t->guard()->monitor());
+    }
   }
   {
     torch::manual_seed(0);
@@ -104,7 +114,7 @@ int scenarios(const std::string& dir, int64_t epochs) {
       for (auto& p : t->model()->named_parameters())
         if (p.key().find("weight") != std::string::npos) p.value().normal_(0.0, 1.0);
     }
-    print("20-layer sigmoid, N(0,1)", run_scenario(*t, mnist.train, 1, 300));
+    print("20-layer sigmoid, N(0,1)", run_scenario(*t, mnist.train, 1, 300), *t->guard()->monitor());
   }
   return 0;
 }

@@ -133,7 +133,9 @@ std::optional<Warning> GrowthDetector::update(int64_t step, double value) {
   if (!recent_.empty() && value <= recent_.back()) recent_.clear();
   recent_.push_back(value);
   const bool gated = ema_.count() >= warmup_ && ema_.z(value) < z_gate_;
-  ema_.add(value);
+  // The window learns only from values outside long rises, so a divergence is measured
+  // against the range before it rather than against itself.
+  if (recent_.size() <= 2) ema_.add(value);
   if (static_cast<int64_t>(recent_.size()) > steps_ + 1) recent_.pop_front();
   if (static_cast<int64_t>(recent_.size()) < steps_ + 1 || gated) return std::nullopt;
   const double first = recent_.front(), last = recent_.back();
@@ -159,7 +161,10 @@ std::optional<Warning> VanishingDetector::update(int64_t step, const std::vector
   const LayerSignals& first = layers.front();
   const LayerSignals& last = layers.back();
   if (!(last.grad_norm > 0) || !std::isfinite(last.grad_norm) || !std::isfinite(first.grad_norm)) return std::nullopt;
-  const double ratio = first.grad_norm / last.grad_norm;
+  // RMS per element, so a wide first layer (784 x 128 against 128 x 10) is not mistaken for a
+  // vanishing one just because its norm sums more elements.
+  auto rms = [](const LayerSignals& l) { return l.grad_norm / std::sqrt(static_cast<double>(std::max<int64_t>(l.numel, 1))); };
+  const double ratio = rms(first) / rms(last);
   if (ratio > ratio_ || !cooldown_.allow(step, first.layer)) return std::nullopt;
   Warning w;
   w.detector = "vanishing_gradients";
@@ -168,11 +173,18 @@ std::optional<Warning> VanishingDetector::update(int64_t step, const std::vector
   w.value = ratio;
   w.threshold = ratio_;
   w.cause = "vanishing_gradients";
-  const double orders = ratio > 0 ? -std::log10(ratio) : std::numeric_limits<double>::infinity();
-  w.message = fmt::format(
-      "vanishing gradients at step {}: the gradient norm of the first layer {} ({}) is {}x that of the last layer "
-      "{} ({}), {} orders of magnitude smaller",
-      step, first.layer, num(first.grad_norm), num(ratio), last.layer, num(last.grad_norm), num(orders));
+  if (first.grad_norm == 0) {
+    w.message = fmt::format(
+        "vanishing gradients at step {}: the first layer {} receives no gradient at all (the last layer {} has "
+        "norm {}); dead units or saturated activations block the signal",
+        step, first.layer, last.layer, num(last.grad_norm));
+  } else {
+    w.message = fmt::format(
+        "vanishing gradients at step {}: the gradient of the first layer {} (norm {}, RMS {}) is {}x that of the last "
+        "layer {} (norm {}, RMS {}) per element, {} orders of magnitude smaller",
+        step, first.layer, num(first.grad_norm), num(rms(first)), num(ratio), last.layer, num(last.grad_norm),
+        num(rms(last)), num(-std::log10(ratio)));
+  }
   w.suggestion = "use relu-family activations with He initialisation, add normalisation layers or residual "
                  "connections, or make the network shallower";
   return w;

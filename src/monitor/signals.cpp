@@ -81,6 +81,7 @@ std::vector<LayerSignals> layer_signals(const std::vector<std::string>& names, c
   torch::NoGradGuard no_grad;
   struct Sums {
     double grad = 0, weight = 0, weight_before = 0, update = 0;
+    int64_t numel = 0;
     bool any_grad = false;
   };
   std::vector<std::string> order;
@@ -96,6 +97,7 @@ std::vector<LayerSignals> layer_signals(const std::vector<std::string>& names, c
     Sums& s = sums[k];
     const auto& p = params[i];
     s.weight += squared_norm(p);
+    s.numel += p.numel();
     if (p.grad().defined()) {
       s.grad += squared_norm(p.grad());
       s.any_grad = true;
@@ -112,6 +114,7 @@ std::vector<LayerSignals> layer_signals(const std::vector<std::string>& names, c
     l.layer = order[k];
     l.grad_norm = std::sqrt(sums[k].grad);
     l.weight_norm = std::sqrt(sums[k].weight);
+    l.numel = sums[k].numel;
     l.update_ratio = before.empty() ? kNaN
                      : sums[k].weight_before > 0 ? std::sqrt(sums[k].update / sums[k].weight_before)
                                                  : kNaN;

@@ -68,6 +68,7 @@ TEST(LayerSignals, NormsAndUpdateRatioPerLayer) {
   EXPECT_NEAR(layers[0].grad_norm, 3.0, 1e-6);  // sqrt(1 + 4 + 4)
   EXPECT_NEAR(layers[0].weight_norm, 5.5, 1e-5);
   EXPECT_NEAR(layers[0].update_ratio, 0.1, 1e-6);
+  EXPECT_EQ(layers[0].numel, 3);
   EXPECT_EQ(layers[1].layer, "layers.1.dense");
   EXPECT_NEAR(layers[1].grad_norm, 0.5, 1e-6);
   EXPECT_DOUBLE_EQ(layers[1].update_ratio, 0.0);
@@ -144,7 +145,9 @@ TEST(SignalsCsv, OneRowPerNumber) {
             "0,layer_grad_norm,layers.0.dense,0.5\n0,weight_norm,layers.0.dense,3\n"
             "0,act_mean,layers.0.dense,0.2\n0,act_std,layers.0.dense,0.3\n0,dead_fraction,layers.0.dense,0.25\n"
             "1,loss,,2\n1,grad_norm,,0.9\n1,lr,,0.001\n");
-  EXPECT_THROW(write_signals_csv(dir / "missing" / "monitor.csv", {a}), IoError);
+  // A folder where the file should go: the rename fails.
+  std::filesystem::create_directories(dir / "taken");
+  EXPECT_THROW(write_signals_csv(dir / "taken", {a}), IoError);
 }
 
 }  // namespace

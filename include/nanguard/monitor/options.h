@@ -31,17 +31,17 @@ struct MonitorOptions {
   // Geometric growth: least growth factor per step (geometric mean over the rising steps).
   TORCH_ARG(double, growth_factor) = 1.5;
   // Geometric growth after warm-up: least z-score of the last value's log against its window.
-  TORCH_ARG(double, growth_z) = 4.0;
-  // Vanishing gradients: first-to-last layer gradient-norm ratio at or below this.
-  TORCH_ARG(double, vanishing_ratio) = 1e-4;
+  TORCH_ARG(double, growth_z) = 6.0;
+  // Vanishing gradients: first-to-last layer ratio of RMS gradients (norm / sqrt(size)) at or below this.
+  TORCH_ARG(double, vanishing_ratio) = 1e-2;
   // Dying ReLU: fraction of a layer's units that output zero for the whole batch.
   TORCH_ARG(double, dead_relu_fraction) = 0.5;
   // Saturation: fraction of a layer's sigmoid/tanh outputs within saturation_margin of a bound.
-  TORCH_ARG(double, saturation_fraction) = 0.3;
+  TORCH_ARG(double, saturation_fraction) = 0.25;
   // Saturation: distance to the bound (0/1 for sigmoid, -1/1 for tanh) that counts as saturated.
   TORCH_ARG(double, saturation_margin) = 0.01;
   // Sampled steps in a row an activation condition must hold before it warns.
-  TORCH_ARG(int64_t, activation_patience) = 2;
+  TORCH_ARG(int64_t, activation_patience) = 1;
   // Oscillation: steps over which every loss difference must alternate in sign.
   TORCH_ARG(int64_t, oscillation_window) = 40;
   // Oscillation: least mean |loss difference| relative to the loss level.

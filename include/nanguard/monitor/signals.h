@@ -23,6 +23,7 @@ struct LayerSignals {
   double grad_norm = 0;     // L2 norm over the layer's parameter gradients
   double weight_norm = 0;   // L2 norm over its parameters (after the step)
   double update_ratio = 0;  // ||w_after - w_before|| / ||w_before||; NaN when not measured
+  int64_t numel = 0;        // elements of the layer's parameters (0: unknown)
 };
 
 struct ActivationStats {
