@@ -91,9 +91,12 @@ double Monitor::adaptive_clip_norm(double grad_norm) const {
   return std::exp(w.mean() + options_.clip_z() * w.std());
 }
 
-bool Monitor::wants_lr_cut(const Warning& warning) const {
-  return options_.enabled() && options_.lr_cut() && warning.forecast_steps >= 0 &&
-         warning.forecast_steps <= static_cast<double>(options_.lr_cut_horizon());
+bool Monitor::wants_lr_cut(const Warning& warning) {
+  const bool due = options_.enabled() && options_.lr_cut() && warning.forecast_steps >= 0 &&
+                   warning.forecast_steps <= static_cast<double>(options_.lr_cut_horizon());
+  if (!due || (last_lr_cut_ >= 0 && warning.step - last_lr_cut_ < options_.growth_steps())) return false;
+  last_lr_cut_ = warning.step;
+  return true;
 }
 
 void Monitor::begin_update() {

@@ -41,7 +41,8 @@ struct Mlp : torch::nn::Module {
 };
 
 struct RunResult {
-  std::vector<GuardEvent> warnings;
+  std::vector<GuardEvent> warnings, actions;
+  double lr_scale = 1;
   int64_t first_incident = -1;
 };
 
@@ -71,8 +72,8 @@ RunResult train(Mlp& net, torch::optim::Optimizer& opt, double input_scale, int6
       break;
     }
   }
-  for (const auto& e : guard.events())
-    if (e.kind == "warning") run.warnings.push_back(e);
+  for (const auto& e : guard.events()) (e.kind == "warning" ? run.warnings : run.actions).push_back(e);
+  run.lr_scale = guard.lr_scale();
   return run;
 }
 
@@ -102,6 +103,21 @@ TEST(EarlyWarning, DivergingSgdWarnsBeforeTheFirstNonFiniteValue) {
   EXPECT_NE(first.explanation.find("per step"), std::string::npos) << first.explanation;
   EXPECT_NE(first.detail.find("overflow in ~"), std::string::npos) << first.detail;
   std::cout << "warned " << run.first_incident - first.step << " steps ahead: " << first.explanation << "\n";
+}
+
+TEST(EarlyWarning, LrCutOnAForecastOverflowPreventsTheDivergence) {
+  torch::manual_seed(0);
+  Mlp net(16, 32, 0, 4, "relu");
+  torch::optim::SGD sgd(net.parameters(), torch::optim::SGDOptions(2e-5));
+  RunResult run =
+      train(net, sgd, 255.0, 300, GuardOptions().monitor(monitor::MonitorOptions().lr_cut(true)), /*mse=*/true);
+  EXPECT_EQ(run.first_incident, -1);
+  ASSERT_FALSE(run.actions.empty());
+  EXPECT_EQ(run.actions.front().action, "lr_backoff");
+  EXPECT_NE(run.actions.front().detail.find("prevention: learning rate 2e-05 -> 2e-06"), std::string::npos)
+      << run.actions.front().detail;
+  EXPECT_EQ(run.actions.size(), 1u);
+  EXPECT_DOUBLE_EQ(run.lr_scale, 0.1);
 }
 
 TEST(EarlyWarning, DeepSigmoidNetWarnsVanishingAndSaturation) {

@@ -100,6 +100,7 @@ TEST(Monitor, GrowthWarnsAndAsksForTheLrCut) {
   EXPECT_EQ(all[0].step, 4);
   EXPECT_GT(all[0].forecast_steps, 0);
   EXPECT_TRUE(m.wants_lr_cut(all[0]));
+  EXPECT_FALSE(m.wants_lr_cut(all[0]));  // one cut per growth run
   EXPECT_EQ(m.warnings().size(), all.size());
   Monitor no_cut(net);
   EXPECT_FALSE(no_cut.wants_lr_cut(all[0]));

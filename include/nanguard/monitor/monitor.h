@@ -45,8 +45,9 @@ class Monitor {
   // leave it (no spike, option off or not warmed up).
   double adaptive_clip_norm(double grad_norm) const;
   // Whether a warning asks for the learning-rate cut (option lr_cut, growth forecast within
-  // lr_cut_horizon steps).
-  bool wants_lr_cut(const Warning& warning) const;
+  // lr_cut_horizon steps); at most one cut per growth_steps steps, so the loss and the
+  // gradient norm warning together cut once.
+  bool wants_lr_cut(const Warning& warning);
   // Sampled steps, before the optimizer step: keeps a copy of the parameters for the update ratio.
   void begin_update();
   // Sampled steps, after the optimizer step (gradients still in place): per-layer signals,
@@ -73,6 +74,7 @@ class Monitor {
   MonitorOptions options_;
   std::vector<at::Tensor> before_;  // parameters before the sampled step's update
   bool have_before_ = false;
+  int64_t last_lr_cut_ = -1;
   SpikeDetector loss_spike_, grad_spike_;
   GrowthDetector loss_growth_, grad_growth_;
   OscillationDetector oscillation_;
