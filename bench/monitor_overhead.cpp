@@ -2,7 +2,8 @@
 // cheap path alone and the guard with the monitor at its default sampling, interleaved in one
 // process (same binary, same data, blocks rotating so each sees the same machine state).
 // Prints median step time, spread and each overhead over unguarded training.
-// Usage: bench_monitor_overhead MNIST_DIR [ROUNDS] [STEPS_PER_BLOCK]
+// Usage: bench_monitor_overhead MNIST_DIR [ROUNDS] [STEPS_PER_BLOCK] [SAMPLE_EVERY] [ACTIVATIONS 0|1]
+//   (the last two override the monitor's defaults, to see what each part costs)
 //        bench_monitor_overhead MNIST_DIR scenarios [EPOCHS]
 //   scenarios: healthy runs (Adam 1e-3, seeds 0-2), a diverging run (SGD lr 5 on raw 0-255
 //   pixels) and a 20-layer sigmoid MLP with N(0,1) weights; prints the warnings of each and,
@@ -130,13 +131,16 @@ int main(int argc, char** argv) {
   auto mnist = data::load_mnist(argv[1]);
   const int rounds = argc > 2 ? std::stoi(argv[2]) : 30;
   const int block = argc > 3 ? std::stoi(argv[3]) : 100;
+  monitor::MonitorOptions mon;
+  if (argc > 4) mon.sample_every(std::stoi(argv[4]));
+  if (argc > 5) mon.activations(std::stoi(argv[5]) != 0);
   torch::manual_seed(0);
   auto plain = make_trainer(article_spec(), OptimizerSpec().type(OptimizerType::adam), GuardOptions().enabled(false));
   torch::manual_seed(0);
   auto cheap = make_trainer(article_spec(), OptimizerSpec().type(OptimizerType::adam),
                             GuardOptions().monitor(monitor::MonitorOptions().enabled(false)));
   torch::manual_seed(0);
-  auto monitored = make_trainer(article_spec(), OptimizerSpec().type(OptimizerType::adam), GuardOptions());
+  auto monitored = make_trainer(article_spec(), OptimizerSpec().type(OptimizerType::adam), GuardOptions().monitor(mon));
   data::BatchLoader loader(mnist.train, 32, true, 0);
   std::vector<double> times[3];
   Trainer* trainers[3] = {plain.get(), cheap.get(), monitored.get()};
@@ -156,8 +160,9 @@ int main(int argc, char** argv) {
   }
   const char* names[3] = {"unguarded        ", "guard cheap path ", "guard + monitor  "};
   const double base = percentile(times[0], 0.5);
-  std::cout << fmt::format("steps per variant: {} ({} rounds of {} interleaved); monitor sampling every {} steps\n",
-                           times[0].size(), rounds, block, monitor::MonitorOptions().sample_every());
+  std::cout << fmt::format("steps per variant: {} ({} rounds of {} interleaved); monitor sampling every {} steps, "
+                           "activations {}\n",
+                           times[0].size(), rounds, block, mon.sample_every(), mon.activations() ? "on" : "off");
   for (int k = 0; k < 3; ++k) {
     const double m = percentile(times[k], 0.5);
     std::cout << fmt::format("{} median {:7.1f} us (p10 {:7.1f}, p90 {:7.1f})  overhead {:+.2f}%\n", names[k], m,
@@ -169,6 +174,16 @@ int main(int argc, char** argv) {
   std::cout << fmt::format("mean step: unguarded {:.1f} us, cheap path {:.1f} us ({:+.2f}%), monitor {:.1f} us ({:+.2f}%)\n",
                            mb, mean(times[1]), (mean(times[1]) / mb - 1) * 100, mean(times[2]),
                            (mean(times[2]) / mb - 1) * 100);
+  // The monitored trainer's steps are recorded in order, one per guard step: split them into
+  // the sampled steps (per-layer signals, activations) and the others.
+  const int64_t every = mon.sample_every();
+  std::vector<double> sampled, other;
+  for (size_t i = 0; i < times[2].size(); ++i) (static_cast<int64_t>(i) % every == 0 ? sampled : other).push_back(times[2][i]);
+  const double extra = percentile(sampled, 0.5) - percentile(other, 0.5);
+  std::cout << fmt::format("monitor sampled steps: median {:.1f} us vs {:.1f} us unsampled: {:.1f} us extra per sample, "
+                           "{:.1f} us ({:.2f}% of the unguarded median) per step amortised\n",
+                           percentile(sampled, 0.5), percentile(other, 0.5), extra, extra / every,
+                           extra / every / base * 100.0);
   std::cout << fmt::format("monitor: {} warnings, {} steps of history\n",
                            monitored->guard()->monitor()->warnings().size(),
                            monitored->guard()->monitor()->history().size());

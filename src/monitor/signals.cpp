@@ -25,11 +25,58 @@ std::string layer_of(const std::string& parameter_name) {
   return dot == std::string::npos ? parameter_name : parameter_name.substr(0, dot);
 }
 
+namespace {
+
+// CPU float32 contiguous output: one pass in plain loops (no tensor ops to dispatch), so a
+// sampled step stays cheap.
+ActivationStats activation_stats_cpu(const at::Tensor& output, const std::string& kind, double margin) {
+  ActivationStats s;
+  s.kind = kind;
+  const int64_t rows = output.dim() == 0 ? 1 : output.size(0);
+  const int64_t n = output.numel();
+  const int64_t units = n / std::max<int64_t>(rows, 1);
+  s.units = units;
+  const float* x = output.data_ptr<float>();
+  double sum = 0, sq = 0;
+  int64_t saturated = 0;
+  std::vector<char> alive(kind == "relu" ? static_cast<size_t>(units) : 0, 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = x + r * units;
+    for (int64_t j = 0; j < units; ++j) {
+      const double v = row[j];
+      sum += v;
+      sq += v * v;
+      if (kind == "relu") {
+        if (v > 0) alive[static_cast<size_t>(j)] = 1;
+      } else if (kind == "sigmoid") {
+        saturated += (v <= margin || v >= 1 - margin) ? 1 : 0;
+      } else if (kind == "tanh") {
+        saturated += std::abs(v) >= 1 - 2 * margin ? 1 : 0;
+      }
+    }
+  }
+  const double count = static_cast<double>(n);
+  s.mean = sum / count;
+  s.std = n > 1 ? std::sqrt(std::max(0.0, (sq - count * s.mean * s.mean) / (count - 1))) : 0.0;
+  if (kind == "relu") {
+    int64_t dead = 0;
+    for (char a : alive) dead += a ? 0 : 1;
+    s.dead_fraction = units > 0 ? static_cast<double>(dead) / static_cast<double>(units) : 0.0;
+  } else {
+    s.saturated_fraction = static_cast<double>(saturated) / count;
+  }
+  return s;
+}
+
+}  // namespace
+
 ActivationStats activation_stats(const at::Tensor& output, const std::string& kind, double saturation_margin) {
   torch::NoGradGuard no_grad;
   ActivationStats s;
   s.kind = kind;
   if (!output.defined() || output.numel() == 0) return s;
+  if (output.is_cpu() && output.scalar_type() == torch::kFloat && output.is_contiguous())
+    return activation_stats_cpu(output, kind, saturation_margin);
   auto x = output.detach().to(torch::kDouble);
   if (x.dim() == 0) x = x.reshape({1, 1});
   x = x.reshape({x.size(0), -1});
@@ -136,10 +183,18 @@ OptimizerStateStats optimizer_state_stats(const torch::optim::Optimizer& optimiz
     else if (auto* r = dynamic_cast<const RMSpropParamState*>(base)) t = r->square_avg();
     else if (auto* g = dynamic_cast<const AdagradParamState*>(base)) t = g->sum();
     if (!t.defined() || t.numel() == 0) continue;
+    count += t.numel();
+    if (t.is_cpu() && t.scalar_type() == torch::kFloat && t.is_contiguous()) {
+      const float* x = t.data_ptr<float>();
+      for (int64_t i = 0; i < t.numel(); ++i) {
+        max = std::max(max, static_cast<double>(x[i]));
+        sum += x[i];
+      }
+      continue;
+    }
     const auto d = t.detach().to(torch::kDouble);
     max = std::max(max, d.max().item<double>());
     sum += d.sum().item<double>();
-    count += d.numel();
   }
   if (count == 0) return {kNaN, kNaN};
   return {max, sum / static_cast<double>(count)};

@@ -11,7 +11,7 @@ struct MonitorOptions {
   // Watch the training signals at all.
   TORCH_ARG(bool, enabled) = true;
   // Compute the per-layer signals (gradient/weight norms, update ratios, optimizer state) every S steps.
-  TORCH_ARG(int64_t, sample_every) = 50;
+  TORCH_ARG(int64_t, sample_every) = 200;
   // Also record activation statistics (ReLU/sigmoid/tanh outputs) on the sampled steps.
   TORCH_ARG(bool, activations) = true;
   // Length in steps of the exponential moving window of the spike z-scores and the recent maximum.
