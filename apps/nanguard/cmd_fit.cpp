@@ -12,6 +12,7 @@
 #include "nanguard/core/error.h"
 #include "nanguard/env/blas.h"
 #include "nanguard/guard/snapshot.h"
+#include "nanguard/monitor/monitor.h"
 #include "nanguard/report/events.h"
 #include "nanguard/report/history_files.h"
 #include "nanguard/train/progress.h"
@@ -107,6 +108,10 @@ int run_fit(const FitArgs& args) {
     }
   }
   std::vector<std::filesystem::path> written = report::write_history_files(out, history);
+  if (trainer->guard() && trainer->guard()->monitor()) {  // the monitor's signals, for the report
+    trainer->guard()->monitor()->write_csv(out / "monitor.csv");
+    written.push_back(out / "monitor.csv");
+  }
   bool weights_refused = false;
   try {
     trainer->save_weights(out / "weights.pt");

@@ -17,6 +17,7 @@
 #include "nanguard/env/self_test.h"
 #include "nanguard/guard/guard.h"
 #include "nanguard/guard/snapshot.h"
+#include "nanguard/monitor/monitor.h"
 #include "nanguard/numerics/health.h"
 #include "nanguard/repair/policy.h"
 #include "nanguard/report/events.h"

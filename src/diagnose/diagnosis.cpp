@@ -674,9 +674,18 @@ void rule_unsafe_loss(const Evidence& e, const Facts& f, std::vector<CauseScore>
   out.push_back(std::move(c));
 }
 
+// The monitor's first growth warning before the incident (null when none): growth it saw
+// even where the guard's short history no longer shows it.
+const monitor::Warning* first_growth_warning(const Evidence& e) {
+  for (const auto& w : e.monitor_warnings)
+    if (w.detector == "loss_growth" || w.detector == "grad_norm_growth") return &w;
+  return nullptr;
+}
+
 void rule_lr_too_high(const Evidence& e, const Facts& f, const UnsafeBirth& unsafe,
                       std::vector<CauseScore>& out) {
-  const bool growth = f.loss.evidence() || f.grad.evidence();
+  const monitor::Warning* warned = first_growth_warning(e);
+  const bool growth = f.loss.evidence() || f.grad.evidence() || warned != nullptr;
   if (!growth && !f.optimizer_born && !f.huge_weights) return;
   const bool loss_geo = f.loss.geometric, grad_geo = f.grad.geometric;
   double conf = 0;
@@ -706,8 +715,11 @@ void rule_lr_too_high(const Evidence& e, const Facts& f, const UnsafeBirth& unsa
     text += "before the incident " + facts[0];
     if (facts.size() > 1) text += ", and " + facts[1];
     text += ". ";
-  } else
+  } else if (!warned)
     text += "the loss and gradient norm showed no geometric growth before the incident. ";
+  if (warned)
+    text += fmt::format("The monitor warned {} steps before the incident: {}. ", e.step - warned->step,
+                        warned->message);
   if (f.optimizer_born) {
     if (e.birth_found && e.birth_phase == "optimizer")
       text +=
@@ -772,7 +784,7 @@ void rule_exploding(const Evidence& e, const Facts& f, const UnsafeBirth& unsafe
   if (recurrent || recurrent_grads) conf += 0.1;
   if (huge) conf += 0.1;
   if (jump) conf += 0.1;
-  if (any_warning(e, "exploding")) conf += 0.05;
+  if (any_warning(e, "exploding") || any_warning(e, "grad_norm")) conf += 0.05;
   if (f.loss.geometric) conf *= 0.6;
   if (!f.clean_batch) conf *= 0.3;
   if (f.not_reproduced) conf *= 0.5;

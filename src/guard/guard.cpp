@@ -14,6 +14,7 @@
 #include "nanguard/core/log.h"
 #include "nanguard/env/self_test.h"
 #include "nanguard/guard/snapshot.h"
+#include "nanguard/monitor/monitor.h"
 #include "nanguard/numerics/health.h"
 #include "nanguard/trace/birth.h"
 #include "nanguard/trace/tracer.h"
@@ -110,6 +111,8 @@ void Guard::init() {
   rng_before_step_ = std::make_unique<detail::CpuRngState>();
   ring_ = std::make_unique<SnapshotRing>(std::move(refs), options_.snapshot_capacity());
   snapshot_due_ = true;
+  if (options_.enabled() && options_.monitor().enabled())
+    monitor_ = std::make_unique<monitor::Monitor>(param_names_, params_, options_.monitor());
 }
 
 void Guard::zero_grad() {
@@ -202,7 +205,12 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
   rng_before_step_->capture();
 
   zero_grad();
+  // Sampled steps also feed the monitor per-layer signals and activation statistics.
+  const bool sample = monitor_ && monitor_->sample_due(t);
+  std::optional<monitor::ActivationRecorder> recorder;
+  if (sample && monitor_->options().activations()) recorder.emplace(monitor_->options().saturation_margin());
   at::Tensor loss = closure(batch);
+  std::vector<monitor::ActivationStats> activations = recorder ? recorder->finish() : std::vector<monitor::ActivationStats>{};
   NANGUARD_CHECK(loss.defined() && loss.numel() == 1, "the guard's closure must return the scalar loss");
 
   // The cheap check: the sum of squares of every gradient (finite iff the gradient is;
@@ -263,8 +271,19 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
     push_bounded(grad_norm_history_, grad_norm, cap);
     history_steps_.push_back(t);
     if (history_steps_.size() > cap) history_steps_.erase(history_steps_.begin());
-    clip_gradients_to(clip_norm_, grad_norm);
+    double clip = clip_norm_;
+    if (monitor_) {
+      const double lr = optimizer_.param_groups().empty() ? 0.0 : optimizer_.param_groups()[0].options().get_lr();
+      for (const auto& w : monitor_->observe_step(t, loss_value, grad_norm, lr)) emit_warning(w);
+      const double adaptive = monitor_->adaptive_clip_norm(grad_norm);
+      if (adaptive > 0 && (clip <= 0 || adaptive < clip)) clip = adaptive;
+      if (sample) monitor_->begin_update();
+    }
+    clip_gradients_to(clip, grad_norm);
     apply_optimizer_step();
+    if (sample) {
+      for (const auto& w : monitor_->end_update(t, &optimizer_, std::move(activations))) emit_warning(w);
+    }
     ++applied_;
     ledger_->record_applied_step();
     const bool snapshot_next = options_.snapshot_every() > 0 && applied_ % options_.snapshot_every() == 0;
@@ -506,6 +525,35 @@ void Guard::emit(const GuardEvent& event) {
   if (hooks_.on_event) hooks_.on_event(event);
 }
 
+// A monitor warning as an event; with the monitor's lr_cut on, a growth that forecasts an
+// overflow soon also cuts the learning rate (prevention before any incident).
+void Guard::emit_warning(const monitor::Warning& w) {
+  GuardEvent e;
+  e.step = w.step;
+  e.cause = w.detector;
+  e.module = w.layer;
+  e.explanation = w.message;
+  e.detail = fmt::format("value {:.4g}, threshold {:.4g}{}; suggestion: {}", w.value, w.threshold,
+                         w.forecast_steps >= 0 ? fmt::format(", overflow in ~{:.0f} steps", w.forecast_steps) : "",
+                         w.suggestion);
+  warn(e);
+  if (!monitor_->wants_lr_cut(w)) return;
+  const double before = optimizer_.param_groups().empty() ? 0.0 : optimizer_.param_groups()[0].options().get_lr();
+  double factor = monitor_->options().lr_cut_factor();
+  const double floor = options_.policy().budget.lr_floor;
+  if (before * factor < floor) factor = before > 0 ? floor / before : 1.0;
+  if (factor >= 1.0) return;
+  lr_scale_ *= factor;
+  set_learning_rates(factor);
+  GuardEvent a;
+  a.step = w.step;
+  a.kind = "action";
+  a.cause = w.detector;
+  a.action = to_string(RepairAction::lr_backoff);
+  a.detail = fmt::format("prevention: learning rate {:.3g} -> {:.3g}", before, before * factor);
+  emit(a);
+}
+
 void Guard::warn(const GuardEvent& event) {
   GuardEvent e = event;
   e.kind = "warning";
@@ -567,6 +615,7 @@ std::shared_ptr<Incident> Guard::investigate(const data::Batch& batch, const Los
   for (const auto& e : events_) {
     if (e.kind == "warning") ev.prior_warnings.push_back(e.cause);
   }
+  if (monitor_) ev.monitor_warnings = monitor_->warnings();
   collect_batch_evidence(batch, ev);
   collect_tensor_evidence(loss, ev);
   if (!state_failed && ev.nonfinite_tensors.empty() && gradient_norm_overflows()) ev.gradient_norm_overflow = true;
@@ -690,6 +739,7 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
         loss_history_.clear();
         grad_norm_history_.clear();
         history_steps_.clear();
+        if (monitor_) monitor_->reset_trends();
         ledger_->record_rollback(t);
         verdict.outcome = StepVerdict::Outcome::rolled_back;
         action_event(a, fmt::format("rolled back to the snapshot of step {}", *restored));

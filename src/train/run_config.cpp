@@ -140,11 +140,59 @@ FitOptions parse_fit(const toml::table& table, const std::string& file) {
   return f;
 }
 
+// [guard.monitor]: the training monitor's switches and thresholds (names as in MonitorOptions).
+monitor::MonitorOptions parse_monitor(const toml::table& table, const std::string& file) {
+  TableReader r(table, "guard.monitor", file);
+  r.reject_unknown({"enabled", "activations", "adaptive_clip", "lr_cut", "sample_every", "warmup", "window",
+                    "cooldown", "loss_spike_z", "loss_spike_ratio", "grad_spike_z", "growth_steps", "growth_factor",
+                    "vanishing_ratio", "dead_relu_fraction", "saturation_fraction", "stall_steps", "clip_z",
+                    "lr_cut_factor", "lr_cut_horizon"});
+  monitor::MonitorOptions m;
+  auto flag = [&](std::string_view key, auto set) {
+    bool v = false;
+    if (table.contains(key)) r.read(key, v, "true or false"), set(v);
+  };
+  auto count = [&](std::string_view key, auto set) {
+    int64_t v = 0;
+    if (table.contains(key)) r.read(key, v, "an integer"), set(v);
+  };
+  auto number = [&](std::string_view key, auto set) {
+    double v = 0;
+    if (table.contains(key)) r.read(key, v, "a number"), set(v);
+  };
+  flag("enabled", [&](bool v) { m.enabled(v); });
+  flag("activations", [&](bool v) { m.activations(v); });
+  flag("adaptive_clip", [&](bool v) { m.adaptive_clip(v); });
+  flag("lr_cut", [&](bool v) { m.lr_cut(v); });
+  count("sample_every", [&](int64_t v) { m.sample_every(v); });
+  count("warmup", [&](int64_t v) { m.warmup(v); });
+  count("window", [&](int64_t v) { m.window(v); });
+  count("cooldown", [&](int64_t v) { m.cooldown(v); });
+  count("growth_steps", [&](int64_t v) { m.growth_steps(v); });
+  count("stall_steps", [&](int64_t v) { m.stall_steps(v); });
+  count("lr_cut_horizon", [&](int64_t v) { m.lr_cut_horizon(v); });
+  number("loss_spike_z", [&](double v) { m.loss_spike_z(v); });
+  number("loss_spike_ratio", [&](double v) { m.loss_spike_ratio(v); });
+  number("grad_spike_z", [&](double v) { m.grad_spike_z(v); });
+  number("growth_factor", [&](double v) { m.growth_factor(v); });
+  number("vanishing_ratio", [&](double v) { m.vanishing_ratio(v); });
+  number("dead_relu_fraction", [&](double v) { m.dead_relu_fraction(v); });
+  number("saturation_fraction", [&](double v) { m.saturation_fraction(v); });
+  number("clip_z", [&](double v) { m.clip_z(v); });
+  number("lr_cut_factor", [&](double v) { m.lr_cut_factor(v); });
+  try {
+    m.validate();
+  } catch (const ValueError& e) {
+    throw ValueError(fmt::format("[guard.monitor] in {}: {}", file, e.what()));
+  }
+  return m;
+}
+
 GuardOptions parse_guard(const toml::table& table, const std::string& file) {
   TableReader r(table, "guard", file);
   r.reject_unknown({"enabled", "snapshot_every", "snapshot_capacity", "check_state_every", "replay", "repair",
                     "max_rollbacks", "rollback_window", "max_incidents", "max_consecutive_skips", "lr_factor",
-                    "lr_floor", "clip_norm", "policy"});
+                    "lr_floor", "clip_norm", "policy", "monitor"});
   GuardOptions g;
   bool flag = true;
   int64_t n = 0;
@@ -198,6 +246,10 @@ GuardOptions parse_guard(const toml::table& table, const std::string& file) {
     }
   }
   g.policy(policy);
+  if (const toml::node* node = table.get("monitor")) {
+    if (!node->is_table()) throw ValueError(fmt::format("guard.monitor must be a table ({})", r.where(*node)));
+    g.monitor(parse_monitor(*node->as_table(), file));
+  }
   return g;
 }
 

@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "nanguard/monitor/warning.h"
+
 namespace nanguard {
 
 // One op of the replayed step, summarised.
@@ -83,6 +85,8 @@ struct Evidence {
   bool clipping_enabled = false;
   // Warnings raised by the monitor before the incident (detector names).
   std::vector<std::string> prior_warnings;
+  // The same warnings with their numbers (step, layer, value, forecast), oldest first.
+  std::vector<monitor::Warning> monitor_warnings;
   // The environment self-test failed (hardware / broken library suspected).
   bool environment_suspect = false;
   // The failing self-test check, e.g. "matmul (random, 64x64 @ 64x64): max abs error 0.03, ...".

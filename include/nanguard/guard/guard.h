@@ -35,6 +35,10 @@ class SnapshotRing;
 namespace detail {
 class CpuRngState;
 }
+namespace monitor {
+class Monitor;
+struct Warning;
+}  // namespace monitor
 
 // Computes the loss of a batch and runs backward; returns the loss.
 using LossClosure = std::function<at::Tensor(const data::Batch&)>;
@@ -107,6 +111,8 @@ class Guard {
   std::string summary() const;
   // Logs a warning event (used by monitors).
   void warn(const GuardEvent& event);
+  // The training monitor (null when GuardOptions::monitor is disabled).
+  const monitor::Monitor* monitor() const { return monitor_.get(); }
 
  private:
   void init();
@@ -126,6 +132,7 @@ class Guard {
   void set_learning_rates(double factor);
   int64_t trend_start_step() const;
   void emit(const GuardEvent& event);
+  void emit_warning(const monitor::Warning& warning);
   data::Batch drop_quarantined(const data::Batch& batch) const;
 
   std::vector<at::Tensor> params_;
@@ -136,6 +143,7 @@ class Guard {
   GuardHooks hooks_;
   std::unique_ptr<SnapshotRing> ring_;
   std::unique_ptr<RepairLedger> ledger_;
+  std::unique_ptr<monitor::Monitor> monitor_;
 
   at::Tensor pending_state_check_;   // deferred parameter/optimizer-state check (no sync yet)
   std::unique_ptr<detail::CpuRngState> rng_before_step_;  // CPU generator state before the closure ran

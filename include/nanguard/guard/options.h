@@ -6,6 +6,7 @@
 
 #include <torch/arg.h>
 
+#include "nanguard/monitor/options.h"
 #include "nanguard/repair/policy.h"
 
 namespace nanguard {
@@ -27,6 +28,8 @@ struct GuardOptions {
   TORCH_ARG(RepairPolicy, policy) = RepairPolicy::automatic();
   // Steps of loss / gradient-norm history kept for the diagnosis.
   TORCH_ARG(int64_t, history) = 64;
+  // Early warnings before a run goes non-finite (spikes, growth, vanishing gradients, ...).
+  TORCH_ARG(monitor::MonitorOptions, monitor) = {};
 };
 
 }  // namespace nanguard

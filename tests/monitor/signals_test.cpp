@@ -1,0 +1,154 @@
+#include "nanguard/monitor/signals.h"
+
+#include <cmath>
+
+#include <gtest/gtest.h>
+
+#include "nanguard/core/error.h"
+#include <torch/torch.h>
+
+#include "nanguard/trace/scope.h"
+#include "support/test_support.h"
+
+namespace nanguard::monitor {
+namespace {
+
+TEST(LayerOf, DropsTheLastComponent) {
+  EXPECT_EQ(layer_of("layers.0.dense.weight"), "layers.0.dense");
+  EXPECT_EQ(layer_of("layers.3.lstm.weight_hh_l0"), "layers.3.lstm");
+  EXPECT_EQ(layer_of("bias"), "bias");
+}
+
+TEST(ActivationStats, MatchesAPlainLoop) {
+  torch::manual_seed(0);
+  auto x = torch::relu(torch::randn({16, 8}) - 0.5);
+  x.index_put_({torch::indexing::Slice(), 3}, 0.0);  // unit 3 dead
+  x.index_put_({torch::indexing::Slice(), 5}, 0.0);  // unit 5 dead
+  auto s = activation_stats(x, "relu", 0.01);
+  auto acc = x.accessor<float, 2>();
+  double sum = 0, sq = 0;
+  int dead = 0;
+  for (int j = 0; j < 8; ++j) {
+    bool alive = false;
+    for (int i = 0; i < 16; ++i) {
+      sum += acc[i][j];
+      alive = alive || acc[i][j] > 0;
+    }
+    dead += alive ? 0 : 1;
+  }
+  const double mean = sum / 128;
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 8; ++j) sq += (acc[i][j] - mean) * (acc[i][j] - mean);
+  EXPECT_NEAR(s.mean, mean, 1e-6);
+  EXPECT_NEAR(s.std, std::sqrt(sq / 127), 1e-6);
+  EXPECT_DOUBLE_EQ(s.dead_fraction, dead / 8.0);
+  EXPECT_GE(s.dead_fraction, 0.25);
+  EXPECT_EQ(s.units, 8);
+}
+
+TEST(ActivationStats, SaturationOfSigmoidAndTanh) {
+  auto sig = torch::tensor({0.001f, 0.5f, 0.999f, 0.3f}).reshape({2, 2});
+  EXPECT_DOUBLE_EQ(activation_stats(sig, "sigmoid", 0.01).saturated_fraction, 0.5);
+  auto th = torch::tensor({-0.999f, 0.0f, 0.5f, 0.99f}).reshape({4, 1});
+  EXPECT_DOUBLE_EQ(activation_stats(th, "tanh", 0.01).saturated_fraction, 0.5);  // |x| >= 0.98
+  EXPECT_EQ(activation_stats(at::Tensor(), "relu", 0.01).units, 0);
+}
+
+TEST(LayerSignals, NormsAndUpdateRatioPerLayer) {
+  auto w0 = torch::tensor({3.0f, 4.0f}), b0 = torch::tensor({0.0f}), w1 = torch::tensor({1.0f, 0.0f});
+  w0.mutable_grad() = torch::tensor({1.0f, 2.0f});
+  b0.mutable_grad() = torch::tensor({2.0f});
+  w1.mutable_grad() = torch::tensor({0.5f, 0.0f});
+  std::vector<at::Tensor> before{w0.clone(), b0.clone(), w1.clone()};
+  w0.add_(torch::tensor({0.3f, 0.4f}));  // |dw| = 0.5, |w_before| = 5
+  auto layers = layer_signals({"layers.0.dense.weight", "layers.0.dense.bias", "layers.1.dense.weight"},
+                              {w0, b0, w1}, before);
+  ASSERT_EQ(layers.size(), 2u);
+  EXPECT_EQ(layers[0].layer, "layers.0.dense");
+  EXPECT_NEAR(layers[0].grad_norm, 3.0, 1e-6);  // sqrt(1 + 4 + 4)
+  EXPECT_NEAR(layers[0].weight_norm, 5.5, 1e-5);
+  EXPECT_NEAR(layers[0].update_ratio, 0.1, 1e-6);
+  EXPECT_EQ(layers[0].numel, 3);
+  EXPECT_EQ(layers[1].layer, "layers.1.dense");
+  EXPECT_NEAR(layers[1].grad_norm, 0.5, 1e-6);
+  EXPECT_DOUBLE_EQ(layers[1].update_ratio, 0.0);
+  auto no_before = layer_signals({"a.weight"}, {w1}, {});
+  EXPECT_TRUE(std::isnan(no_before[0].update_ratio));
+}
+
+TEST(OptimizerStateStats, AdamSecondMoment) {
+  auto p = torch::ones({3}, torch::requires_grad());
+  torch::optim::Adam adam({p}, torch::optim::AdamOptions(0.1));
+  EXPECT_TRUE(std::isnan(optimizer_state_stats(adam).max));  // no state before the first step
+  p.mutable_grad() = torch::tensor({1.0f, 2.0f, 3.0f});
+  adam.step();
+  auto s = optimizer_state_stats(adam);
+  // exp_avg_sq = (1 - 0.999) * g^2
+  EXPECT_NEAR(s.max, 0.001 * 9, 1e-7);
+  EXPECT_NEAR(s.mean, 0.001 * 14 / 3, 1e-7);
+  torch::optim::SGD sgd({p}, torch::optim::SGDOptions(0.1));
+  sgd.step();
+  EXPECT_TRUE(std::isnan(optimizer_state_stats(sgd).mean));
+}
+
+TEST(ActivationRecorder, RecordsActivationsWithTheirScope) {
+  torch::manual_seed(0);
+  auto x = torch::randn({8, 4});
+  std::vector<ActivationStats> stats;
+  {
+    ActivationRecorder rec(0.01);
+    {
+      NANGUARD_SCOPE("layers.0.dense");
+      auto h = torch::relu(x);
+      NANGUARD_SCOPE("inner");
+      (void)torch::sigmoid(h * 100);
+    }
+    {
+      NANGUARD_SCOPE("loss");
+      (void)torch::sigmoid(x);  // left out
+    }
+    (void)torch::exp(x);  // not an activation
+    stats = rec.finish();
+  }
+  ASSERT_EQ(stats.size(), 2u);
+  EXPECT_EQ(stats[0].layer, "layers.0.dense");
+  EXPECT_EQ(stats[0].kind, "relu");
+  EXPECT_NEAR(stats[0].mean, torch::relu(x).mean().item<double>(), 1e-6);
+  EXPECT_EQ(stats[1].layer, "layers.0.dense.inner");
+  EXPECT_EQ(stats[1].kind, "sigmoid");
+  EXPECT_GT(stats[1].saturated_fraction, 0.4);
+  // Nothing is recorded once finished.
+  (void)torch::relu(x);
+}
+
+TEST(SignalsCsv, OneRowPerNumber) {
+  testing::TempDir dir;
+  StepSignals a;
+  a.step = 0;
+  a.loss = 2.5;
+  a.grad_norm = 1;
+  a.learning_rate = 0.001;
+  a.sampled = true;
+  a.layers = {{"layers.0.dense", 0.5, 3, std::nan("")}};
+  a.activations = {{"layers.0.dense", "relu", 0.2, 0.3, 0.25, 0, 4}};
+  a.optimizer_state = {std::nan(""), std::nan("")};
+  StepSignals b;
+  b.step = 1;
+  b.loss = 2.0;
+  b.grad_norm = 0.9;
+  b.learning_rate = 0.001;
+  write_signals_csv(dir / "monitor.csv", {a, b});
+  const std::string text = testing::read_bytes(dir / "monitor.csv");
+  EXPECT_EQ(text,
+            "step,signal,layer,value\n"
+            "0,loss,,2.5\n0,grad_norm,,1\n0,lr,,0.001\n"
+            "0,layer_grad_norm,layers.0.dense,0.5\n0,weight_norm,layers.0.dense,3\n"
+            "0,act_mean,layers.0.dense,0.2\n0,act_std,layers.0.dense,0.3\n0,dead_fraction,layers.0.dense,0.25\n"
+            "1,loss,,2\n1,grad_norm,,0.9\n1,lr,,0.001\n");
+  // A folder where the file should go: the rename fails.
+  std::filesystem::create_directories(dir / "taken");
+  EXPECT_THROW(write_signals_csv(dir / "taken", {a}), IoError);
+}
+
+}  // namespace
+}  // namespace nanguard::monitor
