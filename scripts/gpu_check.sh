@@ -1,43 +1,59 @@
 #!/usr/bin/env bash
-# Exercises the doctor's CUDA section on a GPU machine with a PyTorch wheel (LibTorch 2.x + CUDA).
-# Usage: scripts/gpu_check.sh [OUT_DIR]   (default: gpu_check_out)
-# Writes OUT_DIR/doctor.json, doctor.txt and test_env.txt. It needs no network, but the build
-# needs fmt, toml++, CLI11, nlohmann-json and GoogleTest headers/packages: it stops and says which
-# are missing. Exit status: the doctor's (0 pass, 5 warnings, 6 failures) or 1 for a setup problem.
-set -u
-out=${1:-gpu_check_out}
+# Builds nanguard against the LibTorch 2.x with CUDA that ships inside PyTorch's wheel and
+# exercises what needs a GPU: the *_CUDA tests, the doctor's CUDA section, a guarded fit on
+# the GPU and the guard's overhead there. Meant for a GPU machine without network access:
+# the Debian packages the build needs (fmt, toml++, CLI11, nlohmann-json, GoogleTest, zlib,
+# protobuf) may be given as .deb files in DEBS_DIR and are unpacked into a private prefix.
+#   scripts/gpu_check.sh OUT_DIR [DEBS_DIR] [MNIST_DIR]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:?usage: scripts/gpu_check.sh OUT_DIR [DEBS_DIR] [MNIST_DIR]}
+debs=${2:-}
+mnist=${3:-data/mnist}
 mkdir -p "$out"
-root=$(cd "$(dirname "$0")/.." && pwd)
-py=${PYTHON:-python3}
+log() { echo "== $*"; }
 
-prefix=$("$py" -c 'import torch;print(torch.utils.cmake_prefix_path)' 2>/dev/null) || {
-  echo "gpu_check: $py cannot import torch" >&2; exit 1; }
-"$py" -c 'import torch;print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())' | tee "$out/python_torch.txt"
-nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || echo "gpu_check: nvidia-smi failed (see $out/nvidia-smi.txt)" >&2
+log "machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv | tee "$out/nvidia-smi.csv"
+python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+c++ --version | head -1; cmake --version | head -1
 
-missing=()
-for pair in "fmt:fmt/format.h" "tomlplusplus:toml++/toml.hpp" "CLI11:CLI/CLI.hpp" "nlohmann_json:nlohmann/json.hpp" "GTest:gtest/gtest.h"; do
-  pkg=${pair%%:*}; header=${pair#*:}
-  found=0
-  for dir in /usr/include /usr/local/include ${EXTRA_INCLUDE:-}; do [ -e "$dir/$header" ] && found=1; done
-  [ $found = 1 ] || missing+=("$pkg ($header)")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "gpu_check: missing build dependencies: ${missing[*]}" >&2
-  echo "gpu_check: install them (or point CMAKE_PREFIX_PATH / EXTRA_INCLUDE at copies) and rerun" >&2
-  exit 1
+prefix_path=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+if [ -n "$debs" ]; then
+  deps=/tmp/nanguard-deps
+  mkdir -p "$deps"
+  for f in "$debs"/*.deb; do dpkg -x "$f" "$deps"; done
+  prefix_path="$prefix_path;$deps/usr"
+  export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  export PATH="$deps/usr/bin:$PATH"
 fi
+cuda_root=$(dirname "$(dirname "$(command -v nvcc)")")
 
-build="$root/build-gpu"
-cmake -S "$root" -B "$build" -G Ninja -DNANGUARD_BUILD_BENCH=OFF -DNANGUARD_BUILD_EXAMPLES=OFF \
-  -DCMAKE_PREFIX_PATH="$prefix" > "$out/cmake.txt" 2>&1 || { echo "gpu_check: cmake failed, see $out/cmake.txt" >&2; exit 1; }
-ninja -C "$build" -j"$(nproc)" nanguard_cli test_env > "$out/build.txt" 2>&1 || {
-  echo "gpu_check: build failed, see $out/build.txt" >&2; exit 1; }
+log "configure + build (LibTorch from the wheel)"
+start=$(date +%s)
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix_path" \
+  -DCUDAToolkit_ROOT="$cuda_root" -DCMAKE_CUDA_COMPILER="$cuda_root/bin/nvcc" \
+  -DNANGUARD_BUILD_EXAMPLES=ON > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
+ninja -C build-gpu -j"$(nproc)" -k 0 > "$out/build.log" 2>&1
+build_rc=$?
+echo "build rc $build_rc in $(( $(date +%s) - start )) s"
+[ "$build_rc" = 0 ] || grep -E "error|FAILED" "$out/build.log" | head -40
 
-"$build/test_env" > "$out/test_env.txt" 2>&1
-echo "test_env exit status $?" >> "$out/test_env.txt"
-"$build/nanguard" doctor > "$out/doctor.txt" 2>&1
-"$build/nanguard" doctor --json > "$out/doctor.json"
-status=$?
-echo "gpu_check: doctor exit status $status; outputs in $out"
-exit $status
+log "tests (CPU tests under LibTorch 2.x, and the *_CUDA ones)"
+export NANGUARD_MNIST_DIR="$mnist"
+(cd build-gpu && OMP_NUM_THREADS=2 ctest -j8 --timeout 300 --output-on-failure > "$out/ctest.log" 2>&1; tail -25 "$out/ctest.log")
+(cd build-gpu && ctest -R _CUDA -V 2>&1 | grep -E "^\[|OK|FAILED|SKIPPED|Passed|Failed" | head -40)
+
+log "doctor"
+build-gpu/nanguard doctor > "$out/doctor.txt" 2>&1; echo "doctor exit $?"; cat "$out/doctor.txt"
+build-gpu/nanguard doctor --json > "$out/doctor.json" 2>/dev/null
+
+log "guarded fit of the article's MLP on the GPU (2 epochs)"
+build-gpu/nanguard fit examples/mnist_mlp.toml --device cuda --epochs 2 --out /tmp/gpu-run --quiet 2>&1 | tail -5
+cp /tmp/gpu-run/summary.json "$out/gpu_fit_summary.json" 2>/dev/null
+
+log "guard overhead: on the GPU, and on this machine's CPU with one thread (as on a 2-core machine)"
+if [ -x build-gpu/bench_guard_overhead ]; then
+  build-gpu/bench_guard_overhead "$mnist" 20 100 both cuda 2>&1 | tee "$out/overhead_cuda.txt"
+  OMP_NUM_THREADS=1 build-gpu/bench_guard_overhead "$mnist" 40 100 both cpu 2>&1 | tee "$out/overhead_cpu_1thread.txt"
+fi
