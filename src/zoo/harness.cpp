@@ -102,10 +102,15 @@ void train(const Scenario& scenario, const RunOptions& options, bool fault, cons
   };
 
   std::unique_ptr<Guard> guard;
+  bool stable_loss = false;
   std::mt19937_64 rng(options.seed() * 7919 + 17);
   if (is_guarded(baseline)) {
     GuardHooks hooks;
-    if (run.use_stable_loss) hooks.use_stable_loss = run.use_stable_loss;
+    if (run.use_stable_loss) {
+      // The loss is the scenario's own: unstable until the guard switches it.
+      hooks.use_stable_loss = [&run, &stable_loss] { return stable_loss = run.use_stable_loss(); };
+      hooks.loss_is_stable = [&stable_loss] { return stable_loss; };
+    }
     hooks.quarantine = [&](const std::vector<int64_t>& ids) { loader.exclude_ids(ids); };
     if (baseline == "random") {
       hooks.override_plan = [&](const Incident&, const std::vector<RepairAction>&) {
@@ -176,6 +181,7 @@ void train(const Scenario& scenario, const RunOptions& options, bool fault, cons
     r.phase = ev.birth_found ? ev.birth_phase : "";
     r.module = ev.birth_found ? ev.birth_module : "";
     r.diagnosis_seconds = first.seconds_to_diagnosis;
+    r.failed_check = ev.gradient_norm_overflow ? "gradient_norm" : ev.failed_check;
     if (baseline == "nanguard") {
       const CauseScore& top = first.diagnosis.top();
       r.top_cause = top.subkind.empty() ? top.cause : top.cause + "/" + top.subkind;
@@ -313,6 +319,7 @@ std::string ScenarioResult::to_json() const {
   j["detected_step"] = detected_step;
   j["birth_op"] = birth_op;
   j["phase"] = phase;
+  j["failed_check"] = failed_check;
   j["module"] = module;
   j["samples"] = samples;
   j["top_cause"] = top_cause;

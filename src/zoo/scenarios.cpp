@@ -129,10 +129,14 @@ Scenario z2() {
   s.title = "exploding gradients in an LSTM";
   // The LSTM reads the 28 rows of an image as a sequence. Its recurrent weights are scaled x4
   // and it trains with plain SGD at lr 1.0 and no clipping, so a gradient spike in the
-  // recurrent weights is applied in full.
+  // recurrent weights is applied in full. Measured: it does NOT go non-finite. The LSTM's gates
+  // saturate, which bounds both the activations and the gradients (x4 and x8, lr 0.1 and 1.0,
+  // 47-282 steps: no NaN or Inf, accuracy a few points below the unscaled twin); a relu RNN
+  // dies instead. So the scenario is marked as not producing a non-finite value: only a
+  // monitor warning (gradient-norm spike) can detect it.
   s.trigger = "LSTM(64) over the 28 image rows, recurrent weights x4, SGD lr 1.0, no clipping";
   s.true_cause = "exploding_gradients";
-  s.expected_phase = "backward";
+  s.produces_nonfinite = false;
   s.build = [](const BuildContext& ctx) {
     ScenarioRun run = mnist_run(ctx);
     run.epochs = ctx.epochs > 0 ? ctx.epochs : 2;
@@ -315,10 +319,14 @@ Scenario z8() {
   Scenario s;
   s.id = "Z8";
   s.title = "extreme but finite outliers in five training samples";
-  // Five images x1e6: finite, but their gradient is ~1e6 times a normal one. With SGD lr 0.01
-  // and leaky_relu (which cannot die and stop the growth) the update after an outlier batch
-  // makes the weights huge and the run goes non-finite later (step ~180 on seed 0).
-  s.trigger = "ids 7, 123, 345, 678, 901 scaled x1e6, MLP (leaky_relu), SGD lr 0.01";
+  // Four corner pixels of five images (always 0 in MNIST) set to 1e6: finite, but they
+  // dominate those samples' logits through random first-layer weights, so the samples are
+  // misclassified with a huge margin and their gradient is ~1e6 times a normal one. Scaling the
+  // whole image by 1e6 did nothing here: leaky_relu is positively homogeneous, a scaled image
+  // keeps its (mostly correct) prediction with a saturated softmax, and its gradient is exactly
+  // 0. With SGD lr 0.1 and leaky_relu (which cannot die and stop the growth) each outlier batch
+  // inflates the weights until the run goes non-finite at step 116-145 (seeds 0-2).
+  s.trigger = "pixels (0,0)-(0,3) of ids 7, 123, 345, 678, 901 set to 1e6, MLP (leaky_relu), SGD lr 0.1";
   s.true_cause = "data_outlier";
   s.expected_samples = kCorrupted;
   s.build = [](const BuildContext& ctx) {
@@ -326,13 +334,13 @@ Scenario z8() {
     if (ctx.inject_fault) {
       auto x = run.train.x().clone();
       for (int64_t id : kCorrupted) {
-        if (id < x.size(0)) x[id].mul_(1e6);
+        if (id < x.size(0)) x[id][0].narrow(0, 0, 4).fill_(1e6);
       }
       run.train = data::TensorDataset(x, run.train.y(), run.train.ids());
     }
     set_model(run, mlp({128}, "leaky_relu"));
     run.loss = cross_entropy;
-    run.optimizer = sgd(*run.model, 0.01);
+    run.optimizer = sgd(*run.model, 0.1);
     return run;
   };
   return s;

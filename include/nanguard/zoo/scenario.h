@@ -151,7 +151,10 @@ struct ScenarioResult {
   std::string birth_op;
   std::string phase;
   std::string module;
-  std::vector<int64_t> samples;   // dataset ids blamed
+  // What the guard's check caught: "loss", "gradients", "gradient_norm" (finite gradients
+  // whose norm overflows float32, before anything is non-finite), "parameters", ...
+  std::string failed_check;
+  std::vector<int64_t> samples;   // dataset ids blamed (union over incidents)
   std::string top_cause;          // "unsafe_loss/log_of_zero"
   double confidence = 0;
   std::string explanation;
