@@ -68,37 +68,37 @@ TEST(ZooTable, MarkdownShowsEveryScenarioAndBaseline) {
 }
 
 TEST(ZooTable, WritesResultAndTableFiles) {
-  test::TempDir dir;
+  nanguard::testing::TempDir dir;
   write_table(sample_table(), dir / "out");
   EXPECT_TRUE(std::filesystem::exists(dir / "out" / "table.md"));
-  EXPECT_TRUE(nlohmann::json::accept(test::read_bytes(dir / "out" / "table.json")));
+  EXPECT_TRUE(nlohmann::json::accept(nanguard::testing::read_bytes(dir / "out" / "table.json")));
   write_result(result("Z3", "nanguard", true, true, true), dir / "one");
-  const auto j = nlohmann::json::parse(test::read_bytes(dir / "one" / "result.json"));
+  const auto j = nlohmann::json::parse(nanguard::testing::read_bytes(dir / "one" / "result.json"));
   EXPECT_EQ(j["scenario"], "Z3");
 }
 
 TEST(ZooTable, UnwritableOutputFolderIsAnIoError) {
-  test::TempDir dir;
-  test::write_bytes(dir / "file", "x");
-  EXPECT_TRUE(test::throws_with<IoError>([&] { prepare_output_dir(dir / "file"); }, {"output folder", "file"}));
-  EXPECT_TRUE(test::throws_with<IoError>([&] { prepare_output_dir(dir / "file" / "sub"); }, {"output folder"}));
+  nanguard::testing::TempDir dir;
+  nanguard::testing::write_bytes(dir / "file", "x");
+  EXPECT_TRUE(nanguard::testing::throws_with<IoError>([&] { prepare_output_dir(dir / "file"); }, {"output folder", "file"}));
+  EXPECT_TRUE(nanguard::testing::throws_with<IoError>([&] { prepare_output_dir(dir / "file" / "sub"); }, {"output folder"}));
   if (geteuid() != 0) {  // root writes anywhere
     std::filesystem::create_directory(dir / "ro");
     chmod((dir / "ro").c_str(), 0500);
-    EXPECT_TRUE(test::throws_with<IoError>([&] { prepare_output_dir(dir / "ro"); }, {"ro"}));
+    EXPECT_TRUE(nanguard::testing::throws_with<IoError>([&] { prepare_output_dir(dir / "ro"); }, {"ro"}));
     chmod((dir / "ro").c_str(), 0700);
   }
 }
 
 TEST(ZooTable, BadOptions) {
-  EXPECT_TRUE(test::throws_with<ValueError>([] { run_table(TableOptions().seeds(0)); }, {"seeds", "0"}));
-  EXPECT_TRUE(test::throws_with<ValueError>([] { run_table(TableOptions().only({"Z42"})); }, {"Z42"}));
-  EXPECT_TRUE(test::throws_with<ValueError>([] { run_table(TableOptions().baselines({"oracle"})); },
+  EXPECT_TRUE(nanguard::testing::throws_with<ValueError>([] { run_table(TableOptions().seeds(0)); }, {"seeds", "0"}));
+  EXPECT_TRUE(nanguard::testing::throws_with<ValueError>([] { run_table(TableOptions().only({"Z42"})); }, {"Z42"}));
+  EXPECT_TRUE(nanguard::testing::throws_with<ValueError>([] { run_table(TableOptions().baselines({"oracle"})); },
                                             {"unknown baseline 'oracle'"}));
 }
 
 TEST(ZooTable, AnomalyModeWithoutScriptSaysWhy) {
-  test::TempDir dir;
+  nanguard::testing::TempDir dir;
   const auto r = run_anomaly_mode("/usr/bin/python3", dir.path(), "Z3", 0, dir.path());
   EXPECT_FALSE(r.detected);
   EXPECT_NE(r.error.find("no script"), std::string::npos) << r.error;
