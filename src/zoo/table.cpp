@@ -274,7 +274,7 @@ std::string Table::to_markdown() const {
 
   md << "### Totals per baseline\n\n";
   md << "| baseline | detected | birth op + phase (or samples) correct | top cause correct | repaired | "
-        "false positives on Z0 | detection to diagnosis (mean s) | Z0 run time (s) |\n";
+        "false positives on Z0 | detection to diagnosis (mean s) | Z0 mean run time (s) |\n";
   md << "|---|---|---|---|---|---|---|---|\n";
   for (const auto& b : baselines) {
     const Totals t = totals(*this, b);
@@ -348,8 +348,11 @@ std::string Table::to_markdown() const {
         md << fmt::format("| {} | not run: {} | - | - | - | - | - |\n", a.scenario, cell(a.error));
         continue;
       }
+      const Scenario* s = find_scenario(a.scenario);
+      const bool has_op = s && !s->expected_birth_op.empty();
       md << fmt::format("| {} | {} | {} | {} | {:.2f} | {} | {} |\n", a.scenario,
-                        a.detected ? cell(a.op) : "nothing (no error)", a.op_correct ? "yes" : "no",
+                        a.detected ? cell(a.op) : "nothing (no error)",
+                        !has_op ? "n/a (no birth op: data or optimizer)" : a.op_correct ? "yes" : "no",
                         a.detected_step < 0 ? "-" : std::to_string(a.detected_step), a.seconds,
                         g ? cell(g->birth_op) : "-",
                         g && g->diagnosis_seconds >= 0 ? fmt::format("{:.3f}", g->diagnosis_seconds) : "-");
