@@ -14,6 +14,7 @@ Command add_fit(CLI::App& app);
 Command add_evaluate(CLI::App& app);
 Command add_replay(CLI::App& app);
 Command add_doctor(CLI::App& app);
+Command add_zoo(CLI::App& app);
 
 // Exit codes (documented in `nanguard --help` and the README).
 enum ExitCode : int {

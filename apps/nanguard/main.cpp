@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
       {"evaluate", add_evaluate(app)},
       {"replay", add_replay(app)},
       {"doctor", add_doctor(app)},
+      {"zoo", add_zoo(app)},
   };
 
   try {

@@ -34,3 +34,5 @@
 #include "nanguard/train/run_config.h"
 #include "nanguard/train/schedule.h"
 #include "nanguard/train/trainer.h"
+#include "nanguard/zoo/scenario.h"
+#include "nanguard/zoo/table.h"

@@ -670,6 +670,10 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
   std::vector<RepairAction> actions = options_.repair()
                                           ? plan_repair(incident->diagnosis, ev, options_.policy(), *ledger_)
                                           : std::vector<RepairAction>{RepairAction::skip_step};
+  if (hooks_.override_plan && options_.repair()) {
+    actions = hooks_.override_plan(*incident, actions);
+    if (actions.empty()) actions.push_back(RepairAction::skip_step);
+  }
   // Non-finite parameters cannot be kept: only a rollback (or stopping) recovers.
   const bool params_bad = ev.params_nonfinite_before_step || ev.optimizer_state_nonfinite;
   if (params_bad && std::find(actions.begin(), actions.end(), RepairAction::rollback) == actions.end() &&

@@ -72,6 +72,9 @@ struct GuardHooks {
   std::function<void(int64_t step, const data::Batch& batch, const at::Tensor& rng_state)> dump_incident;
   // Called with every event as it happens (events.jsonl, console).
   std::function<void(const GuardEvent&)> on_event;
+  // Replaces the repair actions planned for an incident (to compare repair policies); an empty
+  // result means skip_step. Non-finite parameters still force a rollback or a stop.
+  std::function<std::vector<RepairAction>(const Incident&, const std::vector<RepairAction>& planned)> override_plan;
 };
 
 class Guard {

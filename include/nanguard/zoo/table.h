@@ -1,0 +1,79 @@
+// The zoo's table: every scenario under every baseline over a few seeds, side by side, plus
+// PyTorch's anomaly mode on the scenarios that have a Python equivalent.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <torch/arg.h>
+
+#include "nanguard/zoo/scenario.h"
+
+namespace nanguard::zoo {
+
+// One run of PyTorch's anomaly mode on a Python equivalent of a scenario.
+struct AnomalyResult {
+  std::string scenario;
+  uint64_t seed = 0;
+  bool detected = false;      // anomaly mode raised an error
+  int64_t detected_step = -1;
+  std::string op;             // the backward function it named, e.g. "LogBackward0"
+  bool op_correct = false;    // it names the scenario's birth op (LogBackward0 for aten::log)
+  double seconds = 0;         // wall time of the run until the error (or the end)
+  std::string error;          // why the script could not run ("" when it ran)
+};
+
+struct TableOptions {
+  // Scenario ids to run (empty: all built-in ones).
+  TORCH_ARG(std::vector<std::string>, only);
+  // Seeds 0..seeds-1 for every baseline.
+  TORCH_ARG(int64_t, seeds) = 3;
+  // Baselines to run (each one of baseline_names()).
+  TORCH_ARG(std::vector<std::string>, baselines) = baseline_names();
+  TORCH_ARG(std::filesystem::path, mnist_dir) = "data/mnist";
+  // Size overrides for every scenario (0: the scenario's defaults).
+  TORCH_ARG(int64_t, train_samples) = 0;
+  TORCH_ARG(int64_t, test_samples) = 0;
+  TORCH_ARG(int64_t, epochs) = 0;
+  // Python with torch for the anomaly-mode column, and the folder of zoo/python scripts;
+  // the column is left out when either is empty or the interpreter lacks torch.
+  TORCH_ARG(std::string, python) = "/usr/bin/python3";
+  TORCH_ARG(std::filesystem::path, python_dir);
+  // Called after every run (progress output).
+  TORCH_ARG(std::function<void(const ScenarioResult&)>, on_result);
+};
+
+struct Table {
+  std::vector<ScenarioResult> results;
+  std::vector<AnomalyResult> anomaly;
+  bool anomaly_available = false;
+  std::string anomaly_note;  // why the anomaly-mode column is missing, if it is
+  int64_t seeds = 0;
+  double seconds = 0;
+
+  // The table as Markdown: per-scenario rows, the baselines side by side, totals.
+  std::string to_markdown() const;
+  // Every result and the totals as one JSON document.
+  std::string to_json() const;
+};
+
+// Runs the table. Throws ValueError for an unknown scenario or baseline or seeds < 1.
+Table run_table(const TableOptions& options);
+
+// Creates `dir` if needed and checks it can be written; throws IoError naming it otherwise.
+// Call it before a long run so that a bad --out fails at once.
+void prepare_output_dir(const std::filesystem::path& dir);
+// Writes dir/result.json (IoError when it cannot).
+void write_result(const ScenarioResult& result, const std::filesystem::path& dir);
+// Writes dir/table.md and dir/table.json (IoError when it cannot).
+void write_table(const Table& table, const std::filesystem::path& dir);
+
+// Runs the Python equivalent of one scenario under anomaly mode; the result's error says why
+// it could not run (no script for the scenario, no torch, a failed run).
+AnomalyResult run_anomaly_mode(const std::string& python, const std::filesystem::path& python_dir,
+                               const std::string& scenario, uint64_t seed, const std::filesystem::path& mnist_dir);
+
+}  // namespace nanguard::zoo

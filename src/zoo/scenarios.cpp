@@ -1,0 +1,367 @@
+// The built-in scenarios Z0-Z8 of the NaN zoo (see docs/zoo.md). Each trigger was tuned on
+// this data (6000 MNIST training images, seeds 0-2) so that the unguarded run really goes
+// non-finite; the comment of each scenario says why its numbers were chosen.
+#include <algorithm>
+#include <cctype>
+#include <limits>
+#include <map>
+#include <mutex>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "core/check.h"
+#include "nanguard/core/error.h"
+#include "nanguard/train/model.h"
+#include "nanguard/zoo/scenario.h"
+
+namespace nanguard::zoo {
+namespace {
+
+constexpr int64_t kTrain = 6000;  // training images per run: an epoch is 94 steps of 64
+constexpr int64_t kTest = 2000;
+
+// MNIST as loaded from a folder, kept for the process (a table builds ~150 runs from it).
+const data::MnistSplits& mnist(const std::filesystem::path& dir) {
+  static std::mutex mutex;
+  static std::map<std::string, data::MnistSplits> loaded;
+  std::lock_guard<std::mutex> lock(mutex);
+  const std::string key = dir.string();
+  auto it = loaded.find(key);
+  if (it != loaded.end()) return it->second;
+  if (!std::filesystem::exists(dir / "train-images-idx3-ubyte") &&
+      !std::filesystem::exists(dir / "train-images-idx3-ubyte.gz")) {
+    throw IoError(fmt::format("zoo: MNIST not found in '{}' (expected train-images-idx3-ubyte; "
+                              "scripts/setup.sh --data downloads it, or pass --mnist DIR)",
+                              key));
+  }
+  return loaded.emplace(key, data::load_mnist(dir, 1.0)).first->second;
+}
+
+// The first n training and test images, as float pixels divided by `divisor`, and the run's
+// size defaults.
+ScenarioRun mnist_run(const BuildContext& ctx, double divisor = 255.0) {
+  const auto& m = mnist(ctx.mnist_dir);
+  const int64_t n_train = ctx.train_samples > 0 ? ctx.train_samples : kTrain;
+  const int64_t n_test = ctx.test_samples > 0 ? ctx.test_samples : kTest;
+  auto train = m.train.head(n_train);
+  auto test = m.test.head(n_test);
+  ScenarioRun run;
+  run.train = data::TensorDataset(train.x() / divisor, train.y(), train.ids());
+  run.test = data::TensorDataset(test.x() / divisor, test.y(), test.ids());
+  run.epochs = ctx.epochs > 0 ? ctx.epochs : 3;
+  run.batch_size = 64;
+  return run;
+}
+
+// A Keras-style MLP on 28x28 images: flatten, hidden layers, a linear output of 10 scores.
+SequentialModel mlp(const std::vector<int64_t>& hidden, const std::string& activation,
+                    const std::string& init = "glorot_uniform") {
+  ModelSpec spec;
+  spec.input_shape = {28, 28};
+  spec.add(layers::flatten());
+  for (int64_t units : hidden) spec.add(layers::dense(units, activation).kernel_initializer(init));
+  spec.add(layers::dense(10, "linear").kernel_initializer(init));
+  return SequentialModel(spec);
+}
+
+void set_model(ScenarioRun& run, SequentialModel model) {
+  run.model = model.ptr();
+  run.forward = [model](const at::Tensor& x) mutable { return model->forward(x); };
+}
+
+at::Tensor cross_entropy(const at::Tensor& scores, const at::Tensor& y) {
+  return torch::nn::functional::cross_entropy(scores, y);
+}
+
+std::shared_ptr<torch::optim::Optimizer> adam(torch::nn::Module& model, double lr = 1e-3) {
+  return std::make_shared<torch::optim::Adam>(model.parameters(), torch::optim::AdamOptions(lr));
+}
+std::shared_ptr<torch::optim::Optimizer> sgd(torch::nn::Module& model, double lr) {
+  return std::make_shared<torch::optim::SGD>(model.parameters(), torch::optim::SGDOptions(lr));
+}
+
+// The healthy reference: MLP 784-128-10 (relu), Adam 1e-3, stable cross-entropy.
+ScenarioRun healthy(const BuildContext& ctx) {
+  ScenarioRun run = mnist_run(ctx);
+  set_model(run, mlp({128}, "relu"));
+  run.loss = cross_entropy;
+  run.optimizer = adam(*run.model);
+  return run;
+}
+
+Scenario z0() {
+  Scenario s;
+  s.id = "Z0";
+  s.title = "healthy MLP";
+  s.trigger = "MLP 784-128-10 (relu) on 6000 MNIST images, Adam 1e-3, 3 epochs: nothing goes wrong";
+  s.true_cause = "none";
+  s.produces_nonfinite = false;
+  s.build = healthy;
+  return s;
+}
+
+Scenario z1() {
+  Scenario s;
+  s.id = "Z1";
+  s.title = "learning rate too high";
+  // Raw 0-255 pixels make the first layer's gradients 255x larger. With relu and lr 0.5-5 the
+  // units die within a few steps and the run flat-lines at ~10% without ever going non-finite;
+  // leaky_relu (alpha 0.3) cannot die, so the weights grow geometrically instead: with SGD
+  // lr 0.01 the loss goes non-finite at step 23-24 (seeds 0-2), lr 0.005 at step 47-55, and
+  // lr 0.001 (the clean twin) trains to ~80% in an epoch. One lr backoff (x0.1) is the repair.
+  s.trigger = "MLP (leaky_relu) on raw 0-255 pixels, SGD lr 0.01 (clean twin: lr 0.001)";
+  s.true_cause = "lr_too_high";
+  s.expected_phase = "optimizer";
+  s.build = [](const BuildContext& ctx) {
+    ScenarioRun run = mnist_run(ctx, 1.0);
+    set_model(run, mlp({128}, "leaky_relu"));
+    run.loss = cross_entropy;
+    run.optimizer = sgd(*run.model, ctx.inject_fault ? 0.01 : 0.001);
+    return run;
+  };
+  return s;
+}
+
+Scenario z2() {
+  Scenario s;
+  s.id = "Z2";
+  s.title = "exploding gradients in an LSTM";
+  // The LSTM reads the 28 rows of an image as a sequence. Its recurrent weights are scaled x4
+  // and it trains with plain SGD at lr 1.0 and no clipping, so a gradient spike in the
+  // recurrent weights is applied in full. Measured: it does NOT go non-finite. The LSTM's gates
+  // saturate, which bounds both the activations and the gradients (x4 and x8, lr 0.1 and 1.0,
+  // 47-282 steps: no NaN or Inf, accuracy a few points below the unscaled twin); a relu RNN
+  // dies instead. So the scenario is marked as not producing a non-finite value: only a
+  // monitor warning (gradient-norm spike) can detect it.
+  s.trigger = "LSTM(64) over the 28 image rows, recurrent weights x4, SGD lr 1.0, no clipping";
+  s.true_cause = "exploding_gradients";
+  s.produces_nonfinite = false;
+  s.build = [](const BuildContext& ctx) {
+    ScenarioRun run = mnist_run(ctx);
+    run.epochs = ctx.epochs > 0 ? ctx.epochs : 2;
+    ModelSpec spec;
+    spec.input_shape = {28, 28};
+    spec.add(layers::lstm(64)).add(layers::dense(10, "linear"));
+    SequentialModel model(spec);
+    if (ctx.inject_fault) {
+      torch::NoGradGuard no_grad;
+      for (auto& p : model->named_parameters()) {
+        if (p.key().find("weight_hh") != std::string::npos) p.value().mul_(4.0);
+      }
+    }
+    set_model(run, model);
+    run.loss = cross_entropy;
+    run.optimizer = sgd(*run.model, 1.0);
+    return run;
+  };
+  return s;
+}
+
+// Z3/Z4: the loss is written by hand; a shared flag switches it to the stable form (the
+// guard's stable_loss repair, and the clean twin).
+struct LossSwitch {
+  bool stable = false;
+};
+
+Scenario z3() {
+  Scenario s;
+  s.id = "Z3";
+  s.title = "log of a softmax that underflows";
+  // Logits x50: float32 exp underflows to exactly 0 once two logits differ by more than
+  // ~103.9 (exp(-103.9) is below the smallest denormal), i.e. by ~2.1 before scaling. Glorot
+  // init already gives such spreads on some rows of the first batch, so log(0) = -inf appears
+  // at step 0 and 0 * -inf = NaN in the sum; the stable cross_entropy on the same x50 logits
+  // is the clean twin (Adam is invariant to the x50 gradient scale).
+  s.trigger = "hand-written loss -(y * log(softmax(50 z))).sum(), MLP, Adam 1e-3";
+  s.true_cause = "unsafe_loss";
+  s.true_subkind = "log_of_zero";
+  s.expected_birth_op = "aten::log";
+  s.expected_phase = "forward";
+  s.build = [](const BuildContext& ctx) {
+    ScenarioRun run = healthy(ctx);
+    auto sw = std::make_shared<LossSwitch>();
+    sw->stable = !ctx.inject_fault;
+    run.loss = [sw](const at::Tensor& z, const at::Tensor& y) {
+      auto logits = z * 50.0;
+      if (sw->stable) return cross_entropy(logits, y);
+      auto p = torch::softmax(logits, 1);
+      return -(torch::one_hot(y, 10).to(p.dtype()) * torch::log(p)).sum(1).mean();
+    };
+    run.use_stable_loss = [sw] {
+      sw->stable = true;
+      return true;
+    };
+    return run;
+  };
+  return s;
+}
+
+Scenario z4() {
+  Scenario s;
+  s.id = "Z4";
+  s.title = "exp overflow in a hand-written softmax";
+  // exp overflows float32 above ~88.72. Logits x200 put the largest logit of most rows of the
+  // first batch above 88 (glorot logits reach ~0.5-1), so exp gives +inf, inf/inf = NaN. The
+  // clean twin is the stable cross_entropy on the same x200 logits (it subtracts the max).
+  s.trigger = "hand-written softmax exp(200 z) / exp(200 z).sum(), then -log p[y], MLP, Adam 1e-3";
+  s.true_cause = "unsafe_loss";
+  s.true_subkind = "exp_overflow";
+  s.expected_birth_op = "aten::exp";
+  s.expected_phase = "forward";
+  s.build = [](const BuildContext& ctx) {
+    ScenarioRun run = healthy(ctx);
+    auto sw = std::make_shared<LossSwitch>();
+    sw->stable = !ctx.inject_fault;
+    run.loss = [sw](const at::Tensor& z, const at::Tensor& y) {
+      auto logits = z * 200.0;
+      if (sw->stable) return cross_entropy(logits, y);
+      auto e = torch::exp(logits);
+      auto p = e / e.sum(1, true);
+      return -(torch::one_hot(y, 10).to(p.dtype()) * torch::log(p)).sum(1).mean();
+    };
+    run.use_stable_loss = [sw] {
+      sw->stable = true;
+      return true;
+    };
+    return run;
+  };
+  return s;
+}
+
+// Dataset ids that Z5 and Z8 corrupt: all below 1000, so the small test runs hold them too.
+const std::vector<int64_t> kCorrupted{7, 123, 345, 678, 901};
+
+Scenario z5() {
+  Scenario s;
+  s.id = "Z5";
+  s.title = "NaN and Inf in five training samples";
+  // Three samples get a NaN pixel and two an Inf pixel (the centre pixel, which is not
+  // constant): every batch holding one has a non-finite loss, in the first epoch already.
+  s.trigger = "NaN (ids 7, 123, 345) and +Inf (ids 678, 901) written into one pixel, MLP, Adam 1e-3";
+  s.true_cause = "bad_input_data";
+  s.expected_samples = kCorrupted;
+  s.build = [](const BuildContext& ctx) {
+    ScenarioRun run = healthy(ctx);
+    if (ctx.inject_fault) {
+      auto x = run.train.x().clone();
+      const float nan = std::numeric_limits<float>::quiet_NaN();
+      const float inf = std::numeric_limits<float>::infinity();
+      for (size_t i = 0; i < kCorrupted.size(); ++i) {
+        if (kCorrupted[i] < x.size(0)) x[kCorrupted[i]][14][14] = i < 3 ? nan : inf;
+      }
+      run.train = data::TensorDataset(x, run.train.y(), run.train.ids());
+    }
+    return run;
+  };
+  return s;
+}
+
+Scenario z6() {
+  Scenario s;
+  s.id = "Z6";
+  s.title = "transient fault in one gradient";
+  // One NaN in the first layer's weight gradient at step 40 (inside the first epoch), only on
+  // the first execution of that step: a replay from the same state and batch is finite.
+  s.trigger = "one NaN written into layers.1.dense.weight.grad at step 40, first execution only";
+  s.true_cause = "transient_fault";
+  s.build = [](const BuildContext& ctx) {
+    ScenarioRun run = healthy(ctx);
+    if (ctx.inject_fault) {
+      auto model = run.model;
+      run.after_backward = [model](const StepInfo& info) {
+        if (info.step != 40 || info.execution != 0) return;
+        torch::NoGradGuard no_grad;
+        for (auto& p : model->named_parameters()) {
+          if (p.key().find("weight") == std::string::npos || !p.value().grad().defined()) continue;
+          p.value().grad().view({-1})[0] = std::numeric_limits<float>::quiet_NaN();
+          return;
+        }
+      };
+    }
+    return run;
+  };
+  return s;
+}
+
+Scenario z7() {
+  Scenario s;
+  s.id = "Z7";
+  s.title = "vanishing gradients in a deep sigmoid MLP";
+  // 20 sigmoid layers of 64 with N(0,1) weights: the sigmoids saturate, and each layer's
+  // derivative (<= 0.25) shrinks the gradient further, so the first layers barely move and the
+  // run stays near chance. Nothing goes non-finite: only a warning can detect it. The clean
+  // twin uses relu with He init, which trains.
+  s.trigger = "MLP with 20 sigmoid layers of 64, N(0,1) init, SGD lr 0.1 (clean twin: relu, He init)";
+  s.true_cause = "vanishing_gradients";
+  s.also_correct = {"bad_initialization"};
+  s.produces_nonfinite = false;
+  s.repairable = false;
+  s.build = [](const BuildContext& ctx) {
+    ScenarioRun run = mnist_run(ctx);
+    const std::vector<int64_t> hidden(20, 64);
+    SequentialModel model = ctx.inject_fault ? mlp(hidden, "sigmoid") : mlp(hidden, "relu", "he_normal");
+    if (ctx.inject_fault) {
+      torch::NoGradGuard no_grad;
+      for (auto& p : model->named_parameters()) {
+        if (p.key().find("weight") != std::string::npos) p.value().normal_(0.0, 1.0);
+      }
+    }
+    set_model(run, model);
+    run.loss = cross_entropy;
+    run.optimizer = sgd(*run.model, ctx.inject_fault ? 0.1 : 0.01);
+    return run;
+  };
+  return s;
+}
+
+Scenario z8() {
+  Scenario s;
+  s.id = "Z8";
+  s.title = "extreme but finite outliers in five training samples";
+  // Four corner pixels of five images (always 0 in MNIST) set to 1e6: finite, but they
+  // dominate those samples' logits through random first-layer weights, so the samples are
+  // misclassified with a huge margin and their gradient is ~1e6 times a normal one. Scaling the
+  // whole image by 1e6 did nothing here: leaky_relu is positively homogeneous, a scaled image
+  // keeps its (mostly correct) prediction with a saturated softmax, and its gradient is exactly
+  // 0. With SGD lr 0.1 and leaky_relu (which cannot die and stop the growth) each outlier batch
+  // inflates the weights until the run goes non-finite at step 116-145 (seeds 0-2).
+  s.trigger = "pixels (0,0)-(0,3) of ids 7, 123, 345, 678, 901 set to 1e6, MLP (leaky_relu), SGD lr 0.1";
+  s.true_cause = "data_outlier";
+  s.expected_samples = kCorrupted;
+  s.build = [](const BuildContext& ctx) {
+    ScenarioRun run = mnist_run(ctx);
+    if (ctx.inject_fault) {
+      auto x = run.train.x().clone();
+      for (int64_t id : kCorrupted) {
+        if (id < x.size(0)) x[id][0].narrow(0, 0, 4).fill_(1e6);
+      }
+      run.train = data::TensorDataset(x, run.train.y(), run.train.ids());
+    }
+    set_model(run, mlp({128}, "leaky_relu"));
+    run.loss = cross_entropy;
+    run.optimizer = sgd(*run.model, 0.1);
+    return run;
+  };
+  return s;
+}
+
+}  // namespace
+
+const std::vector<Scenario>& builtin_scenarios() {
+  static const std::vector<Scenario> all{z0(), z1(), z2(), z3(), z4(), z5(), z6(), z7(), z8()};
+  return all;
+}
+
+const Scenario& builtin_scenario(const std::string& id) {
+  std::string want = id;
+  std::transform(want.begin(), want.end(), want.begin(), [](unsigned char c) { return std::toupper(c); });
+  std::vector<std::string> ids;
+  for (const auto& s : builtin_scenarios()) {
+    if (s.id == want) return s;
+    ids.push_back(s.id);
+  }
+  throw ValueError(fmt::format("zoo: unknown scenario '{}' (expected one of: {})", id, fmt::join(ids, ", ")));
+}
+
+}  // namespace nanguard::zoo

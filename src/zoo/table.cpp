@@ -1,0 +1,421 @@
+// The zoo's table: runs, totals and their Markdown / JSON forms.
+#include "nanguard/zoo/table.h"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <sstream>
+
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "core/check.h"
+#include "nanguard/core/atomic_file.h"
+#include "nanguard/core/error.h"
+
+namespace nanguard::zoo {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+const Scenario* find_scenario(const std::string& id) {
+  for (const auto& s : builtin_scenarios()) {
+    if (s.id == id) return &s;
+  }
+  return nullptr;
+}
+
+std::vector<const ScenarioResult*> select(const Table& t, const std::string& scenario, const std::string& baseline) {
+  std::vector<const ScenarioResult*> out;
+  for (const auto& r : t.results) {
+    if ((scenario.empty() || r.scenario == scenario) && r.baseline == baseline) out.push_back(&r);
+  }
+  return out;
+}
+
+std::vector<std::string> baselines_in(const Table& t) {
+  std::vector<std::string> out;
+  for (const auto& name : baseline_names()) {
+    if (!select(t, "", name).empty()) out.push_back(name);
+  }
+  return out;
+}
+
+std::vector<std::string> scenarios_in(const Table& t) {
+  std::vector<std::string> out;
+  for (const auto& r : t.results) {
+    if (std::find(out.begin(), out.end(), r.scenario) == out.end()) out.push_back(r.scenario);
+  }
+  return out;
+}
+
+struct Rate {
+  int64_t hit = 0, of = 0;
+  std::string str() const { return of == 0 ? "-" : fmt::format("{}/{}", hit, of); }
+  json to_json() const { return of == 0 ? json(nullptr) : json{{"hit", hit}, {"of", of}}; }
+};
+
+struct Totals {
+  Rate detection, localization, cause, repair, false_positives;
+  double diagnosis_seconds = -1;  // mean over runs with a diagnosis
+  double z0_seconds = -1;         // mean seconds on Z0
+};
+
+bool diagnoses(const std::string& baseline) { return baseline == "nanguard"; }
+bool localizes(const std::string& baseline) { return baseline == "nanguard" || baseline == "random"; }
+
+Totals totals(const Table& t, const std::string& baseline) {
+  Totals out;
+  double diag = 0, z0 = 0;
+  int64_t n_diag = 0, n_z0 = 0;
+  for (const ScenarioResult* r : select(t, "", baseline)) {
+    const Scenario* s = find_scenario(r->scenario);
+    const bool healthy = s ? s->true_cause == "none" : false;
+    const bool nonfinite = s ? s->produces_nonfinite : true;
+    const bool repairable = s ? s->repairable && !healthy : false;
+    if (healthy) {
+      out.false_positives.of++;
+      out.false_positives.hit += r->detected ? 1 : 0;
+      z0 += r->seconds;
+      ++n_z0;
+    } else {
+      out.detection.of++;
+      out.detection.hit += r->detected ? 1 : 0;
+      if (diagnoses(baseline)) {
+        out.cause.of++;
+        out.cause.hit += r->cause_correct ? 1 : 0;
+      }
+    }
+    if (nonfinite && !healthy && localizes(baseline)) {
+      out.localization.of++;
+      out.localization.hit += r->localization_correct ? 1 : 0;
+    }
+    if (repairable && r->clean_accuracy >= 0) {
+      out.repair.of++;
+      out.repair.hit += r->repaired ? 1 : 0;
+    }
+    if (r->diagnosis_seconds >= 0 && diagnoses(baseline)) {
+      diag += r->diagnosis_seconds;
+      ++n_diag;
+    }
+  }
+  if (n_diag > 0) out.diagnosis_seconds = diag / static_cast<double>(n_diag);
+  if (n_z0 > 0) out.z0_seconds = z0 / static_cast<double>(n_z0);
+  return out;
+}
+
+double mean_of(const std::vector<const ScenarioResult*>& rs, double ScenarioResult::*field) {
+  if (rs.empty()) return -1;
+  double sum = 0;
+  for (const auto* r : rs) sum += r->*field;
+  return sum / static_cast<double>(rs.size());
+}
+
+std::string pct(double v) { return v < 0 ? "-" : fmt::format("{:.1f}", v * 100); }
+
+std::string cell(std::string s) {
+  std::replace(s.begin(), s.end(), '|', '/');
+  std::replace(s.begin(), s.end(), '\n', ' ');
+  return s.empty() ? "-" : s;
+}
+
+template <class Pred>
+Rate count(const std::vector<const ScenarioResult*>& rs, Pred pred) {
+  Rate r;
+  for (const auto* x : rs) {
+    r.of++;
+    r.hit += pred(*x) ? 1 : 0;
+  }
+  return r;
+}
+
+std::string ids_str(const std::vector<int64_t>& ids) {
+  if (ids.empty()) return "-";
+  std::vector<int64_t> shown(ids.begin(), ids.begin() + std::min<size_t>(ids.size(), 8));
+  return fmt::format("{}{}", fmt::join(shown, ","), ids.size() > 8 ? ",..." : "");
+}
+
+std::string actions_str(const std::vector<std::string>& actions) {
+  if (actions.empty()) return "-";
+  // Collapsed: "quarantine_samples x5, skip_step x5".
+  std::vector<std::pair<std::string, int>> counts;
+  for (const auto& a : actions) {
+    auto it = std::find_if(counts.begin(), counts.end(), [&](const auto& c) { return c.first == a; });
+    if (it == counts.end()) counts.emplace_back(a, 1);
+    else ++it->second;
+  }
+  std::string s;
+  for (const auto& [a, n] : counts) s += (s.empty() ? "" : ", ") + (n > 1 ? fmt::format("{} x{}", a, n) : a);
+  return s;
+}
+
+std::string read_command(const std::string& command, int& status) {
+  std::string out;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) {
+    status = -1;
+    return out;
+  }
+  std::array<char, 4096> buffer{};
+  size_t n;
+  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) out.append(buffer.data(), n);
+  status = pclose(pipe);
+  return out;
+}
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+}  // namespace
+
+AnomalyResult run_anomaly_mode(const std::string& python, const std::filesystem::path& python_dir,
+                               const std::string& scenario, uint64_t seed, const std::filesystem::path& mnist_dir) {
+  AnomalyResult r;
+  r.scenario = scenario;
+  r.seed = seed;
+  const auto script = python_dir / "anomaly_zoo.py";
+  if (!std::filesystem::exists(script)) {
+    r.error = "no script " + script.string();
+    return r;
+  }
+  int status = 0;
+  const std::string out = read_command(fmt::format("{} {} --scenario {} --seed {} --mnist {} 2>/dev/null", quote(python),
+                                                   quote(script.string()), quote(scenario), seed,
+                                                   quote(mnist_dir.string())),
+                                       status);
+  const auto line_start = out.rfind('{');
+  if (status != 0 || line_start == std::string::npos) {
+    r.error = fmt::format("the script failed (status {})", status);
+    return r;
+  }
+  json j = json::parse(out.substr(line_start), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    r.error = "the script printed no JSON result";
+    return r;
+  }
+  if (j.contains("error")) {
+    r.error = j["error"].get<std::string>();
+    return r;
+  }
+  r.detected = j.value("detected", false);
+  r.detected_step = j.value("detected_step", int64_t{-1});
+  r.op = j.value("op", std::string());
+  r.seconds = j.value("seconds", 0.0);
+  const Scenario* s = find_scenario(scenario);
+  if (s && !s->expected_birth_op.empty() && !r.op.empty()) {
+    // "LogBackward0" names the node of aten::log.
+    std::string fwd = s->expected_birth_op.substr(s->expected_birth_op.find("::") + 2);
+    std::string op = r.op.substr(0, r.op.find("Backward"));
+    std::transform(op.begin(), op.end(), op.begin(), [](unsigned char c) { return std::tolower(c); });
+    r.op_correct = op == fwd;
+  }
+  return r;
+}
+
+Table run_table(const TableOptions& options) {
+  NANGUARD_CHECK(options.seeds() >= 1, "zoo table: --seeds must be at least 1, got {}", options.seeds());
+  for (const auto& b : options.baselines()) check_baseline(b);
+  std::vector<const Scenario*> scenarios;
+  if (options.only().empty()) {
+    for (const auto& s : builtin_scenarios()) scenarios.push_back(&s);
+  } else {
+    for (const auto& id : options.only()) scenarios.push_back(&builtin_scenario(id));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  Table table;
+  table.seeds = options.seeds();
+  auto cache = std::make_shared<RunCache>();
+  // `none` first: its first non-finite step is reused by the guarded runs.
+  std::vector<std::string> order = options.baselines();
+  std::stable_partition(order.begin(), order.end(), [](const std::string& b) { return b == "none"; });
+  for (const Scenario* s : scenarios) {
+    for (int64_t seed = 0; seed < options.seeds(); ++seed) {
+      for (const auto& b : order) {
+        RunOptions o;
+        o.baseline(b).seed(static_cast<uint64_t>(seed)).mnist_dir(options.mnist_dir()).cache(cache);
+        o.train_samples(options.train_samples()).test_samples(options.test_samples()).epochs(options.epochs());
+        table.results.push_back(run_scenario(*s, o));
+        if (options.on_result()) options.on_result()(table.results.back());
+      }
+    }
+  }
+  // Anomaly mode: one seed per scenario that has a Python equivalent.
+  if (options.python().empty() || options.python_dir().empty()) {
+    table.anomaly_note = "no Python interpreter or script folder given";
+  } else {
+    int status = 0;
+    read_command(quote(options.python()) + " -c 'import torch' >/dev/null 2>&1", status);
+    if (status != 0) {
+      table.anomaly_note = options.python() + " cannot import torch";
+    } else {
+      table.anomaly_available = true;
+      for (const Scenario* s : scenarios) {
+        auto r = run_anomaly_mode(options.python(), options.python_dir(), s->id, 0, options.mnist_dir());
+        if (r.error.rfind("no equivalent", 0) == 0) continue;
+        table.anomaly.push_back(r);
+      }
+    }
+  }
+  table.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return table;
+}
+
+std::string Table::to_markdown() const {
+  std::ostringstream md;
+  const auto baselines = baselines_in(*this);
+  const auto ids = scenarios_in(*this);
+
+  md << "### Totals per baseline\n\n";
+  md << "| baseline | detected | birth op + phase (or samples) correct | top cause correct | repaired | "
+        "false positives on Z0 | detection to diagnosis (mean s) | Z0 mean run time (s) |\n";
+  md << "|---|---|---|---|---|---|---|---|\n";
+  for (const auto& b : baselines) {
+    const Totals t = totals(*this, b);
+    md << fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} |\n", b, t.detection.str(), t.localization.str(),
+                      t.cause.str(), t.repair.str(), t.false_positives.str(),
+                      t.diagnosis_seconds < 0 ? "-" : fmt::format("{:.3f}", t.diagnosis_seconds),
+                      t.z0_seconds < 0 ? "-" : fmt::format("{:.2f}", t.z0_seconds));
+  }
+
+  md << "\n### nanguard per scenario (details from seed 0; counts over " << seeds << " seeds)\n\n";
+  md << "| id | detected (step) | birth op | phase | module | samples blamed | top cause | cause correct | "
+        "actions | final acc % | clean acc % | repaired | unguarded non-finite at step | warnings |\n";
+  md << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const auto& id : ids) {
+    auto rs = select(*this, id, "nanguard");
+    if (rs.empty()) continue;
+    const ScenarioResult& r = *rs.front();
+    const Scenario* s = find_scenario(id);
+    const bool repairable = s && s->repairable && s->true_cause != "none";
+    md << fmt::format("| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", id,
+                      count(rs, [](const auto& x) { return x.detected; }).str(),
+                      r.detected_step < 0 ? "-" : std::to_string(r.detected_step), cell(r.birth_op), cell(r.phase),
+                      cell(r.module), ids_str(r.samples), cell(r.top_cause),
+                      count(rs, [](const auto& x) { return x.cause_correct; }).str(), cell(actions_str(r.actions)),
+                      pct(mean_of(rs, &ScenarioResult::final_accuracy)),
+                      pct(mean_of(rs, &ScenarioResult::clean_accuracy)),
+                      repairable ? count(rs, [](const auto& x) { return x.repaired; }).str() : std::string("n/a"),
+                      r.first_nonfinite_step < 0 ? "never" : std::to_string(r.first_nonfinite_step),
+                      count(rs, [](const auto& x) { return x.warnings > 0; }).str());
+  }
+
+  md << "\n### Baselines side by side (mean final test accuracy %; repaired runs / seeds)\n\n";
+  md << "| id | clean |";
+  for (const auto& b : baselines) md << " " << b << " |";
+  md << "\n|---|---|";
+  for (size_t i = 0; i < baselines.size(); ++i) md << "---|";
+  md << "\n";
+  for (const auto& id : ids) {
+    double clean = -1;
+    std::string row;
+    for (const auto& b : baselines) {
+      auto rs = select(*this, id, b);
+      if (rs.empty()) {
+        row += " - |";
+        continue;
+      }
+      if (clean < 0) clean = mean_of(rs, &ScenarioResult::clean_accuracy);
+      std::string extra;
+      if (b == "none") {
+        const auto first = rs.front()->first_nonfinite_step;
+        extra = first < 0 ? ", finite" : fmt::format(", NaN at {}", first);
+      } else if (b == "terminate" || b == "skip") {
+        extra = fmt::format(", {} fired", count(rs, [](const auto& x) { return x.detected; }).str());
+      }
+      row += fmt::format(" {} ({} repaired{}) |", pct(mean_of(rs, &ScenarioResult::final_accuracy)),
+                         count(rs, [](const auto& x) { return x.repaired; }).str(), extra);
+    }
+    md << "| " << id << " | " << pct(clean) << " |" << row << "\n";
+  }
+
+  md << "\n### PyTorch anomaly mode (Python equivalents, seed 0)\n\n";
+  if (!anomaly_available) {
+    md << "Not run: " << anomaly_note << ".\n";
+  } else {
+    md << "| id | anomaly mode names | names the birth op | error at step | seconds | nanguard birth op | "
+          "nanguard detection to diagnosis (s) |\n|---|---|---|---|---|---|---|\n";
+    for (const auto& a : anomaly) {
+      auto rs = select(*this, a.scenario, "nanguard");
+      const ScenarioResult* g = rs.empty() ? nullptr : rs.front();
+      if (!a.error.empty()) {
+        md << fmt::format("| {} | not run: {} | - | - | - | - | - |\n", a.scenario, cell(a.error));
+        continue;
+      }
+      const Scenario* s = find_scenario(a.scenario);
+      const bool has_op = s && !s->expected_birth_op.empty();
+      md << fmt::format("| {} | {} | {} | {} | {:.2f} | {} | {} |\n", a.scenario,
+                        a.detected ? cell(a.op) : "nothing (no error)",
+                        !has_op ? "n/a (no birth op: data or optimizer)" : a.op_correct ? "yes" : "no",
+                        a.detected_step < 0 ? "-" : std::to_string(a.detected_step), a.seconds,
+                        g ? cell(g->birth_op) : "-",
+                        g && g->diagnosis_seconds >= 0 ? fmt::format("{:.3f}", g->diagnosis_seconds) : "-");
+    }
+  }
+  md << fmt::format("\nTotal wall time of the table: {:.0f} s.\n", seconds);
+  return md.str();
+}
+
+std::string Table::to_json() const {
+  json j;
+  j["seeds"] = seeds;
+  j["seconds"] = seconds;
+  json results = json::array();
+  for (const auto& r : this->results) results.push_back(json::parse(r.to_json()));
+  j["results"] = results;
+  json tot = json::object();
+  for (const auto& b : baselines_in(*this)) {
+    const Totals t = totals(*this, b);
+    tot[b] = {{"detection", t.detection.to_json()},
+              {"localization", t.localization.to_json()},
+              {"cause", t.cause.to_json()},
+              {"repair", t.repair.to_json()},
+              {"false_positives_z0", t.false_positives.to_json()},
+              {"diagnosis_seconds", t.diagnosis_seconds < 0 ? json(nullptr) : json(t.diagnosis_seconds)},
+              {"z0_seconds", t.z0_seconds < 0 ? json(nullptr) : json(t.z0_seconds)}};
+  }
+  j["totals"] = tot;
+  json an = json::array();
+  for (const auto& a : anomaly) {
+    an.push_back({{"scenario", a.scenario},
+                  {"seed", a.seed},
+                  {"detected", a.detected},
+                  {"detected_step", a.detected_step},
+                  {"op", a.op},
+                  {"op_correct", a.op_correct},
+                  {"seconds", a.seconds},
+                  {"error", a.error}});
+  }
+  j["anomaly_mode"] = an;
+  j["anomaly_available"] = anomaly_available;
+  if (!anomaly_note.empty()) j["anomaly_note"] = anomaly_note;
+  return j.dump(2);
+}
+
+void prepare_output_dir(const std::filesystem::path& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec || !std::filesystem::is_directory(dir) || access(dir.c_str(), W_OK) != 0) {
+    throw IoError(fmt::format("zoo: cannot write to the output folder '{}'{}", dir.string(),
+                              ec ? ": " + ec.message() : std::string(" (not a writable folder)")));
+  }
+}
+
+void write_result(const ScenarioResult& result, const std::filesystem::path& dir) {
+  prepare_output_dir(dir);
+  write_text_atomic(dir / "result.json", result.to_json() + "\n");
+}
+
+void write_table(const Table& table, const std::filesystem::path& dir) {
+  prepare_output_dir(dir);
+  write_text_atomic(dir / "table.md", table.to_markdown());
+  write_text_atomic(dir / "table.json", table.to_json() + "\n");
+}
+
+}  // namespace nanguard::zoo

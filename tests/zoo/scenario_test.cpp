@@ -1,0 +1,260 @@
+// The zoo's harness on a small generated scenario (every baseline, results computed from the
+// run), its bad inputs, and the built-in scenarios Z0, Z3 and Z5 on a small MNIST subset.
+#include "nanguard/zoo/scenario.h"
+
+#include <cstdlib>
+#include <limits>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "nanguard/core/error.h"
+#include "support/test_support.h"
+
+namespace nanguard::zoo {
+namespace {
+
+constexpr int64_t kClasses = 4;
+constexpr int64_t kFeatures = 8;
+
+data::TensorDataset clusters(int64_t n, uint64_t seed) {
+  auto centers = torch::randn({kClasses, kFeatures}, at::detail::createCPUGenerator(99)) * 3.0;
+  auto gen = at::detail::createCPUGenerator(seed);
+  auto y = torch::randint(0, kClasses, {n}, gen, torch::kLong);
+  auto x = centers.index_select(0, y) + torch::randn({n, kFeatures}, gen);
+  return data::TensorDataset(x, y);
+}
+
+// Two samples of the training set hold a NaN feature (when the fault is on).
+Scenario generated(const std::vector<int64_t>& bad = {3, 40}) {
+  Scenario s;
+  s.id = "G1";
+  s.title = "generated clusters with NaN samples";
+  s.true_cause = "bad_input_data";
+  s.expected_samples = bad;
+  s.needs_mnist = false;
+  s.build = [bad](const BuildContext& ctx) {
+    ScenarioRun run;
+    run.train = clusters(256, 1);
+    run.test = clusters(200, 2);
+    if (ctx.inject_fault) {
+      auto x = run.train.x().clone();
+      for (int64_t id : bad) x[id][0] = std::numeric_limits<float>::quiet_NaN();
+      run.train = data::TensorDataset(x, run.train.y());
+    }
+    auto model = torch::nn::Sequential(torch::nn::Linear(kFeatures, 16), torch::nn::ReLU(),
+                                       torch::nn::Linear(16, kClasses));
+    run.model = model.ptr();
+    run.forward = [model](const at::Tensor& x) mutable { return model->forward(x); };
+    run.loss = [](const at::Tensor& out, const at::Tensor& y) { return torch::nn::functional::cross_entropy(out, y); };
+    run.optimizer = std::make_shared<torch::optim::Adam>(model->parameters(), torch::optim::AdamOptions(0.01));
+    run.epochs = 3;
+    run.batch_size = 32;
+    return run;
+  };
+  return s;
+}
+
+TEST(ZooHarness, NanguardDetectsBlamesAndRepairsFromTheRun) {
+  const auto r = run_scenario(generated(), RunOptions().seed(0));
+  EXPECT_TRUE(r.detected);
+  EXPECT_GE(r.detected_step, 0);
+  EXPECT_EQ(r.top_cause, "bad_input_data");
+  EXPECT_TRUE(r.cause_correct);
+  EXPECT_EQ(r.samples, (std::vector<int64_t>{3, 40}));
+  EXPECT_TRUE(r.localization_correct);
+  EXPECT_GE(r.incidents, 1);
+  EXPECT_FALSE(r.actions.empty());
+  EXPECT_TRUE(r.finite_at_end);
+  EXPECT_GT(r.clean_accuracy, 0.9);
+  EXPECT_TRUE(r.repaired) << r.to_json();
+  EXPECT_GE(r.first_nonfinite_step, 0);  // measured on the unguarded twin
+  EXPECT_GT(r.seconds, 0);
+  EXPECT_GE(r.diagnosis_seconds, 0);
+}
+
+TEST(ZooHarness, TheLabelsJudgeButDoNotMakeTheResult) {
+  // Claim the wrong truth: the measured fields stay, only the verdicts change.
+  Scenario s = generated();
+  s.true_cause = "lr_too_high";
+  s.expected_samples = {1, 2};
+  const auto r = run_scenario(s, RunOptions().measure_clean(false).measure_unguarded(false));
+  EXPECT_EQ(r.top_cause, "bad_input_data");
+  EXPECT_FALSE(r.cause_correct);
+  EXPECT_FALSE(r.localization_correct);
+  EXPECT_EQ(r.clean_accuracy, -1);
+  EXPECT_FALSE(r.repaired);
+}
+
+TEST(ZooHarness, BaselinesBehaveAsDefined) {
+  const Scenario s = generated();
+  auto opts = [](const std::string& b) { return RunOptions().baseline(b).measure_unguarded(false); };
+  const auto none = run_scenario(s, opts("none"));
+  EXPECT_FALSE(none.detected);
+  EXPECT_FALSE(none.finite_at_end);  // NaN reached the weights
+  EXPECT_GE(none.first_nonfinite_step, 0);
+  EXPECT_FALSE(none.repaired);
+  EXPECT_TRUE(none.top_cause.empty());
+
+  const auto term = run_scenario(s, opts("terminate"));
+  EXPECT_TRUE(term.detected);
+  EXPECT_TRUE(term.stopped);
+  EXPECT_EQ(term.detected_step, none.first_nonfinite_step);
+  EXPECT_LT(term.steps, none.steps);
+
+  const auto skip = run_scenario(s, opts("skip"));
+  EXPECT_TRUE(skip.detected);
+  EXPECT_GE(skip.skipped_steps, 2);  // both bad samples come up every epoch
+  EXPECT_TRUE(skip.finite_at_end);
+  EXPECT_TRUE(skip.top_cause.empty());
+}
+
+TEST(ZooHarness, RandomBaselineIsSeededAndDoesNotDiagnose) {
+  const Scenario s = generated();
+  auto o = RunOptions().baseline("random").measure_clean(false).measure_unguarded(false);
+  const auto a = run_scenario(s, o.seed(3));
+  const auto b = run_scenario(s, o.seed(3));
+  EXPECT_TRUE(a.detected);
+  EXPECT_EQ(a.actions, b.actions);
+  EXPECT_EQ(a.final_accuracy, b.final_accuracy);
+  EXPECT_TRUE(a.top_cause.empty());
+  // One drawn action per incident, unless the guard had to add a rollback or stop.
+  EXPECT_GE(a.actions.size(), static_cast<size_t>(a.incidents));
+}
+
+TEST(ZooHarness, CacheReusesCleanAccuracy) {
+  auto cache = std::make_shared<RunCache>();
+  const Scenario s = generated();
+  const auto a = run_scenario(s, RunOptions().cache(cache));
+  ASSERT_EQ(cache->clean_accuracy.size(), 1u);
+  cache->clean_accuracy.begin()->second = 0.123;  // a second run must read it, not recompute
+  const auto b = run_scenario(s, RunOptions().baseline("skip").cache(cache));
+  EXPECT_DOUBLE_EQ(b.clean_accuracy, 0.123);
+  EXPECT_GT(a.clean_accuracy, 0.5);
+}
+
+TEST(ZooHarness, ResultJsonHasEveryField) {
+  const auto r = run_scenario(generated(), RunOptions().measure_clean(false).measure_unguarded(false));
+  const auto j = nlohmann::json::parse(r.to_json());
+  for (const char* key : {"scenario", "baseline", "seed", "detected", "detected_step", "birth_op", "phase", "module",
+                          "samples", "top_cause", "cause_correct", "actions", "final_accuracy", "clean_accuracy",
+                          "repaired", "incidents", "warnings", "first_warning_step", "first_nonfinite_step",
+                          "seconds", "diagnosis_seconds"}) {
+    EXPECT_TRUE(j.contains(key)) << key;
+  }
+  EXPECT_EQ(j["scenario"], "G1");
+  EXPECT_EQ(j["samples"], nlohmann::json::array({3, 40}));
+}
+
+TEST(ZooHarness, AccuracyCountsNonFiniteRowsAsWrong) {
+  auto out = torch::tensor({{1.0f, 0.0f}, {0.0f, 1.0f}, {std::numeric_limits<float>::quiet_NaN(), 0.0f}});
+  auto y = torch::tensor({0, 0, 0}, torch::kLong);
+  EXPECT_NEAR(accuracy(out, y), 1.0 / 3.0, 1e-9);
+  EXPECT_TRUE(nanguard::testing::throws_with<ValueError>([&] { accuracy(out, torch::tensor({0}, torch::kLong)); },
+                                            {"accuracy", "labels"}));
+}
+
+TEST(ZooHarness, BadInputs) {
+  EXPECT_TRUE(nanguard::testing::throws_with<ValueError>([] { run_scenario(generated(), RunOptions().baseline("magic")); },
+                                            {"unknown baseline 'magic'", "nanguard", "random"}));
+  EXPECT_TRUE(nanguard::testing::throws_with<ValueError>([] { builtin_scenario("Z99"); }, {"unknown scenario 'Z99'", "Z0", "Z8"}));
+  Scenario no_build = generated();
+  no_build.build = nullptr;
+  EXPECT_TRUE(nanguard::testing::throws_with<ValueError>([&] { run_scenario(no_build); }, {"G1", "build"}));
+  Scenario no_cause = generated();
+  no_cause.true_cause.clear();
+  EXPECT_TRUE(nanguard::testing::throws_with<ValueError>([&] { run_scenario(no_cause); }, {"true_cause"}));
+  Scenario empty = generated();
+  empty.build = [](const BuildContext&) { return ScenarioRun(); };
+  EXPECT_TRUE(nanguard::testing::throws_with<ValueError>([&] { run_scenario(empty); }, {"G1", "model"}));
+  nanguard::testing::TempDir dir;
+  EXPECT_TRUE(nanguard::testing::throws_with<IoError>(
+      [&] { run_scenario(builtin_scenario("Z0"), RunOptions().mnist_dir(dir.path() / "nope")); },
+      {"MNIST not found", "nope"}));
+}
+
+TEST(ZooBuiltins, RegistryListsZ0ToZ8WithTruth) {
+  const auto& all = builtin_scenarios();
+  ASSERT_EQ(all.size(), 9u);
+  for (size_t i = 0; i < all.size(); ++i) {
+    EXPECT_EQ(all[i].id, "Z" + std::to_string(i));
+    EXPECT_NO_THROW(all[i].validate());
+    EXPECT_FALSE(all[i].trigger.empty());
+  }
+  EXPECT_EQ(builtin_scenario("z3").id, "Z3");
+  EXPECT_EQ(builtin_scenario("Z3").expected_birth_op, "aten::log");
+  EXPECT_FALSE(builtin_scenario("Z7").produces_nonfinite);
+  EXPECT_EQ(baseline_names().size(), 5u);
+}
+
+// MNIST from $NANGUARD_MNIST_DIR or the repository's data/mnist (scripts/setup.sh --data).
+std::filesystem::path find_mnist() {
+  if (const char* env = std::getenv("NANGUARD_MNIST_DIR"); env && *env) return env;
+  for (auto dir = std::filesystem::current_path(); !dir.empty(); dir = dir.parent_path()) {
+    if (std::filesystem::exists(dir / "data/mnist/train-images-idx3-ubyte")) return dir / "data/mnist";
+    if (dir == dir.parent_path()) break;
+  }
+  return {};
+}
+
+class ZooMnist : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    mnist_ = find_mnist();
+    if (mnist_.empty()) {
+      GTEST_SKIP() << "MNIST not found: set NANGUARD_MNIST_DIR or run scripts/setup.sh --data";
+    }
+  }
+  // A small run of the real scenario code: 2000 training and 1000 test images, 3 epochs.
+  ScenarioResult run(const std::string& id, const std::string& baseline = "nanguard") {
+    return run_scenario(builtin_scenario(id), RunOptions()
+                                                  .baseline(baseline)
+                                                  .mnist_dir(mnist_)
+                                                  .train_samples(2000)
+                                                  .test_samples(1000)
+                                                  .epochs(3)
+                                                  .measure_unguarded(false));
+  }
+  std::filesystem::path mnist_;
+};
+
+TEST_F(ZooMnist, Z0HealthyHasNoIncidentsOrWarnings) {
+  const auto r = run("Z0");
+  EXPECT_FALSE(r.detected);
+  EXPECT_EQ(r.incidents, 0);
+  EXPECT_EQ(r.warnings, 0);
+  EXPECT_TRUE(r.cause_correct);
+  EXPECT_GT(r.final_accuracy, 0.7);
+  EXPECT_DOUBLE_EQ(r.final_accuracy, r.clean_accuracy);  // the clean twin is the same run
+}
+
+TEST_F(ZooMnist, Z3LogOfZeroIsBornAtLogAndRepairedByTheStableLoss) {
+  const auto r = run("Z3");
+  EXPECT_TRUE(r.detected);
+  EXPECT_EQ(r.birth_op, "aten::log");
+  EXPECT_EQ(r.phase, "forward");
+  EXPECT_EQ(r.module, "loss");
+  EXPECT_EQ(r.top_cause, "unsafe_loss/log_of_zero");
+  EXPECT_TRUE(r.cause_correct);
+  EXPECT_TRUE(r.localization_correct);
+  EXPECT_NE(std::find(r.actions.begin(), r.actions.end(), "stable_loss"), r.actions.end());
+  EXPECT_TRUE(r.repaired) << r.final_accuracy << " vs clean " << r.clean_accuracy;
+  const auto none = run("Z3", "none");
+  EXPECT_FALSE(none.finite_at_end);
+  EXPECT_LT(none.final_accuracy, r.final_accuracy);
+}
+
+TEST_F(ZooMnist, Z5BadSamplesAreBlamedAndQuarantined) {
+  const auto r = run("Z5");
+  EXPECT_TRUE(r.detected);
+  EXPECT_EQ(r.top_cause, "bad_input_data");
+  EXPECT_TRUE(r.cause_correct);
+  EXPECT_EQ(r.samples, (std::vector<int64_t>{7, 123, 345, 678, 901}));
+  EXPECT_TRUE(r.localization_correct);
+  EXPECT_NE(std::find(r.actions.begin(), r.actions.end(), "quarantine_samples"), r.actions.end());
+  EXPECT_TRUE(r.repaired) << r.final_accuracy << " vs clean " << r.clean_accuracy;
+}
+
+}  // namespace
+}  // namespace nanguard::zoo

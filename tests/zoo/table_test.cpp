@@ -1,0 +1,108 @@
+// The zoo table: totals and their Markdown / JSON forms from hand-made results, output folders
+// and bad options.
+#include "nanguard/zoo/table.h"
+
+#include <sys/stat.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "nanguard/core/error.h"
+#include "support/test_support.h"
+
+namespace nanguard::zoo {
+namespace {
+
+ScenarioResult result(const std::string& id, const std::string& baseline, bool detected, bool cause, bool repaired) {
+  ScenarioResult r;
+  r.scenario = id;
+  r.baseline = baseline;
+  r.detected = detected;
+  r.detected_step = detected ? 5 : -1;
+  r.cause_correct = cause;
+  r.localization_correct = cause;
+  r.repaired = repaired;
+  r.final_accuracy = repaired ? 0.9 : 0.1;
+  r.clean_accuracy = 0.9;
+  r.top_cause = baseline == "nanguard" && detected ? "unsafe_loss/log_of_zero" : "";
+  r.birth_op = detected ? "aten::log" : "";
+  r.diagnosis_seconds = detected ? 0.5 : -1;
+  r.seconds = 1.0;
+  return r;
+}
+
+Table sample_table() {
+  Table t;
+  t.seeds = 1;
+  t.results = {result("Z0", "nanguard", false, true, true), result("Z3", "nanguard", true, true, true),
+               result("Z5", "nanguard", true, false, false), result("Z0", "none", false, false, true),
+               result("Z3", "none", false, false, false), result("Z5", "none", false, false, false)};
+  t.anomaly_note = "not asked";
+  return t;
+}
+
+TEST(ZooTable, TotalsCountFromTheResults) {
+  const auto j = nlohmann::json::parse(sample_table().to_json());
+  const auto& g = j["totals"]["nanguard"];
+  EXPECT_EQ(g["detection"]["hit"], 2);
+  EXPECT_EQ(g["detection"]["of"], 2);  // Z0 is not a fault to detect
+  EXPECT_EQ(g["cause"]["hit"], 1);
+  EXPECT_EQ(g["repair"]["hit"], 1);
+  EXPECT_EQ(g["repair"]["of"], 2);
+  EXPECT_EQ(g["false_positives_z0"]["hit"], 0);
+  EXPECT_EQ(g["false_positives_z0"]["of"], 1);
+  EXPECT_DOUBLE_EQ(g["diagnosis_seconds"].get<double>(), 0.5);
+  const auto& n = j["totals"]["none"];
+  EXPECT_EQ(n["detection"]["hit"], 0);
+  EXPECT_TRUE(n["cause"].is_null());  // `none` does not diagnose
+  EXPECT_EQ(j["results"].size(), 6u);
+  EXPECT_FALSE(j["anomaly_available"].get<bool>());
+}
+
+TEST(ZooTable, MarkdownShowsEveryScenarioAndBaseline) {
+  const std::string md = sample_table().to_markdown();
+  for (const char* needle : {"| nanguard | 2/2 |", "| none | 0/2 |", "| Z3 |", "| Z5 |", "aten::log",
+                             "unsafe_loss/log_of_zero", "Not run: not asked"}) {
+    EXPECT_NE(md.find(needle), std::string::npos) << needle << "\n" << md;
+  }
+}
+
+TEST(ZooTable, WritesResultAndTableFiles) {
+  nanguard::testing::TempDir dir;
+  write_table(sample_table(), dir / "out");
+  EXPECT_TRUE(std::filesystem::exists(dir / "out" / "table.md"));
+  EXPECT_TRUE(nlohmann::json::accept(nanguard::testing::read_bytes(dir / "out" / "table.json")));
+  write_result(result("Z3", "nanguard", true, true, true), dir / "one");
+  const auto j = nlohmann::json::parse(nanguard::testing::read_bytes(dir / "one" / "result.json"));
+  EXPECT_EQ(j["scenario"], "Z3");
+}
+
+TEST(ZooTable, UnwritableOutputFolderIsAnIoError) {
+  nanguard::testing::TempDir dir;
+  nanguard::testing::write_bytes(dir / "file", "x");
+  EXPECT_TRUE(nanguard::testing::throws_with<IoError>([&] { prepare_output_dir(dir / "file"); }, {"output folder", "file"}));
+  EXPECT_TRUE(nanguard::testing::throws_with<IoError>([&] { prepare_output_dir(dir / "file" / "sub"); }, {"output folder"}));
+  if (geteuid() != 0) {  // root writes anywhere
+    std::filesystem::create_directory(dir / "ro");
+    chmod((dir / "ro").c_str(), 0500);
+    EXPECT_TRUE(nanguard::testing::throws_with<IoError>([&] { prepare_output_dir(dir / "ro"); }, {"ro"}));
+    chmod((dir / "ro").c_str(), 0700);
+  }
+}
+
+TEST(ZooTable, BadOptions) {
+  EXPECT_TRUE(nanguard::testing::throws_with<ValueError>([] { run_table(TableOptions().seeds(0)); }, {"seeds", "0"}));
+  EXPECT_TRUE(nanguard::testing::throws_with<ValueError>([] { run_table(TableOptions().only({"Z42"})); }, {"Z42"}));
+  EXPECT_TRUE(nanguard::testing::throws_with<ValueError>([] { run_table(TableOptions().baselines({"oracle"})); },
+                                            {"unknown baseline 'oracle'"}));
+}
+
+TEST(ZooTable, AnomalyModeWithoutScriptSaysWhy) {
+  nanguard::testing::TempDir dir;
+  const auto r = run_anomaly_mode("/usr/bin/python3", dir.path(), "Z3", 0, dir.path());
+  EXPECT_FALSE(r.detected);
+  EXPECT_NE(r.error.find("no script"), std::string::npos) << r.error;
+}
+
+}  // namespace
+}  // namespace nanguard::zoo

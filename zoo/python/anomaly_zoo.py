@@ -1,0 +1,128 @@
+"""PyTorch anomaly mode on Python equivalents of nanguard's NaN zoo scenarios.
+
+Runs one scenario with torch.autograd.set_detect_anomaly(True) and prints one JSON line:
+{"scenario", "seed", "detected", "detected_step", "op", "seconds"}; "op" is the backward
+function anomaly mode names (e.g. "LogBackward0"). Scenarios without an equivalent print
+{"error": "no equivalent ..."}. The numbers mirror src/zoo/scenarios.cpp (same data subset,
+model, loss, optimizer, trigger); weights use Glorot init like nanguard's dense layers.
+
+  /usr/bin/python3 zoo/python/anomaly_zoo.py --scenario Z3 --seed 0 --mnist data/mnist
+"""
+import argparse
+import json
+import re
+import sys
+import time
+
+CORRUPTED = [7, 123, 345, 678, 901]
+
+
+def read_idx(path):
+    import numpy as np
+    with open(path, "rb") as f:
+        data = f.read()
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(data[3])]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * len(dims)).reshape(dims)
+
+
+def mlp(torch, activation):
+    act = torch.nn.ReLU() if activation == "relu" else torch.nn.LeakyReLU(0.3)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 128), act, torch.nn.Linear(128, 10))
+    for m in model:
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.xavier_uniform_(m.weight)
+            torch.nn.init.zeros_(m.bias)
+    return model
+
+
+def build(torch, scenario, x):
+    """Model, optimizer, loss function and training inputs of a scenario."""
+    ce = torch.nn.functional.cross_entropy
+    x = x / 255.0
+    if scenario == "Z1":  # raw pixels, leaky_relu, SGD lr 0.01
+        model = mlp(torch, "leaky")
+        return model, torch.optim.SGD(model.parameters(), lr=0.01), ce, x * 255.0
+    if scenario == "Z3":  # -(y * log(softmax(50 z))).sum()
+        model = mlp(torch, "relu")
+
+        def loss(z, y):
+            p = torch.softmax(z * 50.0, 1)
+            return -(torch.nn.functional.one_hot(y, 10).float() * torch.log(p)).sum(1).mean()
+        return model, torch.optim.Adam(model.parameters(), lr=1e-3), loss, x
+    if scenario == "Z4":  # exp(200 z) / exp(200 z).sum()
+        model = mlp(torch, "relu")
+
+        def loss(z, y):
+            e = torch.exp(z * 200.0)
+            p = e / e.sum(1, keepdim=True)
+            return -(torch.nn.functional.one_hot(y, 10).float() * torch.log(p)).sum(1).mean()
+        return model, torch.optim.Adam(model.parameters(), lr=1e-3), loss, x
+    if scenario == "Z5":  # NaN / Inf pixels in five samples
+        model = mlp(torch, "relu")
+        x = x.clone()
+        for i, idx in enumerate(CORRUPTED):
+            x[idx, 14, 14] = float("nan") if i < 3 else float("inf")
+        return model, torch.optim.Adam(model.parameters(), lr=1e-3), ce, x
+    if scenario == "Z8":  # five samples x1e6, leaky_relu, SGD lr 0.01
+        model = mlp(torch, "leaky")
+        x = x.clone()
+        x[CORRUPTED] *= 1e6
+        return model, torch.optim.SGD(model.parameters(), lr=0.01), ce, x
+    return None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mnist", default="data/mnist")
+    parser.add_argument("--train-samples", type=int, default=6000)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    scenario = args.scenario.upper()
+    if scenario not in ("Z1", "Z3", "Z4", "Z5", "Z8"):
+        print(json.dumps({"scenario": scenario, "error": "no equivalent for " + scenario}))
+        return 0
+    try:
+        import torch
+    except ImportError:
+        print(json.dumps({"scenario": scenario, "error": "torch is not installed"}))
+        return 0
+    torch.set_num_threads(1)
+    try:
+        x = torch.tensor(read_idx(args.mnist + "/train-images-idx3-ubyte")[:args.train_samples].astype("float32"))
+        y = torch.tensor(read_idx(args.mnist + "/train-labels-idx1-ubyte")[:args.train_samples].astype("int64"))
+    except OSError as e:
+        print(json.dumps({"scenario": scenario, "error": "MNIST not readable: %s" % e}))
+        return 0
+    torch.manual_seed(args.seed)
+    model, opt, loss_fn, x = build(torch, scenario, x)
+    gen = torch.Generator().manual_seed(args.seed)
+    result = {"scenario": scenario, "seed": args.seed, "detected": False, "detected_step": -1, "op": "",
+              "seconds": 0.0}
+    start = time.perf_counter()
+    step = 0
+    with torch.autograd.set_detect_anomaly(True):
+        for _ in range(args.epochs):
+            order = torch.randperm(len(x), generator=gen)
+            for i in range(0, len(x), 64):
+                rows = order[i:i + 64]
+                opt.zero_grad()
+                try:
+                    loss = loss_fn(model(x[rows]), y[rows])
+                    loss.backward()
+                except RuntimeError as e:
+                    match = re.search(r"Function '(\w+)' returned nan", str(e))
+                    result.update(detected=True, detected_step=step, op=match.group(1) if match else str(e)[:80])
+                    result["seconds"] = time.perf_counter() - start
+                    print(json.dumps(result))
+                    return 0
+                opt.step()
+                step += 1
+    result["seconds"] = time.perf_counter() - start
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
