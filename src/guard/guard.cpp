@@ -509,6 +509,27 @@ void Guard::replay_optimizer_step(const LossClosure& closure, Evidence& ev) {
 
 // The step where the recent growth of loss or gradient norm began (a rollback target): walk
 // back while the values keep rising. With no growth it is the failing step itself.
+// Twice the median gradient norm of the healthy steps before the trend that led to the
+// incident: a fixed threshold like 1.0 would shrink every ordinary update of a model whose
+// healthy norm is in the hundreds. 1.0 when there is no history.
+double Guard::automatic_clip_norm() const {
+  const int64_t trend = trend_start_step();
+  std::vector<double> healthy;
+  for (size_t i = 0; i < history_steps_.size() && i < grad_norm_history_.size(); ++i) {
+    if (history_steps_[i] < trend && std::isfinite(grad_norm_history_[i])) healthy.push_back(grad_norm_history_[i]);
+  }
+  if (healthy.empty()) {
+    for (double g : grad_norm_history_) {
+      if (std::isfinite(g)) healthy.push_back(g);
+    }
+    if (healthy.empty()) return 1.0;
+    return 2.0 * *std::min_element(healthy.begin(), healthy.end());
+  }
+  std::nth_element(healthy.begin(), healthy.begin() + static_cast<std::ptrdiff_t>(healthy.size() / 2), healthy.end());
+  const double median = healthy[healthy.size() / 2];
+  return median > 0 ? 2.0 * median : 1.0;
+}
+
 int64_t Guard::trend_start_step() const {
   if (history_steps_.empty()) return step_ - 1;
   auto start_of_rise = [&](const std::vector<double>& v) {
@@ -682,6 +703,8 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
   }
 
   StepVerdict verdict{StepVerdict::Outcome::skipped, kNaN, incident};
+  // Read before a rollback clears the history it comes from.
+  const double automatic_clip = automatic_clip_norm();
   auto action_event = [&](RepairAction a, const std::string& detail) {
     GuardEvent e;
     e.step = t;
@@ -766,7 +789,8 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
       }
       case RepairAction::enable_clipping: {
         const double before = clip_norm_;
-        clip_norm_ = clip_norm_ > 0 ? clip_norm_ / 2 : options_.policy().budget.clip_norm;
+        const double configured = options_.policy().budget.clip_norm;
+        clip_norm_ = clip_norm_ > 0 ? clip_norm_ / 2 : configured > 0 ? configured : automatic_clip;
         action_event(a, before > 0 ? fmt::format("gradient-norm clipping tightened {:.3g} -> {:.3g}", before, clip_norm_)
                                    : fmt::format("gradient-norm clipping at {:.3g}", clip_norm_));
         break;

@@ -87,8 +87,8 @@ void RepairBudget::validate() const {
                  "repair budget: lr_factor must be in (0, 1), got {}", lr_factor);
   NANGUARD_CHECK(std::isfinite(lr_floor) && lr_floor >= 0,
                  "repair budget: lr_floor must be finite and >= 0, got {}", lr_floor);
-  NANGUARD_CHECK(std::isfinite(clip_norm) && clip_norm > 0,
-                 "repair budget: clip_norm must be finite and > 0, got {}", clip_norm);
+  NANGUARD_CHECK(std::isfinite(clip_norm) && clip_norm >= 0,
+                 "repair budget: clip_norm must be finite and >= 0 (0: automatic), got {}", clip_norm);
 }
 
 RepairPolicy RepairPolicy::automatic() {
@@ -96,7 +96,9 @@ RepairPolicy RepairPolicy::automatic() {
   RepairPolicy p;
   p.actions = {
       {cause::bad_input_data, {A::quarantine_samples, A::skip_step}},
-      {cause::data_outlier, {A::quarantine_samples, A::skip_step}},
+      // Extreme but finite samples moved the weights before anything went non-finite: undo
+      // those updates too.
+      {cause::data_outlier, {A::quarantine_samples, A::rollback}},
       {cause::transient_fault, {A::recompute}},
       // plan_repair turns stable_loss into skip_step when the trainer cannot swap the loss.
       {cause::unsafe_loss, {A::stable_loss}},

@@ -70,7 +70,7 @@ TEST(RepairPolicy, AutomaticHasTheDocumentedDefaults) {
   RepairPolicy p = RepairPolicy::automatic();
   EXPECT_EQ(p.actions.size(), 9u);
   EXPECT_EQ(p.actions_for(cause::bad_input_data), (Actions{A::quarantine_samples, A::skip_step}));
-  EXPECT_EQ(p.actions_for(cause::data_outlier), (Actions{A::quarantine_samples, A::skip_step}));
+  EXPECT_EQ(p.actions_for(cause::data_outlier), (Actions{A::quarantine_samples, A::rollback}));
   EXPECT_EQ(p.actions_for(cause::transient_fault), (Actions{A::recompute}));
   EXPECT_EQ(p.actions_for(cause::unsafe_loss), (Actions{A::stable_loss}));
   EXPECT_EQ(p.actions_for(cause::lr_too_high),
@@ -87,7 +87,7 @@ TEST(RepairPolicy, AutomaticHasTheDocumentedDefaults) {
   EXPECT_EQ(b.max_consecutive_skips, 20);
   EXPECT_DOUBLE_EQ(b.lr_factor, 0.1);
   EXPECT_DOUBLE_EQ(b.lr_floor, 1e-7);
-  EXPECT_DOUBLE_EQ(b.clip_norm, 1.0);
+  EXPECT_DOUBLE_EQ(b.clip_norm, 0.0);  // automatic
 }
 
 TEST(RepairPolicy, UnlistedCausesFallBackToUnknown) {
@@ -138,7 +138,7 @@ TEST(RepairBudget, ValidateNamesTheField) {
       {"lr_factor", [](RepairBudget& b) { b.lr_factor = 0; }},
       {"lr_factor", [](RepairBudget& b) { b.lr_factor = 1; }},
       {"lr_floor", [](RepairBudget& b) { b.lr_floor = -1e-9; }},
-      {"clip_norm", [](RepairBudget& b) { b.clip_norm = 0; }},
+      {"clip_norm", [](RepairBudget& b) { b.clip_norm = -1; }},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.field);
@@ -243,7 +243,7 @@ TEST_F(PlanRepair, BadDataQuarantinesBlamedSamples) {
       plan_repair(diagnosis_of(cause::bad_input_data, {5, 17}), incident_at(10), policy, ledger),
       (Actions{A::quarantine_samples, A::skip_step}));
   EXPECT_EQ(plan_repair(diagnosis_of(cause::data_outlier, {123}), incident_at(10), policy, ledger),
-            (Actions{A::quarantine_samples, A::skip_step}));
+            (Actions{A::quarantine_samples, A::rollback}));
 }
 
 TEST_F(PlanRepair, NothingToQuarantineSkips) {

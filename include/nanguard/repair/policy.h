@@ -33,10 +33,12 @@ struct RepairBudget {
   int64_t max_consecutive_skips = 20;
   double lr_factor = 0.1;            // lr_backoff multiplies the learning rate by this
   double lr_floor = 1e-7;            // the learning rate never goes below this
-  double clip_norm = 1.0;            // enable_clipping's max gradient norm (halved when tightened)
+  // enable_clipping's max gradient norm (halved when tightened); 0: automatic, twice the median
+  // gradient norm of the healthy steps before the incident's trend (1.0 without history).
+  double clip_norm = 0.0;
 
   // Throws ValueError naming the first field out of range (counts >= 0, rollback_window > 0,
-  // lr_factor in (0, 1), lr_floor >= 0, clip_norm > 0, all finite).
+  // lr_factor in (0, 1), lr_floor >= 0, clip_norm >= 0, all finite).
   void validate() const;
 };
 
@@ -47,7 +49,7 @@ struct RepairPolicy {
 
   // The built-in defaults:
   //   bad_input_data -> quarantine_samples, skip_step
-  //   data_outlier -> quarantine_samples, skip_step
+  //   data_outlier -> quarantine_samples, rollback
   //   transient_fault -> recompute
   //   unsafe_loss -> stable_loss (when the trainer owns the loss), else skip_step
   //   lr_too_high -> rollback, lr_backoff, enable_clipping
