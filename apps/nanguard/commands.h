@@ -13,6 +13,7 @@ using Command = std::function<int()>;
 Command add_fit(CLI::App& app);
 Command add_evaluate(CLI::App& app);
 Command add_replay(CLI::App& app);
+Command add_data(CLI::App& app);
 
 // Exit codes (documented in `nanguard --help` and the README).
 enum ExitCode : int {
@@ -21,6 +22,7 @@ enum ExitCode : int {
   kBadInput = 2,         // bad flag, config, data file or argument
   kIoError = 3,          // a file could not be read or written
   kInternalError = 4,    // a bug in nanguard
+  kDataCheckFailed = 5,  // `data check` found problems beyond its rules
 };
 
 }  // namespace nanguard::cli

@@ -65,6 +65,8 @@ struct GuardHooks {
   std::function<void(int64_t step, const data::Batch& batch, const at::Tensor& rng_state)> dump_incident;
   // Called with every event as it happens (events.jsonl, console).
   std::function<void(const GuardEvent&)> on_event;
+  // Dataset ids the data audit flagged before training, ascending (for the evidence).
+  std::function<std::vector<int64_t>()> audit_flagged_samples;
 };
 
 class Guard {
