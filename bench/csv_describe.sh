@@ -73,27 +73,30 @@ EOF
 measure() {
   local name=$1; shift
   /usr/bin/time -v "$@" > "$work/$name.out" 2> "$work/$name.time"
-  local wall rss
+  local wall rss cpu
+  cpu=$(awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.2f", s }' "$work/$name.time")
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, p, ":"); s = 0; for (i = 1; i <= n; ++i) s = s * 60 + p[i]; print s }' "$work/$name.time")
   rss=$(awk -F': ' '/Maximum resident set size/ { printf "%.0f", $2 / 1024 }' "$work/$name.time")
-  echo "$wall $rss"
+  echo "$wall $rss $cpu"
 }
 
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 # Warm the page cache for both (the first reader would otherwise pay for the disk).
 cat "$csv" > /dev/null
 echo "== nanguard data describe"
-read -r ng_wall ng_rss < <(measure nanguard "$nanguard" data describe "$csv" --label-column label)
+read -r ng_wall ng_rss ng_cpu < <(measure nanguard "$nanguard" data describe "$csv" --label-column label)
 head -25 "$work/nanguard.out" | cut -c1-160
 # Bounded memory: the same describe on the first tenth of the file.
 head -n "$(( $(wc -l < "$csv") / 10 ))" "$csv" > "$work/tenth.csv"
-read -r small_wall small_rss < <(measure small "$nanguard" data describe "$work/tenth.csv" --label-column label)
+read -r small_wall small_rss small_cpu < <(measure small "$nanguard" data describe "$work/tenth.csv" --label-column label)
 rm -f "$work/tenth.csv"
 echo "nanguard on a tenth of the file: $small_wall s, peak RSS $small_rss MB (full file: $ng_rss MB)"
 echo "== pandas read_csv + describe"
-read -r pd_wall pd_rss < <(measure pandas /usr/bin/python3 "$work/pandas_describe.py" "$csv")
+read -r pd_wall pd_rss pd_cpu < <(measure pandas /usr/bin/python3 "$work/pandas_describe.py" "$csv")
 tail -4 "$work/pandas.out"
 echo "== result ($(nproc) cores)"
-awk -v a="$ng_wall" -v b="$ng_rss" -v c="$pd_wall" -v d="$pd_rss" 'BEGIN {
-  printf "nanguard data describe: %7.2f s, peak RSS %6d MB\n", a, b
-  printf "pandas read_csv+describe: %5.2f s, peak RSS %6d MB\n", c, d
-  printf "nanguard is %.1fx faster and uses %.1fx less memory\n", c / a, d / b }'
+echo "load average before/after: $load0 / $(cut -d' ' -f1-3 /proc/loadavg)"
+awk -v a="$ng_wall" -v b="$ng_rss" -v e="$ng_cpu" -v c="$pd_wall" -v d="$pd_rss" -v f="$pd_cpu" 'BEGIN {
+  printf "nanguard data describe:   %7.2f s wall, %7.2f s CPU (user+sys), peak RSS %6d MB\n", a, e, b
+  printf "pandas read_csv+describe: %7.2f s wall, %7.2f s CPU (user+sys), peak RSS %6d MB\n", c, f, d
+  printf "nanguard: %.1fx faster (wall), %.1fx less CPU time, %.1fx less memory\n", c / a, f / e, d / b }'

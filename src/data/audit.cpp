@@ -273,10 +273,11 @@ void describe_matrix(const at::Tensor& m, const std::vector<std::string>& names,
       uint64_t h = 0x1234567;
       bool bad = false;
       for (int64_t c = 0; c < d; ++c) {
-        acc[t][c].add(row[c], r);
+        const uint64_t vh = acc[t][c].add(row[c], r);
         bad |= !std::isfinite(row[c]);
-        if (hash_rows) h = detail::mix64(h ^ detail::hash_double(row[c]));
+        h = detail::combine_hash(h, vh);
       }
+      h = detail::mix64(h);
       if (bad) {
         ++rows[t].nonfinite_rows;
         if (static_cast<int64_t>(rows[t].nonfinite_list.size()) < options.max_listed()) rows[t].nonfinite_list.push_back(r);
@@ -910,9 +911,9 @@ std::string audit_to_text(const AuditReport& r, bool unicode) {
   }
   out += max_error > 0
              ? fmt::format("quantiles: from a uniform sample, rank error <= {:.2f}% (99% confidence); unique: "
-                           "HyperLogLog (~1.6%); outliers: |z| > {}, IQR x {}\n",
+                           "HyperLogLog (~2.3%); outliers: |z| > {}, IQR x {}\n",
                            100 * max_error, r.zscore_limit, r.iqr_factor)
-             : fmt::format("quantiles: exact; unique: HyperLogLog (~1.6%); outliers: |z| > {}, IQR x {}\n",
+             : fmt::format("quantiles: exact; unique: HyperLogLog (~2.3%); outliers: |z| > {}, IQR x {}\n",
                            r.zscore_limit, r.iqr_factor);
   for (const ColumnSummary& c : r.columns) {
     if (c.outlier_rows.empty()) continue;

@@ -348,8 +348,8 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
                 }
                 const bool missing = kind == CellKind::kMissing;
                 if (missing) v = std::numeric_limits<double>::quiet_NaN();
-                row_hash = mix64(row_hash ^ (hash_double(v) + static_cast<uint64_t>(missing)));
                 if (c == label_index) {
+                  row_hash = combine_hash(row_hash, hash_double(v) + static_cast<uint64_t>(missing));
                   st.labels.add(v, missing);
                   const bool bad = missing || !std::isfinite(v) || v != std::nearbyint(v) || v < 0 ||
                                    (options.num_classes() > 0 && v >= static_cast<double>(options.num_classes()));
@@ -363,8 +363,9 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
                 if (missing) {
                   acc.add_missing(ref);
                   row_missing = true;
+                  row_hash = combine_hash(row_hash, 0x6d697373696e67ULL);  // "missing"
                 } else {
-                  acc.add(v, ref);
+                  row_hash = combine_hash(row_hash, acc.add(v, ref));
                   row_nonfinite |= !std::isfinite(v);
                 }
               }
@@ -376,6 +377,7 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
                 ++st.rows.missing_rows;
                 if (static_cast<int64_t>(st.rows.missing_list.size()) < max_listed) st.rows.missing_list.push_back(ref);
               }
+              row_hash = mix64(row_hash);
               st.rows.row_hll.add_hash(row_hash);
               if (st.rows.hashes_complete) {
                 if (hashes_kept.fetch_add(1, std::memory_order_relaxed) < max_hashes) {

@@ -28,6 +28,9 @@ inline uint64_t mix64(uint64_t x) {
   return x;
 }
 
+// Order-sensitive combination of value hashes into a row hash (finished with mix64).
+inline uint64_t combine_hash(uint64_t row, uint64_t value) { return ((row << 7) | (row >> 57)) ^ value; }
+
 inline uint64_t hash_double(double v) {
   if (v == 0) v = 0;  // -0 and +0 are one value
   uint64_t bits;
@@ -36,10 +39,11 @@ inline uint64_t hash_double(double v) {
   return mix64(bits + 0x9e3779b97f4a7c15ULL);
 }
 
-// HyperLogLog with 2^12 registers: about 1.6% standard error; linear counting for small sets.
+// HyperLogLog with 2^11 registers (2 KiB, so the registers of many columns stay in L1):
+// about 2.3% standard error; linear counting for small sets.
 class HyperLogLog {
  public:
-  static constexpr int kBits = 12;
+  static constexpr int kBits = 11;
   static constexpr int kSize = 1 << kBits;
   HyperLogLog() : registers_(kSize, 0) {}
   void add_hash(uint64_t h) {
@@ -68,6 +72,22 @@ class HyperLogLog {
   std::vector<uint8_t> registers_;
 };
 
+// A small, fast generator (splitmix64) for the reservoirs: a replacement must cost little.
+struct FastRng {
+  using result_type = uint64_t;
+  explicit FastRng(uint64_t seed) : state(seed) {}
+  static constexpr uint64_t min() { return 0; }
+  static constexpr uint64_t max() { return ~uint64_t{0}; }
+  uint64_t operator()() { return mix64(state += 0x9e3779b97f4a7c15ULL); }
+  // Uniform in (0, 1].
+  double unit() { return (static_cast<double>((*this)() >> 11) + 1.0) * 0x1.0p-53; }
+  // Uniform in [0, n).
+  int64_t below(int64_t n) {
+    return static_cast<int64_t>((static_cast<unsigned __int128>((*this)()) * static_cast<uint64_t>(n)) >> 64);
+  }
+  uint64_t state;
+};
+
 // A uniform sample without replacement of a stream (reservoir, Algorithm L skips), mergeable
 // with another reservoir of a disjoint stream.
 class Reservoir {
@@ -81,7 +101,7 @@ class Reservoir {
       return;
     }
     if (seen_ < next_) return;
-    items_[std::uniform_int_distribution<int64_t>(0, capacity_ - 1)(rng_)] = v;
+    items_[rng_.below(capacity_)] = v;
     advance();
   }
   // Merges a reservoir of another part of the stream (hypergeometric draw of the shares).
@@ -107,7 +127,7 @@ class Reservoir {
     size_t i1 = 0, i2 = 0;
     while (static_cast<int64_t>(out.size()) < k) {
       const bool first = i2 >= other.items_.size() ||
-                         (i1 < items_.size() && std::uniform_int_distribution<int64_t>(0, r1 + r2 - 1)(rng_) < r1);
+                         (i1 < items_.size() && rng_.below(r1 + r2) < r1);
       if (first) {
         out.push_back(items_[i1++]);
         --r1;
@@ -134,10 +154,10 @@ class Reservoir {
     next_ = seen_ + 1 + (std::isfinite(skip) ? static_cast<int64_t>(std::min(skip, 4e18)) : 0);
     w_ *= std::exp(std::log(uniform()) / static_cast<double>(capacity_));
   }
-  double uniform() { return std::uniform_real_distribution<double>(1e-300, 1.0)(rng_); }
+  double uniform() { return rng_.unit(); }
 
   int64_t capacity_;
-  std::mt19937_64 rng_;
+  FastRng rng_;
   std::vector<double> items_;
   int64_t seen_ = 0;
   int64_t next_ = 0;
@@ -198,15 +218,16 @@ struct ColumnAccumulator {
     ++missing;
     note_nonfinite(row);
   }
-  // Adds a value (finite or not) of the given row; returns its hash for row hashing.
-  inline void add(double v, int64_t row) {
+  // Adds a value (finite or not) of the given row; returns its hash (for row hashing).
+  inline uint64_t add(double v, int64_t row) {
+    const uint64_t h = hash_double(v);
+    hll.add_hash(h);
     if (!std::isfinite(v)) {
       if (std::isnan(v)) ++nan;
       else if (v > 0) ++pos_inf;
       else ++neg_inf;
       note_nonfinite(row);
-      hll.add_hash(hash_double(v));
-      return;
+      return h;
     }
     if (count == 0) shift = v;
     ++count;
@@ -216,10 +237,10 @@ struct ColumnAccumulator {
     if (v < min) min = v;
     if (v > max) max = v;
     zeros += v == 0;
-    hll.add_hash(hash_double(v));
     reservoir.add(v);
     if (high.wants(v)) high.add(v, row);
     if (low.wants(v)) low.add(v, row);
+    return h;
   }
   void note_nonfinite(int64_t row) {
     if (static_cast<int64_t>(nonfinite_rows.size()) < max_examples) nonfinite_rows.push_back(row);

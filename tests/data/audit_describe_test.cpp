@@ -148,7 +148,7 @@ TEST(AuditDescribe, LargeColumnQuantilesWithinStatedBound) {
   EXPECT_NEAR(rank(c.q50), 0.50, c.quantile_rank_error);
   EXPECT_NEAR(rank(c.q75), 0.75, c.quantile_rank_error);
   EXPECT_NEAR(c.mean, torch::tensor(v, torch::kFloat64).mean().item<double>(), 1e-9);
-  EXPECT_NEAR(c.unique_estimate, 200000, 200000 * 0.05);
+  EXPECT_NEAR(c.unique_estimate, 200000, 200000 * 0.07);  // 3 standard errors of the HyperLogLog
 }
 
 TEST(AuditDescribe, ManyChunksKeepRowNumbersAndLines) {

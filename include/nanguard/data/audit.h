@@ -38,7 +38,7 @@ struct AuditOptions {
   // Sample indices listed per sample flag (the count is always exact).
   TORCH_ARG(int64_t, max_listed) = 10000;
   // Values kept per column for quantiles (smaller when there are many columns).
-  TORCH_ARG(int64_t, sample_size) = 65536;
+  TORCH_ARG(int64_t, sample_size) = 32768;
   // Bins of the histograms (terminal sparklines and SVG).
   TORCH_ARG(int64_t, bins) = 20;
   // Labels must lie in [0, num_classes) (0 = only check they are non-negative integers).
@@ -73,7 +73,7 @@ struct ColumnSummary {
   std::vector<double> extra_quantiles;  // at AuditOptions::extra_quantiles
   // Largest error of the quantiles as a fraction of count (0 = exact).
   double quantile_rank_error = 0;
-  double unique_estimate = 0;  // HyperLogLog, about 1.6% standard error
+  double unique_estimate = 0;  // HyperLogLog, about 2.3% standard error
   int64_t zscore_outliers = 0;
   int64_t iqr_outliers = 0;
   bool outlier_counts_exact = true;  // zscore_outliers is exact, else estimated from the sample
