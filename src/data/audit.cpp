@@ -386,33 +386,56 @@ std::vector<SampleFlag> audit_samples(const at::Tensor& data, const AuditOptions
     flags.push_back(std::move(f));
   };
 
-  at::Tensor mn, mx, finite_rows;
-  const bool all_finite = flat.isfinite().all().item<bool>();
-  if (all_finite) {
-    mn = std::get<0>(flat.min(1));
-    mx = std::get<0>(flat.max(1));
-    finite_rows = torch::ones({n}, torch::kBool);
-  } else {
-    const at::Tensor finite = flat.isfinite();
-    const at::Tensor nonfinite_count = (~finite).sum(1);
-    finite_rows = nonfinite_count == 0;
-    add("non_finite", ~finite_rows, "samples holding NaN or Inf values");
-    const double inf = std::numeric_limits<double>::infinity();
-    mn = std::get<0>(torch::where(finite, flat, torch::full({}, inf, flat.options())).min(1));
-    mx = std::get<0>(torch::where(finite, flat, torch::full({}, -inf, flat.options())).max(1));
-  }
+  // One fused pass over the samples (each sample stays in cache): non-finite count, finite
+  // min and max, and how many values equal the sample's max.
+  if (flat.scalar_type() != torch::kFloat32 && flat.scalar_type() != torch::kFloat64) flat = flat.to(torch::kFloat32);
+  flat = flat.contiguous();
+  const int64_t d = flat.size(1);
+  std::vector<double> vmin(n), vmax(n);
+  std::vector<int64_t> vbad(n), vat_max(n);
+  auto scan = [&](auto* data) {
+    const int threads = options.threads() > 0 ? options.threads()
+                                              : std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+    parallel_rows(n * d < (int64_t{1} << 20) ? 1 : threads, n, [&](int, int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const auto* x = data + r * d;
+        double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+        int64_t bad = 0;
+        for (int64_t i = 0; i < d; ++i) {
+          const double v = x[i];
+          if (!std::isfinite(v)) {
+            ++bad;
+            continue;
+          }
+          lo = std::min(lo, v);
+          hi = std::max(hi, v);
+        }
+        int64_t at = 0;
+        for (int64_t i = 0; i < d; ++i) at += static_cast<double>(x[i]) == hi;
+        vmin[r] = lo, vmax[r] = hi, vbad[r] = bad, vat_max[r] = at;
+      }
+    });
+  };
+  if (flat.scalar_type() == torch::kFloat32) scan(flat.data_ptr<float>());
+  else scan(flat.data_ptr<double>());
+  const at::Tensor mn = torch::tensor(vmin, torch::kFloat64), mx = torch::tensor(vmax, torch::kFloat64);
+  const at::Tensor bad_count = torch::tensor(vbad, torch::kInt64);
+  const at::Tensor finite_rows = bad_count == 0;
+  add("non_finite", ~finite_rows, "samples holding NaN or Inf values");
   const at::Tensor has_finite = mn <= mx;
   const at::Tensor constant = (mn == mx) & finite_rows;
   const double blank_value = std::isnan(range_min) ? 0.0 : range_min;
   const at::Tensor blank = constant & (mn == blank_value);
   add("blank", blank, fmt::format("samples whose values are all {}", blank_value));
-  // Saturated: most values at the top of the range.
+  // Saturated: most values at the top of the range (the data's maximum when no range is known).
   double top = range_max;
-  if (std::isnan(top)) top = torch::where(has_finite, mx, torch::full({}, -std::numeric_limits<double>::infinity(), mx.options())).max().item<double>();
+  if (std::isnan(top)) top = *std::max_element(vmax.begin(), vmax.end());
   // A sample all at the top is reported as saturated, not as constant.
   add("constant", constant & ~blank & (mn != top), "samples whose values are all equal (zero variance)");
-  if (std::isfinite(top) && flat.size(1) > 1) {
-    const at::Tensor at_top = (flat == top).sum(1).to(torch::kFloat64) / static_cast<double>(flat.size(1));
+  if (std::isfinite(top) && d > 1) {
+    const at::Tensor at_top =
+        torch::where(mx == top, torch::tensor(vat_max, torch::kInt64), torch::zeros({}, torch::kInt64)).to(torch::kFloat64) /
+        static_cast<double>(d);
     add("saturated", (at_top >= options.saturated_fraction()) & ~blank,
         fmt::format("samples with at least {:.0f}% of their values at {}", 100 * options.saturated_fraction(), top));
   }
