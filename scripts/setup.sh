@@ -23,7 +23,7 @@ packages=(build-essential cmake ninja-build pkg-config
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev)
 if [ "$want_data" = 1 ]; then packages+=(dataset-fashion-mnist); fi
-if [ "$want_bench" = 1 ]; then packages+=(python3-torch valgrind); fi
+if [ "$want_bench" = 1 ]; then packages+=(python3-torch valgrind python3-pandas time); fi
 if [ "$want_data" = 1 ] && ! command -v npm >/dev/null 2>&1; then packages+=(npm); fi
 
 missing=()

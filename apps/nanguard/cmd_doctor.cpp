@@ -21,7 +21,7 @@ int run_doctor_command(const DoctorArgs& args) {
     std::cout << env::report_json(report) << "\n";
   else
     env::print_report(report, std::cout);
-  return env::exit_code_for(report.worst(), kDoctorWarnings, kDoctorFailures);
+  return env::exit_code_for(report.worst(), kChecksWarned, kChecksFailed);
 }
 
 }  // namespace

@@ -4,12 +4,14 @@
 #include <iostream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "commands.h"
 #include "nanguard/core/atomic_file.h"
 #include "nanguard/core/error.h"
+#include "nanguard/data/audit.h"
 #include "nanguard/env/blas.h"
 #include "nanguard/guard/snapshot.h"
 #include "nanguard/monitor/monitor.h"
@@ -43,6 +45,18 @@ int run_fit(const FitArgs& args) {
 
   data::LoadedData data = data::load_data(config.data);
   auto trainer = make_trainer(config);
+  if (config.data.audit) {
+    // A quick look at the training data before fit; the guard names flagged samples as such.
+    data::AuditOptions audit_options;
+    if (config.data.kind == "mnist") audit_options.range_min(0).range_max(255.0 / config.data.scale);
+    const data::QuickAudit audit = data::quick_audit(data.train.x(), data.train.y(), data.train.ids(), audit_options);
+    write_text_atomic(out / "audit.json", audit.to_json());
+    trainer->set_audit_flagged_samples(audit.flagged_ids);
+    for (const auto& f : audit.flags) {
+      std::cerr << fmt::format("nanguard: data audit: {} {} training samples ({}), e.g. ids {}\n", f.count, f.kind,
+                               f.detail, fmt::join(f.samples.begin(), f.samples.begin() + std::min<size_t>(f.samples.size(), 8), ", "));
+    }
+  }
   if (args.dump_incidents) trainer->set_incident_dump_dir(out / "incidents");
   if (!args.quiet) {
     std::cout << trainer->model()->summary();

@@ -15,6 +15,7 @@ Command add_evaluate(CLI::App& app);
 Command add_replay(CLI::App& app);
 Command add_doctor(CLI::App& app);
 Command add_zoo(CLI::App& app);
+Command add_data(CLI::App& app);
 
 // Exit codes (documented in `nanguard --help` and the README).
 enum ExitCode : int {
@@ -23,8 +24,9 @@ enum ExitCode : int {
   kBadInput = 2,         // bad flag, config, data file or argument
   kIoError = 3,          // a file could not be read or written
   kInternalError = 4,    // a bug in nanguard
-  kDoctorWarnings = 5,   // `doctor`: no check failed but at least one warned
-  kDoctorFailures = 6,   // `doctor`: at least one check failed (e.g. the numerics self-test)
+  kChecksWarned = 5,     // `doctor`: no check failed but at least one warned
+  kChecksFailed = 6,     // `doctor`: a check failed (e.g. the numerics self-test);
+                         // `data check`: findings beyond its rules
 };
 
 }  // namespace nanguard::cli

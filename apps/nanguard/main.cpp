@@ -13,13 +13,14 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.footer(
       "Exit codes: 0 ok, 1 training stopped, 2 bad input (flag, config, data), 3 I/O error, "
-      "4 internal error, 5 doctor: warnings, 6 doctor: failures.");
+      "4 internal error, 5 checks warned (doctor), 6 checks failed (doctor, data check).");
   const std::vector<std::pair<std::string, Command>> commands{
       {"fit", add_fit(app)},
       {"evaluate", add_evaluate(app)},
       {"replay", add_replay(app)},
       {"doctor", add_doctor(app)},
       {"zoo", add_zoo(app)},
+      {"data", add_data(app)},
   };
 
   try {

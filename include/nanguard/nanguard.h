@@ -4,6 +4,8 @@
 #include "nanguard/core/atomic_file.h"
 #include "nanguard/core/error.h"
 #include "nanguard/core/log.h"
+#include "nanguard/data/audit.h"
+#include "nanguard/data/audit_fix.h"
 #include "nanguard/data/csv.h"
 #include "nanguard/data/dataset.h"
 #include "nanguard/data/idx.h"

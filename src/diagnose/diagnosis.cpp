@@ -392,6 +392,17 @@ std::string sample_label(const SampleEvidence& s) {
   return fmt::format("row {} (dataset id unknown)", s.row);
 }
 
+// Names the samples among ids that the data audit flagged before training.
+std::string audit_note(const Evidence& e, const std::vector<int64_t>& ids) {
+  std::vector<int64_t> flagged;
+  for (int64_t id : ids) {
+    if (std::binary_search(e.audit_flagged_samples.begin(), e.audit_flagged_samples.end(), id)) flagged.push_back(id);
+  }
+  if (flagged.empty()) return "";
+  return fmt::format(" The data audit had flagged {} {} before training (audit.json).",
+                     flagged.size() == 1 ? "id" : "ids", ids_text(flagged));
+}
+
 // ---- Rules ----
 
 void rule_bad_input_data(const Evidence& e, std::vector<CauseScore>& out) {
@@ -435,6 +446,7 @@ void rule_bad_input_data(const Evidence& e, std::vector<CauseScore>& out) {
     if (e.nonfinite_samples.size() > shown)
       text += fmt::format(" (and {} more)", e.nonfinite_samples.size() - shown);
     text += ". No op created these values; every op after them only propagated them.";
+    text += audit_note(e, ids);
     if (e.labels_out_of_range)
       text += " The batch also holds labels outside the range the loss accepts.";
     c.suggestion =
@@ -860,6 +872,7 @@ void rule_data_outlier(const Evidence& e, const Facts& f, std::vector<CauseScore
         "the loss spiked on these samples.",
         num(median(e.loss_history)), e.loss_history.size());
   if (f.not_reproduced) text += " The replay was finite, which argues against a data cause.";
+  text += audit_note(e, c.samples);
   c.explanation = text;
   c.suggestion =
       "quarantine these samples or fix their scale; standardise or clip the input "

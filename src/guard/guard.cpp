@@ -633,6 +633,7 @@ std::shared_ptr<Incident> Guard::investigate(const data::Batch& batch, const Los
   ev.clipping_enabled = clip_norm_ > 0;
   ev.loss_owned_by_trainer = static_cast<bool>(hooks_.use_stable_loss);
   ev.loss_is_stable = hooks_.loss_is_stable ? hooks_.loss_is_stable() : true;
+  if (hooks_.audit_flagged_samples) ev.audit_flagged_samples = hooks_.audit_flagged_samples();
   for (const auto& e : events_) {
     if (e.kind == "warning") ev.prior_warnings.push_back(e.cause);
   }

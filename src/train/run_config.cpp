@@ -96,7 +96,7 @@ const toml::table& require_table(const toml::table& root, std::string_view key, 
 data::DataSource parse_data(const toml::table& table, const std::string& file, const fs::path& base) {
   TableReader r(table, "data", file);
   r.reject_unknown({"source", "dir", "train", "test", "label", "train_x", "train_y", "test_x", "test_y",
-                    "scale", "validation", "validation_fraction", "max_train_samples", "max_test_samples"});
+                    "scale", "validation", "validation_fraction", "max_train_samples", "max_test_samples", "audit"});
   data::DataSource s;
   r.read(std::string_view("source"), s.kind, "a string (mnist, csv or npy)");
   r.check(s.kind == "mnist" || s.kind == "csv" || s.kind == "npy", "source",
@@ -121,6 +121,7 @@ data::DataSource parse_data(const toml::table& table, const std::string& file, c
   r.check(s.max_train_samples >= 0, "max_train_samples", "must be >= 0");
   r.read(std::string_view("max_test_samples"), s.max_test_samples, "a non-negative integer");
   r.check(s.max_test_samples >= 0, "max_test_samples", "must be >= 0");
+  r.read(std::string_view("audit"), s.audit, "true or false");
   return s;
 }
 

@@ -83,6 +83,7 @@ Trainer::Trainer(SequentialModel model, CompileOptions options)
     hooks.on_event = [this](const GuardEvent& e) {
       if (event_handler_) event_handler_(e);
     };
+    hooks.audit_flagged_samples = [this] { return audit_flagged_; };
     torch::nn::Module& module = *model_;
     guard_ = std::make_unique<Guard>(module, *optimizer_, options_.guard, std::move(hooks));
   }

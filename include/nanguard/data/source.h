@@ -29,6 +29,8 @@ struct DataSource {
   int64_t max_train_samples = 0;
   int64_t max_test_samples = 0;
   uint64_t seed = 0;  // for the validation split
+  // Audit the training data before fit (non-finite, extreme, blank samples, bad labels).
+  bool audit = true;
 };
 
 struct LoadedData {

@@ -67,6 +67,8 @@ struct Evidence {
   std::vector<SampleEvidence> nonfinite_samples;  // samples with NaN/Inf inputs
   std::vector<SampleEvidence> outlier_samples;    // finite but extreme samples
   bool labels_out_of_range = false;
+  // Dataset ids the data audit flagged before training (non-finite, extreme, blank, ...).
+  std::vector<int64_t> audit_flagged_samples;
 
   // Recent history, oldest first, one value per healthy step (up to the last ~100 steps).
   std::vector<double> loss_history;

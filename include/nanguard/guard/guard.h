@@ -75,6 +75,8 @@ struct GuardHooks {
   // Replaces the repair actions planned for an incident (to compare repair policies); an empty
   // result means skip_step. Non-finite parameters still force a rollback or a stop.
   std::function<std::vector<RepairAction>(const Incident&, const std::vector<RepairAction>& planned)> override_plan;
+  // Dataset ids the data audit flagged before training, ascending (for the evidence).
+  std::function<std::vector<int64_t>()> audit_flagged_samples;
 };
 
 class Guard {

@@ -1,0 +1,546 @@
+#include "data/audit_csv.h"
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "core/check.h"
+#include "core/text.h"
+#include "data/binary_file.h"
+#include "nanguard/core/error.h"
+
+namespace nanguard::data::detail {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr size_t kChunkBytes = 4 << 20;
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const char x = a[i] >= 'A' && a[i] <= 'Z' ? static_cast<char>(a[i] - 'A' + 'a') : a[i];
+    if (x != b[i]) return false;
+  }
+  return true;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+std::string excerpt(std::string_view text) { return nanguard::detail::printable_excerpt(text, 40); }
+
+}  // namespace
+
+void fail_record(const std::string& where, int64_t line, const std::string& what) {
+  throw ValueError(fmt::format("{}: line {}: {}", where, line, what));
+}
+
+CellKind parse_cell(std::string_view s, double* value) {
+  s = trim(s);
+  if (s.empty()) return CellKind::kMissing;
+  std::string_view digits = s;
+  if (digits[0] == '+' && digits.size() > 1 && digits[1] != '-' && digits[1] != '+') digits.remove_prefix(1);
+  const char* last = digits.data() + digits.size();
+  const auto [ptr, ec] = std::from_chars(digits.data(), last, *value);
+  if (ptr == last) {
+    if (ec == std::errc()) return CellKind::kValue;
+    if (ec == std::errc::result_out_of_range) {
+      // Overflow to +/-Inf, underflow to 0: strtod decides which.
+      *value = std::strtod(std::string(digits).c_str(), nullptr);
+      return CellKind::kValue;
+    }
+  }
+  // from_chars reads nan and inf; what is left are the missing-value words.
+  if (iequals(s, "na") || iequals(s, "n/a") || iequals(s, "null")) return CellKind::kMissing;
+  if (iequals(s, "-nan") || iequals(s, "+nan")) {
+    *value = std::numeric_limits<double>::quiet_NaN();
+    return CellKind::kValue;
+  }
+  return CellKind::kBad;
+}
+
+int64_t find_label_column(const std::vector<std::string>& names, const std::string& label, bool has_header,
+                          const std::string& where) {
+  if (label.empty()) return -1;
+  const auto it = std::find(names.begin(), names.end(), label);
+  if (it != names.end()) return it - names.begin();
+  if (!has_header) {
+    throw ValueError(fmt::format("{}: label column '{}' is not a column index from 0 to {} (without a header, "
+                                 "columns are named by their 0-based index)",
+                                 where, label, names.size() - 1));
+  }
+  std::string list;
+  for (size_t i = 0; i < std::min<size_t>(names.size(), 10); ++i) list += (i ? ", " : "") + excerpt(names[i]);
+  if (names.size() > 10) list += ", ...";
+  throw ValueError(fmt::format("{}: label column '{}' is not in the header (columns: {})", where, label, list));
+}
+
+CsvHead read_csv_head(const fs::path& path, char delimiter, bool has_header) {
+  const std::string where = fmt::format("CSV file '{}'", path.string());
+  InputFile file(path);
+  std::string buffer;
+  size_t have = 0;
+  bool eof = false;
+  // Grow until the first record is complete (a newline outside quotes) or the file ends.
+  for (;;) {
+    buffer.resize(std::max<size_t>(buffer.size() * 2, 1 << 16));
+    const size_t got = file.read(buffer.data() + have, buffer.size() - have);
+    have += got;
+    eof = got == 0 || have < buffer.size();
+    bool in_quote = false;
+    size_t start = (have >= 3 && std::memcmp(buffer.data(), "\xEF\xBB\xBF", 3) == 0) ? 3 : 0;
+    // Skip leading blank lines.
+    size_t i = start;
+    int64_t line = 1;
+    while (i < have && (buffer[i] == '\n' || buffer[i] == '\r')) line += buffer[i++] == '\n';
+    size_t end = std::string::npos;
+    for (size_t j = i; j < have; ++j) {
+      if (buffer[j] == '"') in_quote = !in_quote;
+      else if (buffer[j] == '\n' && !in_quote) {
+        end = j + 1;
+        break;
+      }
+    }
+    if (end == std::string::npos && !eof) continue;
+    if (end == std::string::npos) end = have;
+    NANGUARD_CHECK(end > i, "{}: the file is empty (expected {})", where,
+                   has_header ? "a header line" : "at least one row");
+    CsvHead head;
+    std::vector<std::string_view> fields;
+    std::string record(buffer.data() + i, end - i);
+    int64_t record_lines = 0;
+    for_each_record(record.data(), record.data() + record.size(), line, delimiter, where, fields,
+                    [&](const std::vector<std::string_view>& f, int64_t) {
+                      for (size_t c = 0; c < f.size(); ++c) {
+                        head.names.push_back(has_header ? std::string(trim(f[c])) : std::to_string(c));
+                      }
+                    });
+    record_lines = std::count(buffer.data() + i, buffer.data() + end, '\n');
+    if (has_header) {
+      head.data_offset = end;
+      head.data_line = line + record_lines;
+    } else {
+      head.data_offset = i;
+      head.data_line = line;
+      head.first_record_is_data = true;
+    }
+    return head;
+  }
+}
+
+CsvChunkReader::CsvChunkReader(const fs::path& path, const CsvHead& head)
+    : file_(std::make_unique<InputFile>(path)), line_(head.data_line) {
+  uint64_t skip = head.data_offset;
+  while (skip > 0) {
+    char tmp[1 << 14];
+    const size_t got = file_->read(tmp, std::min<uint64_t>(skip, sizeof tmp));
+    if (got == 0) break;
+    skip -= got;
+  }
+}
+
+CsvChunkReader::~CsvChunkReader() = default;
+
+bool CsvChunkReader::next(std::string& buffer, int64_t* first_line) {
+  while (!eof_) {
+    buffer.assign(carry_);
+    const size_t scanned_from = buffer.size();
+    const size_t want = std::max(kChunkBytes, carry_.size() * 2);
+    buffer.resize(want);
+    size_t have = carry_.size();
+    const size_t got = file_->read(buffer.data() + have, want - have);
+    have += got;
+    eof_ = got == 0 || have < want;
+    buffer.resize(have);
+    // Where the last whole record ends: after the last newline outside quotes. A cut is never
+    // inside quotes, so the carried text starts outside them; in_quote_ is the state at
+    // scanned_from.
+    size_t cut = 0;
+    const char* base = buffer.data();
+    if (!in_quote_ && std::memchr(base + scanned_from, '"', have - scanned_from) == nullptr) {
+      const void* nl = memrchr(base + scanned_from, '\n', have - scanned_from);
+      cut = nl ? static_cast<size_t>(static_cast<const char*>(nl) - base) + 1 : 0;
+    } else {
+      bool q = in_quote_;
+      for (size_t i = scanned_from; i < have; ++i) {
+        if (base[i] == '"') q = !q;
+        else if (base[i] == '\n' && !q) cut = i + 1;
+      }
+      in_quote_ = q;
+    }
+    if (eof_) cut = have;
+    if (cut == 0) {
+      carry_ = buffer;
+      continue;
+    }
+    carry_.assign(buffer, cut, std::string::npos);
+    buffer.resize(cut);
+    *first_line = line_;
+    line_ += std::count(buffer.begin(), buffer.end(), '\n');
+    return true;
+  }
+  return false;
+}
+
+namespace {
+
+struct Chunk {
+  std::string data;
+  int64_t id = 0;
+  int64_t first_line = 1;
+};
+
+// A bounded queue of chunks; the reader blocks when the workers fall behind, which bounds
+// memory.
+class ChunkQueue {
+ public:
+  explicit ChunkQueue(size_t capacity) : capacity_(capacity) {}
+  bool push(std::unique_ptr<Chunk> chunk) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    not_full_.wait(lock, [&] { return queue_.size() < capacity_ || stopped_; });
+    if (stopped_) return false;
+    queue_.push_back(std::move(chunk));
+    not_empty_.notify_one();
+    return true;
+  }
+  std::unique_ptr<Chunk> pop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    not_empty_.wait(lock, [&] { return !queue_.empty() || closed_ || stopped_; });
+    if (queue_.empty() || stopped_) return nullptr;
+    auto chunk = std::move(queue_.front());
+    queue_.pop_front();
+    not_full_.notify_one();
+    return chunk;
+  }
+  void close() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    closed_ = true;
+    not_empty_.notify_all();
+  }
+  void stop() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopped_ = true;
+    not_empty_.notify_all();
+    not_full_.notify_all();
+  }
+  // Recycled buffers, so memory does not grow with the file.
+  std::string take_buffer() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (free_.empty()) return {};
+    std::string b = std::move(free_.back());
+    free_.pop_back();
+    return b;
+  }
+  void give_buffer(std::string b) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (free_.size() < capacity_ + 4) free_.push_back(std::move(b));
+  }
+
+ private:
+  size_t capacity_;
+  std::mutex mutex_;
+  std::condition_variable not_empty_, not_full_;
+  std::deque<std::unique_ptr<Chunk>> queue_;
+  std::vector<std::string> free_;
+  bool closed_ = false, stopped_ = false;
+};
+
+struct ThreadState {
+  std::vector<ColumnAccumulator> columns;
+  LabelAccumulator labels;
+  std::vector<int64_t> bad_label_rows;  // row refs
+  int64_t bad_labels = 0;
+  RowAccumulator rows;
+};
+
+}  // namespace
+
+AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
+  const auto started = std::chrono::steady_clock::now();
+  const char delimiter = options.delimiter();
+  NANGUARD_CHECK(delimiter != '"' && delimiter != '\n' && delimiter != '\r' && delimiter != '\0',
+                 "describe('{}'): the delimiter cannot be a quote, CR, LF or NUL", path.string());
+  const std::string where = fmt::format("CSV file '{}'", path.string());
+  const CsvHead head = read_csv_head(path, delimiter, options.has_header());
+  const auto ncols = static_cast<int64_t>(head.names.size());
+  const int64_t label_index = find_label_column(head.names, options.label_column(), options.has_header(), where);
+  std::vector<int64_t> feature_of(ncols, -1);
+  std::vector<std::string> feature_names;
+  for (int64_t c = 0; c < ncols; ++c) {
+    if (c == label_index) continue;
+    feature_of[c] = static_cast<int64_t>(feature_names.size());
+    feature_names.push_back(head.names[c]);
+  }
+  const auto nfeatures = static_cast<int64_t>(feature_names.size());
+
+  int threads = options.threads() > 0 ? options.threads()
+                                      : std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+  threads = std::min(threads, 64);
+  // Sample budget: about 4M values over all columns and threads.
+  const int64_t sample_size = std::max<int64_t>(
+      1024, std::min<int64_t>(options.sample_size(), (int64_t{4} << 20) / std::max<int64_t>(1, nfeatures * threads)));
+
+  std::vector<ThreadState> states(threads);
+  for (int t = 0; t < threads; ++t) {
+    states[t].columns.reserve(nfeatures);
+    for (int64_t c = 0; c < nfeatures; ++c) {
+      states[t].columns.emplace_back(sample_size, 0x5eed + 7919 * static_cast<uint64_t>(c) + 104729 * t,
+                                     options.max_examples());
+    }
+  }
+  ChunkQueue queue(static_cast<size_t>(threads) * 2);
+  std::mutex info_mutex;
+  std::vector<int64_t> chunk_rows;
+  std::string error;
+  int64_t error_chunk = std::numeric_limits<int64_t>::max();
+  bool io_error = false;
+  std::atomic<int64_t> hashes_kept{0};
+  const int64_t max_hashes = options.max_row_hashes();
+  const int64_t max_listed = options.max_listed();
+
+  auto record_error = [&](int64_t chunk, const std::string& what, bool io) {
+    std::lock_guard<std::mutex> lock(info_mutex);
+    if (chunk < error_chunk) {
+      error_chunk = chunk;
+      error = what;
+      io_error = io;
+    }
+    queue.stop();
+  };
+
+  auto worker = [&](int t) {
+    ThreadState& st = states[t];
+    std::vector<std::string_view> fields;
+    fields.reserve(ncols);
+    std::vector<uint64_t> local_hashes;
+    while (auto chunk = queue.pop()) {
+      int64_t local = 0;
+      const int64_t id = chunk->id;
+      try {
+        for_each_record(
+            chunk->data.data(), chunk->data.data() + chunk->data.size(), chunk->first_line, delimiter, where,
+            fields, [&](const std::vector<std::string_view>& f, int64_t line) {
+              if (static_cast<int64_t>(f.size()) != ncols) {
+                fail_record(where, line, fmt::format("expected {} fields, found {}", ncols, f.size()));
+              }
+              const int64_t ref = row_ref(id, local);
+              uint64_t row_hash = 0x1234567;
+              bool row_missing = false, row_nonfinite = false;
+              for (int64_t c = 0; c < ncols; ++c) {
+                double v = 0;
+                const CellKind kind = parse_cell(f[c], &v);
+                if (kind == CellKind::kBad) {
+                  throw ValueError(fmt::format("{}: line {}, column {} ('{}'): expected a number, found '{}'", where,
+                                               line, c + 1, excerpt(head.names[c]), excerpt(trim(f[c]))));
+                }
+                const bool missing = kind == CellKind::kMissing;
+                if (missing) v = std::numeric_limits<double>::quiet_NaN();
+                if (c == label_index) {
+                  row_hash = combine_hash(row_hash, hash_double(v) + static_cast<uint64_t>(missing));
+                  st.labels.add(v, missing);
+                  const bool bad = missing || !std::isfinite(v) || v != std::nearbyint(v) || v < 0 ||
+                                   (options.num_classes() > 0 && v >= static_cast<double>(options.num_classes()));
+                  if (bad) {
+                    ++st.bad_labels;
+                    if (static_cast<int64_t>(st.bad_label_rows.size()) < max_listed) st.bad_label_rows.push_back(ref);
+                  }
+                  continue;
+                }
+                ColumnAccumulator& acc = st.columns[feature_of[c]];
+                if (missing) {
+                  acc.add_missing(ref);
+                  row_missing = true;
+                  row_hash = combine_hash(row_hash, 0x6d697373696e67ULL);  // "missing"
+                } else {
+                  row_hash = combine_hash(row_hash, acc.add(v, ref));
+                  row_nonfinite |= !std::isfinite(v);
+                }
+              }
+              if (row_nonfinite) {
+                ++st.rows.nonfinite_rows;
+                if (static_cast<int64_t>(st.rows.nonfinite_list.size()) < max_listed) st.rows.nonfinite_list.push_back(ref);
+              }
+              if (row_missing) {
+                ++st.rows.missing_rows;
+                if (static_cast<int64_t>(st.rows.missing_list.size()) < max_listed) st.rows.missing_list.push_back(ref);
+              }
+              row_hash = mix64(row_hash);
+              st.rows.row_hll.add_hash(row_hash);
+              if (st.rows.hashes_complete) {
+                if (hashes_kept.fetch_add(1, std::memory_order_relaxed) < max_hashes) {
+                  st.rows.hashes.emplace_back(row_hash, ref);
+                } else {
+                  st.rows.hashes_complete = false;
+                }
+              }
+              ++local;
+            });
+      } catch (const ValueError& e) {
+        record_error(id, e.what(), false);
+        return;
+      } catch (const std::exception& e) {
+        record_error(id, fmt::format("{}: {}", where, e.what()), true);
+        return;
+      }
+      {
+        std::lock_guard<std::mutex> lock(info_mutex);
+        if (static_cast<int64_t>(chunk_rows.size()) <= id) chunk_rows.resize(id + 1, 0);
+        chunk_rows[id] = local;
+      }
+      std::string buffer = std::move(chunk->data);
+      queue.give_buffer(std::move(buffer));
+    }
+  };
+
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) pool.emplace_back(worker, t);
+
+  // The reader: cuts the file into chunks of whole records.
+  int64_t chunks = 0;
+  try {
+    CsvChunkReader reader(path, head);
+    for (;;) {
+      auto chunk = std::make_unique<Chunk>();
+      chunk->data = queue.take_buffer();
+      if (!reader.next(chunk->data, &chunk->first_line)) break;
+      chunk->id = chunks++;
+      if (!queue.push(std::move(chunk))) break;
+    }
+  } catch (const ValueError& e) {
+    record_error(-1, e.what(), false);
+  } catch (const IoError& e) {
+    record_error(-1, e.what(), true);
+  }
+  queue.close();
+  for (auto& th : pool) th.join();
+  if (!error.empty()) {
+    if (io_error) throw IoError(error);
+    throw ValueError(error);
+  }
+
+  // Global row numbers of the chunks.
+  chunk_rows.resize(chunks, 0);
+  std::vector<int64_t> prefix(chunks + 1, 0);
+  for (int64_t i = 0; i < chunks; ++i) prefix[i + 1] = prefix[i] + chunk_rows[i];
+  auto global = [&](int64_t ref) { return prefix[ref >> 32] + (ref & 0xffffffffLL); };
+  for (ThreadState& st : states) {
+    for (ColumnAccumulator& acc : st.columns) {
+      for (auto& item : acc.high.items()) item.row = global(item.row);
+      for (auto& item : acc.low.items()) item.row = global(item.row);
+      for (int64_t& r : acc.nonfinite_rows) r = global(r);
+    }
+    for (int64_t& r : st.rows.nonfinite_list) r = global(r);
+    for (int64_t& r : st.rows.missing_list) r = global(r);
+    for (int64_t& r : st.bad_label_rows) r = global(r);
+    for (auto& h : st.rows.hashes) h.second = global(h.second);
+  }
+  for (int t = 1; t < threads; ++t) {
+    for (int64_t c = 0; c < nfeatures; ++c) states[0].columns[c].merge(states[t].columns[c]);
+    states[0].labels.merge(states[t].labels);
+    states[0].bad_labels += states[t].bad_labels;
+    auto& bl = states[0].bad_label_rows;
+    bl.insert(bl.end(), states[t].bad_label_rows.begin(), states[t].bad_label_rows.end());
+    RowAccumulator& r0 = states[0].rows;
+    RowAccumulator& rt = states[t].rows;
+    r0.nonfinite_rows += rt.nonfinite_rows;
+    r0.nonfinite_list.insert(r0.nonfinite_list.end(), rt.nonfinite_list.begin(), rt.nonfinite_list.end());
+    r0.missing_rows += rt.missing_rows;
+    r0.missing_list.insert(r0.missing_list.end(), rt.missing_list.begin(), rt.missing_list.end());
+    r0.row_hll.merge(rt.row_hll);
+    r0.hashes_complete = r0.hashes_complete && rt.hashes_complete;
+    r0.hashes.insert(r0.hashes.end(), rt.hashes.begin(), rt.hashes.end());
+    std::vector<std::pair<uint64_t, int64_t>>().swap(rt.hashes);
+  }
+  ThreadState& st = states[0];
+
+  AuditReport report;
+  report.path = path.string();
+  report.format = "csv";
+  report.rows = prefix[chunks];
+  report.shape = {report.rows, ncols};
+  report.threads = threads;
+  report.zscore_limit = options.zscore_limit();
+  report.iqr_factor = options.iqr_factor();
+  for (int64_t c = 0; c < nfeatures; ++c) {
+    report.columns.push_back(finish_column(feature_names[c], st.columns[c], options));
+  }
+  add_flag(report, "non_finite", st.rows.nonfinite_rows, st.rows.nonfinite_list, max_listed,
+           "rows with a NaN or Inf feature");
+  add_flag(report, "missing", st.rows.missing_rows, st.rows.missing_list, max_listed,
+           "rows with a missing feature (empty, NA, N/A, null)");
+  if (label_index >= 0) {
+    report.has_labels = true;
+    LabelSummary& ls = report.labels;
+    ls.name = head.names[label_index];
+    ls.count = st.labels.count;
+    ls.classes = st.labels.counts_sorted();
+    ls.non_integer = st.labels.non_integer;
+    ls.non_finite = st.labels.non_finite;
+    ls.out_of_range = st.bad_labels - ls.non_integer - ls.non_finite;
+    int64_t lo = std::numeric_limits<int64_t>::max(), hi = 0;
+    for (const auto& [label, n] : ls.classes) {
+      if (label < 0 || (options.num_classes() > 0 && label >= options.num_classes())) continue;
+      lo = std::min(lo, n), hi = std::max(hi, n);
+    }
+    ls.imbalance = hi > 0 ? static_cast<double>(hi) / static_cast<double>(lo) : 0;
+    if (st.bad_labels > 0) {
+      SampleFlag flag;
+      flag.kind = "label_out_of_range";
+      flag.count = st.bad_labels;
+      std::sort(st.bad_label_rows.begin(), st.bad_label_rows.end());
+      flag.samples = st.bad_label_rows;
+      if (static_cast<int64_t>(flag.samples.size()) > max_listed) flag.samples.resize(max_listed);
+      flag.detail = options.num_classes() > 0
+                        ? fmt::format("labels missing, non-integer or outside [0, {})", options.num_classes())
+                        : "labels missing, non-integer or negative";
+      report.flags.push_back(std::move(flag));
+    }
+  }
+  // Duplicate rows: equal row hashes (64-bit; a collision is negligible at these sizes).
+  if (st.rows.hashes_complete) {
+    auto& h = st.rows.hashes;
+    std::sort(h.begin(), h.end());
+    std::vector<int64_t> dups;
+    for (size_t i = 1; i < h.size(); ++i) {
+      if (h[i].first == h[i - 1].first) {
+        size_t first = i - 1;
+        while (first > 0 && h[first - 1].first == h[i].first) --first;
+        ++report.duplicate_rows;
+        if (static_cast<int64_t>(dups.size()) < max_listed) dups.push_back(h[i].second);
+        if (static_cast<int64_t>(report.duplicate_examples.size()) < options.max_examples()) {
+          report.duplicate_examples.emplace_back(h[i].second, h[first].second);
+        }
+      }
+    }
+    if (report.duplicate_rows > 0) {
+      SampleFlag flag;
+      flag.kind = "duplicate";
+      flag.count = report.duplicate_rows;
+      std::sort(dups.begin(), dups.end());
+      flag.samples = std::move(dups);
+      flag.detail = "rows equal to an earlier row";
+      report.flags.push_back(std::move(flag));
+    }
+  } else {
+    report.duplicates_exact = false;
+    report.duplicate_rows =
+        std::max<int64_t>(0, report.rows - static_cast<int64_t>(std::llround(st.rows.row_hll.estimate())));
+  }
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return report;
+}
+
+}  // namespace nanguard::data::detail

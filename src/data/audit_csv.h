@@ -1,0 +1,134 @@
+// Private: the streaming, parallel CSV pass of the data auditor, and the cell parser it shares
+// with `fix`.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "data/audit_stats.h"
+#include "nanguard/data/audit.h"
+
+namespace nanguard::data::detail {
+
+// How a cell reads: a number (finite or not), a missing value, or not a number.
+enum class CellKind { kValue, kMissing, kBad };
+
+// Parses a trimmed cell: "" and NA, N/A, null (any case) are missing; nan, inf, +inf, -inf,
+// infinity (any case) are NaN / Inf.
+CellKind parse_cell(std::string_view text, double* value);
+
+[[noreturn]] void fail_record(const std::string& where, int64_t line, const std::string& what);
+
+// Splits CSV text made of whole records into records, calling on_record(fields, line) for
+// each non-blank one; line is 1-based, counted from first_line. Quotes are removed and ""
+// escapes undone in place (the text is modified). Throws ValueError naming the file and line
+// for an unclosed quote or text after a closing quote.
+template <typename OnRecord>
+void for_each_record(char* p, char* e, int64_t first_line, char delimiter, const std::string& where,
+                     std::vector<std::string_view>& fields, OnRecord&& on_record) {
+  int64_t line = first_line;
+  while (p < e) {
+    if (*p == '\n') {
+      ++p, ++line;
+      continue;
+    }
+    if (*p == '\r' && (p + 1 == e || p[1] == '\n')) {
+      p += (p + 1 == e) ? 1 : 2;
+      ++line;
+      continue;
+    }
+    const int64_t record_line = line;
+    fields.clear();
+    for (;;) {
+      char* q = p;
+      while (q < e && (*q == ' ' || *q == '\t') && *q != delimiter) ++q;
+      if (q < e && *q == '"') {
+        char* begin = ++q;
+        char* out = begin;
+        for (;;) {
+          if (q >= e) fail_record(where, record_line, "a quoted field is not closed before the end of the file");
+          if (*q == '"') {
+            if (q + 1 < e && q[1] == '"') {
+              *out++ = '"';
+              q += 2;
+              continue;
+            }
+            break;
+          }
+          if (*q == '\n') ++line;
+          *out++ = *q++;
+        }
+        fields.emplace_back(begin, static_cast<size_t>(out - begin));
+        ++q;  // closing quote
+        while (q < e && (*q == ' ' || *q == '\t' || *q == '\r') && *q != delimiter) ++q;
+        if (q < e && *q != delimiter && *q != '\n') {
+          fail_record(where, record_line,
+                      "unexpected text after the closing quote of field " + std::to_string(fields.size()));
+        }
+      } else {
+        q = p;
+        if (delimiter == ',') {
+          while (q < e && *q != ',' && *q != '\n') ++q;
+        } else {
+          while (q < e && *q != delimiter && *q != '\n') ++q;
+        }
+        char* end = q;
+        if ((q == e || *q == '\n') && end > p && end[-1] == '\r') --end;
+        fields.emplace_back(p, static_cast<size_t>(end - p));
+      }
+      if (q >= e) {
+        p = e;
+        break;
+      }
+      if (*q == '\n') {
+        p = q + 1;
+        ++line;
+        break;
+      }
+      p = q + 1;  // past the delimiter
+    }
+    on_record(fields, record_line);
+  }
+}
+
+// Reads the header (or the first record) of a CSV file: its fields and the byte offset and
+// line where the data begins.
+struct CsvHead {
+  std::vector<std::string> names;
+  uint64_t data_offset = 0;
+  int64_t data_line = 1;
+  bool first_record_is_data = false;
+};
+CsvHead read_csv_head(const std::filesystem::path& path, char delimiter, bool has_header);
+
+class InputFile;
+
+// Cuts a CSV file after its head into chunks of whole records (about 4 MiB each).
+class CsvChunkReader {
+ public:
+  CsvChunkReader(const std::filesystem::path& path, const CsvHead& head);
+  ~CsvChunkReader();
+  // Fills buffer with the next chunk and its first line; false at the end of the file.
+  bool next(std::string& buffer, int64_t* first_line);
+
+ private:
+  std::unique_ptr<InputFile> file_;
+  std::string carry_;
+  int64_t line_;
+  bool in_quote_ = false;
+  bool eof_ = false;
+};
+
+// The streaming describe of a CSV file.
+AuditReport describe_csv(const std::filesystem::path& path, const AuditOptions& options);
+
+// Column index of the label column in names, or -1 ("" = none). Throws ValueError naming the
+// file when the label is not a column.
+int64_t find_label_column(const std::vector<std::string>& names, const std::string& label, bool has_header,
+                          const std::string& where);
+
+}  // namespace nanguard::data::detail
