@@ -13,6 +13,7 @@ using Command = std::function<int()>;
 Command add_fit(CLI::App& app);
 Command add_evaluate(CLI::App& app);
 Command add_replay(CLI::App& app);
+Command add_report(CLI::App& app);
 
 // Exit codes (documented in `nanguard --help` and the README).
 enum ExitCode : int {

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
       {"fit", add_fit(app)},
       {"evaluate", add_evaluate(app)},
       {"replay", add_replay(app)},
+      {"report", add_report(app)},
   };
 
   try {
