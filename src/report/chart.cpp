@@ -44,6 +44,14 @@ double nice_step(double range, int target_ticks) {
   return 10.0 * magnitude;
 }
 
+// Incidents drawn last, so a repair at the same step does not hide them.
+std::vector<ChartMarker> drawing_order(std::vector<ChartMarker> markers) {
+  auto rank = [](const ChartMarker& m) { return m.kind == "incident" ? 2 : m.kind == "action" ? 1 : 0; };
+  std::stable_sort(markers.begin(), markers.end(),
+                   [&](const ChartMarker& a, const ChartMarker& b) { return rank(a) < rank(b); });
+  return markers;
+}
+
 // A value is drawn when it is finite (and positive on a log scale).
 bool drawable(double v, bool log_y) { return std::isfinite(v) && (!log_y || v > 0); }
 
@@ -87,7 +95,7 @@ std::string chart_vega_lite(const Chart& chart) {
           {"type", "quantitative"},
           {"title", chart.y_label},
           {"scale", y_scale},
-          {"axis", {{"format", "~g"}}}}},
+          {"axis", {{"format", ".4~g"}}}}},
         {"color",
          {{"field", "series"}, {"type", "nominal"}, {"title", nullptr}, {"scale", {{"domain", domain}, {"range", range}}}}},
         {"tooltip",
@@ -97,7 +105,7 @@ std::string chart_vega_lite(const Chart& chart) {
   json layers = json::array({lines});
   if (!chart.markers.empty()) {
     json marks = json::array();
-    for (const auto& m : chart.markers) {
+    for (const auto& m : drawing_order(chart.markers)) {
       if (std::isfinite(m.x)) marks.push_back({{"x", m.x}, {"kind", m.kind}, {"label", m.label}});
     }
     json kinds = json::array(), kind_colors = json::array();
@@ -170,7 +178,7 @@ std::string chart_svg(const Chart& chart) {
       "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n"
       "<text transform=\"translate(18 {}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n",
       left, top, pw, ph, left + pw / 2, H - 10, xml_escape(chart.x_label), top + ph / 2, xml_escape(chart.y_label));
-  for (const auto& m : chart.markers) {
+  for (const auto& m : drawing_order(chart.markers)) {
     if (!std::isfinite(m.x)) continue;
     svg += fmt::format(
         "<line class=\"marker\" x1=\"{0:.1f}\" x2=\"{0:.1f}\" y1=\"{1}\" y2=\"{2}\" stroke=\"{3}\" stroke-width=\"2\" "

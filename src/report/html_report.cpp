@@ -228,7 +228,7 @@ h4{font-size:13px;text-transform:uppercase;letter-spacing:.04em;color:var(--mute
 .stat.bad .v{color:var(--red)} .stat.warn .v{color:var(--amber)} .stat.good .v{color:var(--green)}
 .grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:16px}
 .chart{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px;min-height:120px;width:100%}
-.chart .vega-embed{width:100%}
+.chart .vis{width:100%} .chart .vega-embed{width:100%} .chart .vis > svg{max-width:100%;height:auto}
 .card{background:var(--card);border:1px solid var(--line);border-left:5px solid var(--red);border-radius:8px;padding:14px 18px;margin-bottom:14px}
 .card header{display:flex;align-items:center;gap:10px;flex-wrap:wrap}
 .conf{margin-left:auto;font-weight:600;color:var(--red)}
@@ -284,9 +284,11 @@ constexpr const char* kRenderScript = R"JS(
 )JS";
 
 std::string chart_block(const Chart& chart, bool dynamic) {
-  std::string out = "<div class=\"chart\" id=\"chart-" + esc(chart.id) + "\" data-chart=\"" + esc(chart.id) + "\">";
+  // vega-embed sizes "container" charts from the element's width: an inner box without padding.
+  std::string out = "<div class=\"chart\" data-chart=\"" + esc(chart.id) + "\"><div class=\"vis\" id=\"chart-" +
+                    esc(chart.id) + "\">";
   if (!dynamic) out += chart_svg(chart);
-  return out + "</div>\n";
+  return out + "</div></div>\n";
 }
 
 std::string stat(const std::string& k, const std::string& v, const char* cls = "") {
@@ -336,7 +338,7 @@ std::vector<Chart> report_charts(const RunRecord& run) {
       } else {
         std::string id = "signal-";
         for (char c : name) id += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
-        others.push_back({id, name, "step", name, false, {{name, run.signals.steps, values}}, step_markers});
+        others.push_back({id, name + " (per step)", "step", name, false, {{name, run.signals.steps, values}}, step_markers});
       }
     }
     if (!total.series.empty()) charts.push_back(total);

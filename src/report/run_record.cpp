@@ -217,7 +217,11 @@ RunRecord read_run(const std::filesystem::path& dir) {
       }
       parse(text);
     } catch (const std::exception& e) {
-      run.problems.push_back({name, e.what()});
+      // Parser messages start with the file name; the problem already carries it.
+      std::string what = e.what();
+      const std::string prefix = std::string(name) + " ";
+      if (what.rfind(prefix, 0) == 0) what = what.substr(prefix.size());
+      run.problems.push_back({name, what});
     }
   };
   auto json_object = [&](const char* name, std::string* out) {

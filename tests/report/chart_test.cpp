@@ -35,7 +35,9 @@ TEST(Chart, VegaLiteSpecHasOnePointPerFiniteValueAndOneRulePerMarker) {
   for (const auto& p : points) EXPECT_TRUE(p["y"].is_number());
   EXPECT_EQ(spec["layer"][1]["mark"]["type"], "rule");
   EXPECT_EQ(spec["layer"][1]["data"]["values"].size(), 2u);
-  EXPECT_EQ(spec["layer"][1]["data"]["values"][0]["label"], "step 40: incident unsafe_loss");
+  // Incidents come last so a repair at the same step does not hide them.
+  EXPECT_EQ(spec["layer"][1]["data"]["values"][0]["label"], "step 40: repair skip_step");
+  EXPECT_EQ(spec["layer"][1]["data"]["values"][1]["label"], "step 40: incident unsafe_loss");
 }
 
 TEST(Chart, SvgAndVegaLiteUseTheSameColours) {

@@ -97,7 +97,7 @@ TEST(HtmlReport, CorruptFilesAreListedAndTheRestStillRenders) {
   ASSERT_EQ(problems.size(), 2u);
   const std::string html = read_bytes(out / "r.html");
   EXPECT_NE(html.find("<b>events.jsonl</b>: line 2 is not JSON"), std::string::npos);
-  EXPECT_NE(html.find("<b>history.csv</b>: history.csv line 2 column 2 (loss)"), std::string::npos);
+  EXPECT_NE(html.find("<b>history.csv</b>: line 2 column 2 (loss)"), std::string::npos);
   EXPECT_NE(html.find("Training history not shown: history.csv could not be read"), std::string::npos);
   EXPECT_EQ(count(html, "<li class=\"warning\">"), 1u);  // the good line is still shown
   EXPECT_EQ(count(html, "data-chart=\"grad_norm\""), 1u);  // monitor.csv is still drawn
