@@ -283,10 +283,17 @@ constexpr const char* kRenderScript = R"JS(
 })();
 )JS";
 
+// Element ids safe in a CSS selector ("#chart-<id>"), whatever a column is called.
+std::string dom_id(const std::string& id) {
+  std::string out;
+  for (char c : id) out += std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ? c : '_';
+  return out;
+}
+
 std::string chart_block(const Chart& chart, bool dynamic) {
   // vega-embed sizes "container" charts from the element's width: an inner box without padding.
   std::string out = "<div class=\"chart\" data-chart=\"" + esc(chart.id) + "\"><div class=\"vis\" id=\"chart-" +
-                    esc(chart.id) + "\">";
+                    dom_id(chart.id) + "\">";
   if (!dynamic) out += chart_svg(chart);
   return out + "</div></div>\n";
 }
@@ -417,7 +424,7 @@ std::string render_html(const RunRecord& run, const ReportOptions& options) {
     for (const auto& c : charts) {
       if (!pick(c)) continue;
       block += chart_block(c, dynamic);
-      specs.push_back({{"id", c.id}, {"spec", json::parse(chart_vega_lite(c))}});
+      specs.push_back({{"id", dom_id(c.id)}, {"spec", json::parse(chart_vega_lite(c))}});
       ++n;
     }
     return n ? block + "</div>\n" : std::string();

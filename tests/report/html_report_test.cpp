@@ -117,6 +117,17 @@ TEST(HtmlReport, JsonSectionsRenderAsTables) {
   EXPECT_NE(html.find("not recorded (no history.csv"), std::string::npos);
 }
 
+TEST(HtmlReport, ChartElementIdsAreSafeSelectors) {
+  TempDir dir;
+  write_bytes(dir / "history.csv", "epoch,loss,top.5 acc\n1,0.5,0.8\n");
+  TempDir scripts;
+  for (const char* s : {"vega.min.js", "vega-lite.min.js", "vega-embed.min.js"}) write_bytes(scripts / s, "var x;");
+  const std::string html = render_html(read_run(dir.path()), ReportOptions().script_dir(scripts.path()));
+  EXPECT_NE(html.find("id=\"chart-top_5_acc\""), std::string::npos);
+  EXPECT_NE(html.find("\"id\":\"top_5_acc\""), std::string::npos);
+  EXPECT_NE(html.find("data-chart=\"top.5 acc\""), std::string::npos);
+}
+
 TEST(HtmlReport, WriteReportFailsLoudlyOnlyForTheFolderAndTheOutput) {
   TempDir dir;
   EXPECT_THROW(write_report(dir / "absent", dir / "r.html"), IoError);
