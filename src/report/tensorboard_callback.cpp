@@ -1,7 +1,8 @@
 #include "nanguard/report/tensorboard_callback.h"
 
 #include <cmath>
-#include <map>
+#include <string>
+#include <vector>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -17,23 +18,31 @@ void TensorBoardCallback::on_batch_end(Trainer& trainer, int64_t /*batch*/, cons
     writer_.add_scalar("step/loss", result.loss.item<double>(), step);
   }
   if (options_.grad_norm_every() > 0 && step % options_.grad_norm_every() == 0) {
-    // Per layer: the module path before the parameter's own name ("0.weight" -> "0").
-    std::map<std::string, double> layers;
-    double total = 0;
-    bool any = false;
+    // Per layer: the module path before the parameter's own name ("layers.1.dense.weight" ->
+    // "layers.1.dense"). The squared sums stay on the device until one copy to the host.
+    std::vector<std::string> layers;
+    std::vector<at::Tensor> sums;
     for (const auto& item : trainer.model()->named_parameters(/*recurse=*/true)) {
       const at::Tensor& g = item.value().grad();
       if (!g.defined()) continue;
-      const double sq = g.detach().to(torch::kDouble).pow(2).sum().item<double>();
       const std::string& name = item.key();
       const auto dot = name.rfind('.');
-      layers[dot == std::string::npos ? name : name.substr(0, dot)] += sq;
-      total += sq;
-      any = true;
+      const std::string layer = dot == std::string::npos ? name : name.substr(0, dot);
+      const at::Tensor sq = g.detach().to(torch::kDouble).pow(2).sum();
+      if (!layers.empty() && layers.back() == layer) {
+        sums.back() = sums.back() + sq;
+      } else {
+        layers.push_back(layer);
+        sums.push_back(sq);
+      }
     }
-    if (any) {
+    if (!sums.empty()) {
+      const at::Tensor host = torch::stack(sums).to(torch::kCPU).contiguous();
+      const double* sq = host.data_ptr<double>();
+      double total = 0;
+      for (size_t i = 0; i < layers.size(); ++i) total += sq[i];
       writer_.add_scalar("grad_norm/total", std::sqrt(total), step);
-      for (const auto& [layer, sq] : layers) writer_.add_scalar("grad_norm/" + layer, std::sqrt(sq), step);
+      for (size_t i = 0; i < layers.size(); ++i) writer_.add_scalar("grad_norm/" + layers[i], std::sqrt(sq[i]), step);
     }
   }
 }

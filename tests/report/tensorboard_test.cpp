@@ -1,5 +1,6 @@
 #include "nanguard/report/tensorboard.h"
 
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <set>
@@ -139,11 +140,15 @@ TEST(TensorBoard, AGuardedRunLogsCurvesGradientNormsAndIncidents) {
   SKIP_WITHOUT_READER(r);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::map<std::string, int> scalars, texts;
+  std::map<int64_t, double> total_sq, layers_sq;  // per step: total norm squared vs the layers' sum
   std::set<int64_t> epoch_steps;
   for (const auto& rec : r.records) {
     if (rec.contains("scalars")) {
       for (auto it = rec["scalars"].begin(); it != rec["scalars"].end(); ++it) {
         ++scalars[it.key()];
+        const int64_t step = rec["step"].get<int64_t>();
+        if (it.key() == "grad_norm/total") total_sq[step] = std::pow(it.value().get<double>(), 2);
+        else if (it.key().rfind("grad_norm/", 0) == 0) layers_sq[step] += std::pow(it.value().get<double>(), 2);
         if (it.key() == "epoch/loss") epoch_steps.insert(rec["step"].get<int64_t>());
       }
     }
@@ -165,6 +170,9 @@ TEST(TensorBoard, AGuardedRunLogsCurvesGradientNormsAndIncidents) {
     EXPECT_EQ(n, scalars["grad_norm/total"]) << tag;
   }
   EXPECT_EQ(layer_curves, 2);
+  for (const auto& [step, sq] : total_sq) {
+    if (std::isfinite(sq)) EXPECT_NEAR(layers_sq[step], sq, 1e-4 * sq + 1e-12) << "step " << step;
+  }
   EXPECT_EQ(static_cast<size_t>(texts["guard/incident"]), guarded.incidents);
   EXPECT_EQ(static_cast<size_t>(texts["guard/incident"] + texts["guard/action"] + texts["guard/warning"]), guarded.events);
 }
