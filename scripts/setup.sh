@@ -21,10 +21,11 @@ done
 packages=(build-essential cmake ninja-build pkg-config
   libtorch-dev libopenblas0-pthread
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev
-  googletest libgtest-dev libgmock-dev libbenchmark-dev)
+  googletest libgtest-dev libgmock-dev libbenchmark-dev
+  protobuf-compiler libprotobuf-dev python3-protobuf chromium)
 if [ "$want_data" = 1 ]; then packages+=(dataset-fashion-mnist); fi
 if [ "$want_bench" = 1 ]; then packages+=(python3-torch valgrind python3-pandas time); fi
-if [ "$want_data" = 1 ] && ! command -v npm >/dev/null 2>&1; then packages+=(npm); fi
+if ! command -v npm >/dev/null 2>&1; then packages+=(npm); fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -36,6 +37,24 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The HTML report's charts: Vega, Vega-Lite and vega-embed (minified builds), inlined into each
+# report so it opens offline. Pinned versions; third_party/vega is not versioned.
+vega_pkgs=(vega@5.33.1 vega-lite@5.23.0 vega-embed@6.29.0)
+if [ ! -f third_party/vega/vega-embed.min.js ] || [ ! -f third_party/vega/vega-lite.min.js ] ||
+   [ ! -f third_party/vega/vega.min.js ]; then
+  echo "setup: downloading ${vega_pkgs[*]} (npm) into third_party/vega"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "${vega_pkgs[@]}" >/dev/null)
+  mkdir -p third_party/vega
+  for pkg in "${vega_pkgs[@]}"; do
+    name=${pkg%@*}; version=${pkg##*@}
+    tar -xzf "$tmp/$name-$version.tgz" -C "$tmp" "package/build/$name.min.js"
+    mv "$tmp/package/build/$name.min.js" third_party/vega/
+    rm -rf "$tmp/package"
+  done
+  rm -rf "$tmp"
 fi
 
 if [ "$want_data" = 1 ]; then

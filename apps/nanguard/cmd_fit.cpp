@@ -15,8 +15,11 @@
 #include "nanguard/env/blas.h"
 #include "nanguard/guard/snapshot.h"
 #include "nanguard/monitor/monitor.h"
+#include "nanguard/report/console_summary.h"
 #include "nanguard/report/events.h"
 #include "nanguard/report/history_files.h"
+#include "nanguard/report/html_report.h"
+#include "nanguard/report/tensorboard_callback.h"
 #include "nanguard/train/progress.h"
 #include "run_folder.h"
 
@@ -29,6 +32,7 @@ struct FitArgs {
   std::string out;
   bool quiet = false;
   bool dump_incidents = false;
+  std::string tensorboard;  // "" = off
 };
 
 nlohmann::json logs_json(const Logs& logs) {
@@ -66,8 +70,13 @@ int run_fit(const FitArgs& args) {
   // Every guard event goes to events.jsonl as it happens; incidents are also told on the console.
   report::EventLog events(out / "events.jsonl");
   const env::EnvSummary environment = write_environment(out);
+  std::vector<GuardEvent> all_events;
+  std::unique_ptr<report::TensorBoardCallback> tensorboard;
+  if (!args.tensorboard.empty()) tensorboard = std::make_unique<report::TensorBoardCallback>(args.tensorboard);
   trainer->set_event_handler([&](const GuardEvent& e) {
     events.write(e);
+    all_events.push_back(e);
+    if (tensorboard) tensorboard->add_event(e);
     if (args.quiet) return;
     if (e.kind == "incident") {
       std::cout << fmt::format("\n[nanguard] step {}: non-finite {} - {} ({:.0f}%){}\n  {}\n", e.step, e.detail, e.cause,
@@ -82,6 +91,7 @@ int run_fit(const FitArgs& args) {
   ProgressBar progress(std::cout);
   std::vector<Callback*> callbacks;
   if (!args.quiet) callbacks.push_back(&progress);
+  if (tensorboard) callbacks.push_back(tensorboard.get());
   History history = trainer->fit(data.train, data.validation.size() > 0 ? &data.validation : nullptr, config.fit,
                                  callbacks);
 
@@ -117,11 +127,12 @@ int run_fit(const FitArgs& args) {
                         {"snapshot_bytes", guard->snapshots().memory_bytes()},
                         {"snapshot_seconds", guard->snapshots().last_take_seconds()}};
     if (!args.quiet) {
-      std::cout << guard->summary();
-      for (const auto& incident : guard->incidents()) std::cout << incident->summary();
+      std::cout << guard->summary();  // incidents are summarised in plain words once the report is written
     }
   }
-  std::vector<std::filesystem::path> written = report::write_history_files(out, history);
+  const double steps_per_epoch = history.size() ? static_cast<double>(trainer->global_step()) / history.size() : 0;
+  std::vector<std::filesystem::path> written =
+      report::write_history_files(out, history, report::event_markers(all_events, steps_per_epoch));
   if (trainer->guard() && trainer->guard()->monitor()) {  // the monitor's signals, for the report
     trainer->guard()->monitor()->write_csv(out / "monitor.csv");
     written.push_back(out / "monitor.csv");
@@ -139,11 +150,20 @@ int run_fit(const FitArgs& args) {
   write_text_atomic(out / "config.toml", read_text_file(config.source));
   summary["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   write_text_atomic(out / "summary.json", summary.dump(2) + "\n");
+  // The report is a view of the files above; failing to write it must not fail the run.
+  try {
+    const report::RunRecord record = report::read_run(out);
+    write_text_atomic(out / "report.html", report::render_html(record));
+    if (!args.quiet) std::cout << report::console_summary(record, out / "report.html");
+  } catch (const std::exception& e) {
+    std::cerr << "nanguard: warning: no report written: " << e.what() << "\n";
+  }
+  if (tensorboard && !args.quiet) std::cout << "TensorBoard: tensorboard --logdir " << args.tensorboard << "\n";
   if (weights_refused) throw TrainingStopped("the model holds non-finite weights; no weights file was written");
   if (trainer->guard() && trainer->guard()->stopped()) {
     throw TrainingStopped("the guard stopped the run (repair budget spent); see " + (out / "events.jsonl").string());
   }
-  if (!args.quiet) std::cout << "Run folder: " << out.string() << " (history.csv, loss.svg, summary.json, weights.pt)\n";
+  if (!args.quiet) std::cout << "Run folder: " << out.string() << " (report.html, history.csv, loss.svg, summary.json, weights.pt)\n";
   return kOk;
 }
 
@@ -159,6 +179,8 @@ Command add_fit(CLI::App& app) {
   sub->add_option("--device", args->overrides.device, "Override device: cpu, cuda or cuda:N");
   sub->add_option("--out", args->out, "Run folder (default: runs/<name>)");
   sub->add_flag("--quiet", args->quiet, "No progress output");
+  sub->add_option("--tensorboard", args->tensorboard,
+                  "Also log to TensorBoard event files in this folder (open with: tensorboard --logdir DIR)");
   sub->add_flag("--dump-incidents", args->dump_incidents,
                 "Write each incident's batch and pre-step state to OUT/incidents/step_N for `nanguard replay`");
   return [args] { return run_fit(*args); };

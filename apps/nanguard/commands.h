@@ -16,6 +16,7 @@ Command add_replay(CLI::App& app);
 Command add_doctor(CLI::App& app);
 Command add_zoo(CLI::App& app);
 Command add_data(CLI::App& app);
+Command add_report(CLI::App& app);
 
 // Exit codes (documented in `nanguard --help` and the README).
 enum ExitCode : int {

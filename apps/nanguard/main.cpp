@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
       {"doctor", add_doctor(app)},
       {"zoo", add_zoo(app)},
       {"data", add_data(app)},
+      {"report", add_report(app)},
   };
 
   try {

@@ -62,5 +62,37 @@ TEST(HistoryFiles, WritesTheRunFolderFiles) {
   EXPECT_EQ(written.size(), 4u);
 }
 
+TEST(HistoryFiles, CurvesAreLossThenOneChartPerMetric) {
+  const auto curves = history_curves(two_epochs());
+  ASSERT_EQ(curves.size(), 2u);
+  EXPECT_EQ(curves[0].series, (std::vector<std::string>{"loss", "val_loss"}));
+  EXPECT_EQ(curves[1].series, (std::vector<std::string>{"accuracy", "val_accuracy"}));
+}
+
+TEST(HistoryFiles, EventMarkersSitOnTheEpochOfTheirStep) {
+  std::vector<GuardEvent> events(3);
+  events[0].step = 0, events[0].kind = "warning", events[0].cause = "lr_too_high";
+  events[1].step = 15, events[1].kind = "incident", events[1].cause = "bad_input_data";
+  events[2].step = 15, events[2].kind = "action", events[2].action = "skip_step", events[2].detail = "dropped";
+  const auto by_epoch = event_markers(events, 10);
+  ASSERT_EQ(by_epoch.size(), 3u);
+  EXPECT_EQ(by_epoch[0].x, 1);
+  EXPECT_EQ(by_epoch[1].x, 2);
+  EXPECT_EQ(by_epoch[1].kind, "incident");
+  EXPECT_EQ(by_epoch[1].label, "step 15: incident bad_input_data");
+  EXPECT_EQ(by_epoch[2].label, "step 15: repair skip_step (dropped)");
+  EXPECT_EQ(event_markers(events, 0)[1].x, 15);  // per-step charts
+}
+
+TEST(HistoryFiles, WrittenCurvesCarryTheMarkersAndMatchTheChartSpec) {
+  testing::TempDir dir;
+  std::vector<ChartMarker> markers{{2, "incident", "step 15: incident bad_input_data"}};
+  write_history_files(dir.path(), two_epochs(), markers);
+  const std::string svg = testing::read_bytes(dir / "loss.svg");
+  EXPECT_NE(svg.find("step 15: incident bad_input_data"), std::string::npos);
+  // The image is exactly the SVG rendering of the chart the report draws.
+  EXPECT_EQ(svg, chart_svg(history_chart(two_epochs(), history_curves(two_epochs())[0], markers)));
+}
+
 }  // namespace
 }  // namespace nanguard::report
