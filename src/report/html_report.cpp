@@ -336,16 +336,35 @@ std::vector<Chart> report_charts(const RunRecord& run) {
     const auto step_markers = event_markers(run.events, 0);
     Chart total{"grad_norm", "Total gradient norm", "step", "gradient norm", true, {}, step_markers};
     Chart layers{"grad_norm_layers", "Per-layer gradient norms", "step", "gradient norm", true, {}, step_markers};
-    std::vector<Chart> others;
+    // Sampled signals hold values only every few hundred steps: keep the measured points so
+    // each line joins them instead of breaking at every unmeasured step.
+    auto measured = [&](const std::string& name, const std::vector<double>& values) {
+      ChartSeries s{name, {}, {}};
+      for (size_t i = 0; i < values.size() && i < run.signals.steps.size(); ++i) {
+        if (std::isnan(values[i])) continue;
+        s.x.push_back(run.signals.steps[i]);
+        s.y.push_back(values[i]);
+      }
+      return s;
+    };
+    std::vector<Chart> others;  // one chart per signal, a line per layer
     for (const auto& [name, values] : run.signals.columns) {
       if (name == "grad_norm") {
-        total.series.push_back({name, run.signals.steps, values});
+        total.series.push_back(measured(name, values));
       } else if (name.rfind("grad_norm/", 0) == 0) {
-        layers.series.push_back({name.substr(10), run.signals.steps, values});
+        layers.series.push_back(measured(name.substr(10), values));
       } else {
+        const size_t slash = name.find('/');
+        const std::string signal = name.substr(0, slash);
+        const std::string layer = slash == std::string::npos ? signal : name.substr(slash + 1);
         std::string id = "signal-";
-        for (char c : name) id += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
-        others.push_back({id, name + " (per step)", "step", name, false, {{name, run.signals.steps, values}}, step_markers});
+        for (char c : signal) id += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+        auto chart = std::find_if(others.begin(), others.end(), [&](const Chart& c) { return c.id == id; });
+        if (chart == others.end()) {
+          others.push_back({id, signal + " (per step)", "step", signal, false, {}, step_markers});
+          chart = others.end() - 1;
+        }
+        chart->series.push_back(measured(layer, values));
       }
     }
     if (!total.series.empty()) charts.push_back(total);

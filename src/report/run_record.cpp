@@ -1,5 +1,8 @@
 #include "nanguard/report/run_record.h"
 
+#include <map>
+#include <set>
+
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -130,12 +133,52 @@ History parse_history_csv(const std::string& text, const std::string& file) {
   return history;
 }
 
+namespace {
+
+// The monitor writes one row per value (`step,signal,layer,value`): per-layer signals are
+// sampled every few hundred steps, so a wide table would be mostly empty. Pivot it into
+// columns named `signal` or `signal/layer` (the per-layer gradient norm is `grad_norm/layer`).
+SignalTable pivot_long_signals(const std::vector<std::string>& lines, const std::string& file) {
+  std::map<std::string, std::map<double, double>> by_column;
+  std::set<double> steps;
+  for (size_t i = 1; i < lines.size(); ++i) {
+    if (lines[i].empty()) continue;
+    const auto cells = split_commas(lines[i]);
+    NANGUARD_CHECK(cells.size() == 4, "{} line {}: expected 4 values (step,signal,layer,value), found {}", file, i + 1,
+                   cells.size());
+    double step = 0, value = std::nan("");
+    NANGUARD_CHECK(parse_cell(cells[0], &step, file, i + 1, 1, "step") && std::isfinite(step),
+                   "{} line {} column 1 (step): expected a step number", file, i + 1);
+    NANGUARD_CHECK(!cells[1].empty(), "{} line {} column 2 (signal): expected a signal name", file, i + 1);
+    parse_cell(cells[3], &value, file, i + 1, 4, "value");
+    const std::string signal = cells[1] == "layer_grad_norm" ? "grad_norm" : cells[1];
+    const std::string column = cells[2].empty() ? signal : signal + "/" + cells[2];
+    by_column[column][step] = value;
+    steps.insert(step);
+  }
+  SignalTable table;
+  table.steps.assign(steps.begin(), steps.end());
+  for (const auto& [name, values] : by_column) {
+    std::vector<double> column;
+    column.reserve(table.steps.size());
+    for (double s : table.steps) {
+      auto it = values.find(s);
+      column.push_back(it == values.end() ? std::nan("") : it->second);
+    }
+    table.columns.emplace_back(name, std::move(column));
+  }
+  return table;
+}
+
+}  // namespace
+
 SignalTable parse_signals_csv(const std::string& text, const std::string& file) {
   const auto lines = split_lines(text);
   NANGUARD_CHECK(!lines.empty() && !lines[0].empty(), "{} is empty (expected a header line starting with 'step')", file);
   const auto header = split_commas(lines[0]);
   NANGUARD_CHECK(header[0] == "step", "{} line 1: expected the header to start with 'step', found '{}'", file,
                  header[0]);
+  if (header == std::vector<std::string>{"step", "signal", "layer", "value"}) return pivot_long_signals(lines, file);
   SignalTable table;
   for (size_t c = 1; c < header.size(); ++c) table.columns.push_back({header[c], {}});
   for (size_t i = 1; i < lines.size(); ++i) {

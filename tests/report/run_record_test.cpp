@@ -1,6 +1,7 @@
 #include "nanguard/report/run_record.h"
 
 #include <cmath>
+#include <map>
 
 #include <gtest/gtest.h>
 
@@ -142,6 +143,37 @@ TEST(RunRecord, NonSvgAuditImagesAreProblemsNotContent) {
   EXPECT_EQ(run.audit_images[0].first, "a.svg");
   ASSERT_EQ(run.problems.size(), 1u);
   EXPECT_EQ(run.problems[0].file, "audit/b.svg");
+}
+
+}  // namespace
+}  // namespace nanguard::report
+
+namespace nanguard::report {
+namespace {
+
+// The monitor's own format: one row per value, per-layer signals only on sampled steps.
+TEST(RunRecord, MonitorLongFormatIsPivotedIntoColumns) {
+  const std::string text =
+      "step,signal,layer,value\n"
+      "0,loss,,2.5\n0,grad_norm,,1.5\n0,layer_grad_norm,layers.0.dense,0.25\n0,dead_fraction,layers.0.dense,0.1\n"
+      "1,loss,,2.0\n1,grad_norm,,1.25\n";
+  const SignalTable t = parse_signals_csv(text, "monitor.csv");
+  ASSERT_EQ(t.steps, (std::vector<double>{0, 1}));
+  std::map<std::string, std::vector<double>> cols(t.columns.begin(), t.columns.end());
+  ASSERT_EQ(cols.count("loss"), 1u);
+  EXPECT_EQ(cols["loss"], (std::vector<double>{2.5, 2.0}));
+  ASSERT_EQ(cols.count("grad_norm/layers.0.dense"), 1u);
+  EXPECT_DOUBLE_EQ(cols["grad_norm/layers.0.dense"][0], 0.25);
+  EXPECT_TRUE(std::isnan(cols["grad_norm/layers.0.dense"][1]));  // not sampled at step 1
+  EXPECT_EQ(cols.count("dead_fraction/layers.0.dense"), 1u);
+}
+
+TEST(RunRecord, MonitorLongFormatErrorsNameLineAndColumn) {
+  EXPECT_TRUE(testing::throws_with<ValueError>(
+      [] { parse_signals_csv("step,signal,layer,value\n0,loss,,1\n1,loss\n", "monitor.csv"); },
+      {"monitor.csv", "line 3", "4 values"}));
+  EXPECT_TRUE(testing::throws_with<ValueError>(
+      [] { parse_signals_csv("step,signal,layer,value\nx,loss,,1\n", "monitor.csv"); }, {"monitor.csv", "line 2"}));
 }
 
 }  // namespace
