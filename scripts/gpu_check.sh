@@ -31,7 +31,12 @@ cuda_root=$(dirname "$(dirname "$(command -v nvcc)")")
 
 log "configure + build (LibTorch from the wheel)"
 start=$(date +%s)
+# PyTorch's wheel ships its own fmt and protobuf headers in torch/include (an -isystem folder):
+# -I puts the packages' headers, which match their libraries, ahead of them.
+extra_flags=""
+[ -n "$debs" ] && extra_flags="-I$deps/usr/include"
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix_path" \
+  -DCMAKE_CXX_FLAGS="$extra_flags" \
   -DCUDAToolkit_ROOT="$cuda_root" -DCMAKE_CUDA_COMPILER="$cuda_root/bin/nvcc" \
   -DNANGUARD_BUILD_EXAMPLES=ON > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
 ninja -C build-gpu -j"$(nproc)" -k 0 > "$out/build.log" 2>&1
