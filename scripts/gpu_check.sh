@@ -9,14 +9,17 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/gpu_check.sh OUT_DIR [DEBS_DIR] [MNIST_DIR]}
 debs=${2:-}
-mnist=${3:-data/mnist}
+mnist=$(cd "${3:-data/mnist}" && pwd)
 mkdir -p "$out"
 log() { echo "== $*"; }
 
 log "machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv | tee "$out/nvidia-smi.csv"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
-c++ --version | head -1; cmake --version | head -1
+# The distribution's compiler: a toolchain GCC may default to the pre-C++11 string ABI, which
+# the packages' libraries (fmt, GoogleTest) and LibTorch 2.x do not use.
+cxx=${NANGUARD_CXX:-/usr/bin/g++}
+echo "CXX=${CXX:-unset}; using $cxx: $($cxx --version | head -1)"; cmake --version | head -1
 
 prefix_path=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
 if [ -n "$debs" ]; then
@@ -36,7 +39,7 @@ start=$(date +%s)
 extra_flags=""
 [ -n "$debs" ] && extra_flags="-I$deps/usr/include"
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix_path" \
-  -DCMAKE_CXX_FLAGS="$extra_flags" \
+  -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_CUDA_HOST_COMPILER="$cxx" -DCMAKE_CXX_FLAGS="$extra_flags" \
   -DCUDAToolkit_ROOT="$cuda_root" -DCMAKE_CUDA_COMPILER="$cuda_root/bin/nvcc" \
   -DNANGUARD_BUILD_EXAMPLES=ON > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
 ninja -C build-gpu -j"$(nproc)" -k 0 > "$out/build.log" 2>&1

@@ -234,19 +234,34 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
     parts.push_back(loss.detach().reshape({}).to(torch::kFloat));
     if (pending_state_check_.defined()) parts.push_back(pending_state_check_.to(loss.device(), torch::kFloat));
     const size_t first_grad = parts.size();
+    // One fused kernel for the norms of all gradients (multi-tensor apply on GPUs) instead
+    // of a kernel per tensor: on a small model the launches are most of the cost.
+    // Half-precision norms would come back in half and overflow above 65504: those go
+    // through float one by one.
+    std::vector<at::Tensor> grads;
+    grads.reserve(params_.size());
     for (const auto& p : params_) {
       const auto& g = p.grad();
       if (!g.defined()) continue;
-      auto flat = g.reshape({-1});
-      parts.push_back(g.scalar_type() == torch::kFloat ? flat.dot(flat) : flat.to(torch::kFloat).pow(2).sum());
+      if (g.scalar_type() == torch::kFloat || g.scalar_type() == torch::kDouble) {
+        grads.push_back(g);
+      } else {
+        parts.push_back(g.reshape({-1}).to(torch::kFloat).pow(2).sum().sqrt());
+      }
+    }
+    if (!grads.empty()) {
+      for (auto& n : at::_foreach_norm(grads, 2)) parts.push_back(n.to(torch::kFloat));
     }
     const auto values = torch::stack(parts).to(torch::kCPU, torch::kDouble);
     const double* v = values.data_ptr<double>();
     loss_value = v[0];
     state_failed = first_grad == 2 && !std::isfinite(v[1]);
-    // Summed in float like the dot products, so both paths overflow at the same norm.
+    // Squared and summed in float like the CPU scan, so both paths overflow at the same norm.
     float sum = 0;
-    for (size_t i = first_grad; i < parts.size(); ++i) sum += static_cast<float>(v[i]);
+    for (size_t i = first_grad; i < parts.size(); ++i) {
+      const float norm = static_cast<float>(v[i]);
+      sum += norm * norm;
+    }
     grad_sq_value = sum;
   }
   pending_state_check_ = at::Tensor();
