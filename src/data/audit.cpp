@@ -74,6 +74,26 @@ int64_t tail_count(Extremes& extremes, const std::function<bool(double)>& is_out
   return n;
 }
 
+// Rows with equal hashes, sorted by hash: every one after the first of its group is a
+// duplicate of that first one (row refs are dataset order, so "earlier" holds).
+void record_duplicates(std::vector<std::pair<uint64_t, int64_t>>& hs, const AuditOptions& options,
+                       AuditReport& report) {
+  std::sort(hs.begin(), hs.end());
+  std::vector<int64_t> dups;
+  for (size_t i = 1; i < hs.size(); ++i) {
+    if (hs[i].first != hs[i - 1].first) continue;
+    size_t first = i - 1;
+    while (first > 0 && hs[first - 1].first == hs[i].first) --first;
+    ++report.duplicate_rows;
+    dups.push_back(hs[i].second);
+    if (static_cast<int64_t>(report.duplicate_examples.size()) < options.max_examples()) {
+      report.duplicate_examples.emplace_back(hs[i].second, hs[first].second);
+    }
+  }
+  detail::add_flag(report, "duplicate", report.duplicate_rows, dups, options.max_listed(),
+                   "samples equal to an earlier sample");
+}
+
 }  // namespace
 
 ColumnSummary finish_column(std::string name, ColumnAccumulator& acc, const AuditOptions& options) {
@@ -298,20 +318,7 @@ void describe_matrix(const at::Tensor& m, const std::vector<std::string>& names,
   }
   if (hash_rows) {
     auto& hs = rows[0].hashes;
-    std::sort(hs.begin(), hs.end());
-    std::vector<int64_t> dups;
-    for (size_t i = 1; i < hs.size(); ++i) {
-      if (hs[i].first != hs[i - 1].first) continue;
-      size_t first = i - 1;
-      while (first > 0 && hs[first - 1].first == hs[i].first) --first;
-      ++report.duplicate_rows;
-      dups.push_back(hs[i].second);
-      if (static_cast<int64_t>(report.duplicate_examples.size()) < options.max_examples()) {
-        report.duplicate_examples.emplace_back(hs[i].second, hs[first].second);
-      }
-    }
-    detail::add_flag(report, "duplicate", report.duplicate_rows, dups, options.max_listed(),
-                     "samples equal to an earlier sample");
+    record_duplicates(hs, options, report);
   }
 }
 
@@ -586,20 +593,7 @@ AuditReport describe_tensor(const at::Tensor& data, const at::Tensor& labels, co
         hs[r] = {h, r};
       }
     });
-    std::sort(hs.begin(), hs.end());
-    std::vector<int64_t> dups;
-    for (size_t i = 1; i < hs.size(); ++i) {
-      if (hs[i].first != hs[i - 1].first) continue;
-      size_t first = i - 1;
-      while (first > 0 && hs[first - 1].first == hs[i].first) --first;
-      ++report.duplicate_rows;
-      dups.push_back(hs[i].second);
-      if (static_cast<int64_t>(report.duplicate_examples.size()) < options.max_examples()) {
-        report.duplicate_examples.emplace_back(hs[i].second, hs[first].second);
-      }
-    }
-    detail::add_flag(report, "duplicate", report.duplicate_rows, dups, options.max_listed(),
-                     "samples equal to an earlier sample");
+    record_duplicates(hs, options, report);
   }
   if (labels.defined()) describe_labels(labels, options, report);
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
