@@ -318,7 +318,7 @@ void describe_matrix(const at::Tensor& m, const std::vector<std::string>& names,
   }
   if (hash_rows) {
     auto& hs = rows[0].hashes;
-    record_duplicates(hs, options, report);
+    detail::record_duplicates(hs, options, report);
   }
 }
 
@@ -593,7 +593,7 @@ AuditReport describe_tensor(const at::Tensor& data, const at::Tensor& labels, co
         hs[r] = {h, r};
       }
     });
-    record_duplicates(hs, options, report);
+    detail::record_duplicates(hs, options, report);
   }
   if (labels.defined()) describe_labels(labels, options, report);
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
