@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "core/check.h"
+#include "nanguard/monitor/monitor.h"
 #include "nanguard/guard/guard.h"
 #include "nanguard/trace/scope.h"
 #include "nanguard/zoo/scenario.h"
@@ -198,6 +199,17 @@ void train(const Scenario& scenario, const RunOptions& options, bool fault, cons
       blamed.insert(ids.begin(), ids.end());
     }
     r.samples.assign(blamed.begin(), blamed.end());
+  }
+  // Without an incident (nothing went non-finite) the diagnosis is the first early warning
+  // that names a cause of the taxonomy, e.g. vanishing gradients on a deep sigmoid net.
+  if (guard->incidents().empty() && baseline == "nanguard" && guard->monitor() != nullptr) {
+    for (const auto& w : guard->monitor()->warnings()) {
+      if (w.cause.empty()) continue;
+      r.top_cause = w.cause;
+      r.explanation = w.message;
+      r.suggestion = w.suggestion;
+      break;
+    }
   }
   const int64_t first_incident = r.incidents > 0 ? guard->incidents().front()->step : -1;
   r.detected = r.incidents > 0 || r.warnings > 0;
