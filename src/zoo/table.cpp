@@ -287,15 +287,20 @@ std::string Table::to_markdown() const {
 
   md << "\n### nanguard per scenario (details from seed 0; counts over " << seeds << " seeds)\n\n";
   md << "| id | detected (step) | birth op | phase | module | samples blamed | top cause | cause correct | "
-        "actions | final acc % | clean acc % | repaired | unguarded non-finite at step | warnings |\n";
-  md << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+        "actions | final acc % | clean acc % | repaired | unguarded non-finite at step | warnings | warned N steps ahead |\n";
+  md << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& id : ids) {
     auto rs = select(*this, id, "nanguard");
     if (rs.empty()) continue;
     const ScenarioResult& r = *rs.front();
     const Scenario* s = find_scenario(id);
     const bool repairable = s && s->repairable && s->true_cause != "none";
-    md << fmt::format("| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", id,
+    // How long before the unguarded run's first non-finite value the first warning came.
+    const std::string ahead =
+        r.first_warning_step < 0 ? "-"
+        : r.first_nonfinite_step < 0 ? "no NaN"
+                                     : std::to_string(r.first_nonfinite_step - r.first_warning_step);
+    md << fmt::format("| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", id,
                       count(rs, [](const auto& x) { return x.detected; }).str(),
                       r.detected_step < 0 ? "-" : std::to_string(r.detected_step), cell(r.birth_op), cell(r.phase),
                       cell(r.module), ids_str(r.samples), cell(r.top_cause),
@@ -304,7 +309,7 @@ std::string Table::to_markdown() const {
                       pct(mean_of(rs, &ScenarioResult::clean_accuracy)),
                       repairable ? count(rs, [](const auto& x) { return x.repaired; }).str() : std::string("n/a"),
                       r.first_nonfinite_step < 0 ? "never" : std::to_string(r.first_nonfinite_step),
-                      count(rs, [](const auto& x) { return x.warnings > 0; }).str());
+                      count(rs, [](const auto& x) { return x.warnings > 0; }).str(), ahead);
   }
 
   md << "\n### Baselines side by side (mean final test accuracy %; repaired runs / seeds)\n\n";

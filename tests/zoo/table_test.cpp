@@ -106,3 +106,24 @@ TEST(ZooTable, AnomalyModeWithoutScriptSaysWhy) {
 
 }  // namespace
 }  // namespace nanguard::zoo
+
+namespace nanguard::zoo {
+namespace {
+
+// The early-warning column: steps between the first warning and the unguarded run's first
+// non-finite value; "no NaN" when the scenario never goes non-finite.
+TEST(ZooTable, WarnedStepsAheadComesFromTheFirstWarningAndTheUnguardedRun) {
+  Table t = sample_table();
+  for (auto& r : t.results) {
+    if (r.baseline != "nanguard") continue;
+    if (r.scenario == "Z3") r.first_warning_step = 4, r.first_nonfinite_step = 23, r.warnings = 2;
+    if (r.scenario == "Z5") r.first_warning_step = 0, r.first_nonfinite_step = -1, r.warnings = 1;
+  }
+  const std::string md = t.to_markdown();
+  EXPECT_NE(md.find("| warned N steps ahead |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 23 | 1/1 | 19 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| never | 1/1 | no NaN |"), std::string::npos) << md;
+}
+
+}  // namespace
+}  // namespace nanguard::zoo
