@@ -51,9 +51,12 @@ zoo::Scenario sqrt_loss_scenario() {
 
 int main() {
   const zoo::Scenario scenario = sqrt_loss_scenario();
+  int status = 0;
   for (const char* baseline : {"nanguard", "none"}) {
     const zoo::ScenarioResult r = zoo::run_scenario(scenario, zoo::RunOptions().baseline(baseline));
     std::cout << r.to_json() << "\n";
+    // Exit non-zero when the guard misses the scenario, so a build script can rely on it.
+    if (r.baseline == "nanguard" && !(r.detected && r.cause_correct)) status = 1;
   }
-  return 0;
+  return status;
 }
