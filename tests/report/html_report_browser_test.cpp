@@ -77,7 +77,7 @@ TEST(HtmlReportBrowser, GuardedRunReportRendersInHeadlessChromium) {
   }
   const auto artifacts = artifact_dir();
   const auto run_dir = artifacts / "guarded_run";
-  std::filesystem::remove_all(run_dir);
+  nanguard::testing::remove_tree(run_dir);
   const auto guarded = nanguard::testing::write_guarded_run(run_dir);
   ASSERT_GT(guarded.incidents, 0u) << "the scenario must produce an incident";
   const auto page = std::filesystem::absolute(run_dir / "report.html");

@@ -5,6 +5,7 @@
 #include <random>
 #include <sstream>
 
+#include <ftw.h>
 #include <unistd.h>
 
 namespace nanguard::testing {
@@ -18,10 +19,21 @@ TempDir::TempDir() {
   std::filesystem::create_directories(path_);
 }
 
-TempDir::~TempDir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
+// Deletes a folder tree with POSIX nftw rather than std::filesystem::remove_all: PyTorch's
+// wheels export their own std::filesystem::remove_all from libtorch.so, and that copy crashes
+// (a call through a null pointer) once the folder holds files.
+void remove_tree(const std::filesystem::path& path) {
+  ::nftw(
+      path.c_str(),
+      [](const char* p, const struct stat*, int, struct FTW*) {
+        ::remove(p);  // best effort: a leftover file must not fail a test
+        return 0;
+      },
+      16,
+      FTW_DEPTH | FTW_PHYS);
 }
+
+TempDir::~TempDir() { remove_tree(path_); }
 
 void write_bytes(const std::filesystem::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

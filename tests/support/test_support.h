@@ -10,6 +10,9 @@
 namespace nanguard::testing {
 
 // A fresh folder under the system temp dir, removed when the object dies.
+// Deletes a folder and everything in it (missing folders are fine).
+void remove_tree(const std::filesystem::path& path);
+
 class TempDir {
  public:
   TempDir();
