@@ -7,6 +7,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "report/markup.h"
+
 namespace nanguard::report {
 namespace {
 
@@ -18,20 +20,6 @@ std::string number(double v) {
   if (std::isnan(v)) return "nan";
   if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
   return fmt::format("{}", v);  // shortest round-trip representation
-}
-
-std::string xml_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
 }
 
 // "Nice" tick step: 1, 2 or 5 times a power of ten.
@@ -161,7 +149,7 @@ std::string chart_svg(const Chart& chart) {
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\" "
       "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
       "<text x=\"{2}\" y=\"22\" font-size=\"16\" text-anchor=\"middle\">{3}</text>\n",
-      W, H, left + pw / 2, xml_escape(chart.title));
+      W, H, left + pw / 2, detail::escape_markup(chart.title));
   for (double t = lo; t <= hi + step / 2; t += step) {
     const double v = log_y ? std::pow(10.0, t) : (std::abs(t) < step * 1e-9 ? 0.0 : t);
     svg += fmt::format(
@@ -177,13 +165,13 @@ std::string chart_svg(const Chart& chart) {
       "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#333\"/>\n"
       "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n"
       "<text transform=\"translate(18 {}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n",
-      left, top, pw, ph, left + pw / 2, H - 10, xml_escape(chart.x_label), top + ph / 2, xml_escape(chart.y_label));
+      left, top, pw, ph, left + pw / 2, H - 10, detail::escape_markup(chart.x_label), top + ph / 2, detail::escape_markup(chart.y_label));
   for (const auto& m : drawing_order(chart.markers)) {
     if (!std::isfinite(m.x)) continue;
     svg += fmt::format(
         "<line class=\"marker\" x1=\"{0:.1f}\" x2=\"{0:.1f}\" y1=\"{1}\" y2=\"{2}\" stroke=\"{3}\" stroke-width=\"2\" "
         "stroke-dasharray=\"5,3\"><title>{4}</title></line>\n",
-        X(m.x), top, top + ph, marker_color(m.kind), xml_escape(m.label));
+        X(m.x), top, top + ph, marker_color(m.kind), detail::escape_markup(m.label));
   }
   for (size_t s = 0; s < chart.series.size(); ++s) {
     const char* color = series_color(s);
@@ -194,7 +182,7 @@ std::string chart_svg(const Chart& chart) {
       const double x = X(series.x[i]), y = Y(series.y[i]);
       points += fmt::format("{:.1f},{:.1f} ", x, y);
       svg += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"3\" fill=\"{}\"><title>{} {} {}: {}</title></circle>\n",
-                         x, y, color, xml_escape(series.name), xml_escape(chart.x_label), number(series.x[i]),
+                         x, y, color, detail::escape_markup(series.name), detail::escape_markup(chart.x_label), number(series.x[i]),
                          number(series.y[i]));
     }
     svg += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>\n", color, points);
@@ -202,7 +190,7 @@ std::string chart_svg(const Chart& chart) {
     svg += fmt::format(
         "<line x1=\"{0}\" x2=\"{1}\" y1=\"{2}\" y2=\"{2}\" stroke=\"{3}\" stroke-width=\"2\"/>"
         "<text x=\"{4}\" y=\"{5}\">{6}</text>\n",
-        left + pw + 12, left + pw + 36, ly, color, left + pw + 42, ly + 4, xml_escape(series.name));
+        left + pw + 12, left + pw + 36, ly, color, left + pw + 42, ly + 4, detail::escape_markup(series.name));
   }
   svg += "</svg>\n";
   return svg;

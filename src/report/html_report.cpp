@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nanguard/core/atomic_file.h"
+#include "report/markup.h"
 #include "nanguard/core/error.h"
 #include "nanguard/report/history_files.h"
 
@@ -25,21 +26,6 @@ using nlohmann::json;
 
 constexpr const char* kScripts[] = {"vega.min.js", "vega-lite.min.js", "vega-embed.min.js"};
 
-std::string esc(const std::string& s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
 
 // Script text placed inside <script>: only "</script" (any case) ends the element early, and
 // "<\/script" means the same in a JS string or regex. Nothing else is touched: "</" alone
@@ -95,16 +81,16 @@ std::string fmt_value(double v) {
 // Any JSON value as readable HTML: objects as key/value tables, arrays of objects as tables.
 std::string json_html(const json& j, int depth = 0) {
   if (j.is_null()) return "<span class=\"muted\">null</span>";
-  if (j.is_string()) return esc(j.get<std::string>());
+  if (j.is_string()) return detail::escape_markup(j.get<std::string>());
   if (j.is_boolean()) return j.get<bool>() ? "yes" : "no";
-  if (j.is_number()) return esc(j.is_number_float() ? fmt_value(j.get<double>()) : j.dump());
-  if (depth > 6) return "<code>" + esc(dump(j).substr(0, 200)) + "</code>";
+  if (j.is_number()) return detail::escape_markup(j.is_number_float() ? fmt_value(j.get<double>()) : j.dump());
+  if (depth > 6) return "<code>" + detail::escape_markup(dump(j).substr(0, 200)) + "</code>";
   constexpr size_t kMaxItems = 200;
   if (j.is_object()) {
     if (j.empty()) return "<span class=\"muted\">(empty)</span>";
     std::string out = "<table class=\"kv\">";
     for (auto it = j.begin(); it != j.end(); ++it) {
-      out += "<tr><th>" + esc(it.key()) + "</th><td>" + json_html(it.value(), depth + 1) + "</td></tr>";
+      out += "<tr><th>" + detail::escape_markup(it.key()) + "</th><td>" + json_html(it.value(), depth + 1) + "</td></tr>";
     }
     return out + "</table>";
   }
@@ -120,7 +106,7 @@ std::string json_html(const json& j, int depth = 0) {
       }
     }
     out = "<table class=\"grid\"><tr>";
-    for (const auto& k : keys) out += "<th>" + esc(k) + "</th>";
+    for (const auto& k : keys) out += "<th>" + detail::escape_markup(k) + "</th>";
     out += "</tr>";
     size_t n = 0;
     for (const auto& e : j) {
@@ -162,10 +148,10 @@ std::string plain(const json& j) {
 std::string not_recorded(const std::string& what, const std::string& file, const RunRecord* run = nullptr) {
   if (run) {
     for (const auto& p : run->problems) {
-      if (p.file == file) return "<p class=\"muted notrec\">" + esc(what) + " not shown: " + esc(file) + " could not be read (see the problems above).</p>";
+      if (p.file == file) return "<p class=\"muted notrec\">" + detail::escape_markup(what) + " not shown: " + detail::escape_markup(file) + " could not be read (see the problems above).</p>";
     }
   }
-  return "<p class=\"muted notrec\">" + esc(what) + " not recorded (no " + esc(file) + " in the run folder).</p>";
+  return "<p class=\"muted notrec\">" + detail::escape_markup(what) + " not recorded (no " + detail::escape_markup(file) + " in the run folder).</p>";
 }
 
 std::string samples_text(const std::vector<int64_t>& samples) {
@@ -179,15 +165,15 @@ std::string samples_text(const std::vector<int64_t>& samples) {
 std::string incident_card(const IncidentRecord& r, size_t index) {
   const GuardEvent& e = r.incident;
   auto row = [](const std::string& k, const std::string& v) {
-    return "<tr><th>" + esc(k) + "</th><td>" + (v.empty() ? "<span class=\"muted\">unknown</span>" : esc(v)) + "</td></tr>";
+    return "<tr><th>" + detail::escape_markup(k) + "</th><td>" + (v.empty() ? "<span class=\"muted\">unknown</span>" : detail::escape_markup(v)) + "</td></tr>";
   };
   std::string conf = std::isfinite(e.confidence) ? fmt::format("{:.0f}%", e.confidence * 100) : "";
   std::string out = fmt::format(
       "<article class=\"card incident\" id=\"incident-{}\" data-step=\"{}\">\n"
       "<header><span class=\"badge red\">incident {}</span> <h3>step {}: {}</h3>{}</header>\n",
-      index + 1, e.step, index + 1, e.step, esc(e.cause.empty() ? "cause unknown" : e.cause),
+      index + 1, e.step, index + 1, e.step, detail::escape_markup(e.cause.empty() ? "cause unknown" : e.cause),
       conf.empty() ? "" : "<span class=\"conf\" title=\"confidence\">" + conf + "</span>");
-  if (!e.explanation.empty()) out += "<p class=\"explanation\">" + esc(e.explanation) + "</p>\n";
+  if (!e.explanation.empty()) out += "<p class=\"explanation\">" + detail::escape_markup(e.explanation) + "</p>\n";
   out += "<table class=\"kv\">";
   out += row("failed check", e.detail);
   out += row("birth op", e.op);
@@ -201,11 +187,11 @@ std::string incident_card(const IncidentRecord& r, size_t index) {
   } else {
     out += "<ol class=\"actions\">";
     for (const auto& a : r.actions) {
-      out += "<li><b>" + esc(a.action) + "</b>" + (a.detail.empty() ? "" : " &mdash; " + esc(a.detail)) + "</li>";
+      out += "<li><b>" + detail::escape_markup(a.action) + "</b>" + (a.detail.empty() ? "" : " &mdash; " + detail::escape_markup(a.detail)) + "</li>";
     }
     out += "</ol>\n";
   }
-  out += "<p class=\"outcome\"><b>Outcome:</b> " + esc(r.outcome()) + "</p>\n</article>\n";
+  out += "<p class=\"outcome\"><b>Outcome:</b> " + detail::escape_markup(r.outcome()) + "</p>\n</article>\n";
   return out;
 }
 
@@ -292,14 +278,14 @@ std::string dom_id(const std::string& id) {
 
 std::string chart_block(const Chart& chart, bool dynamic) {
   // vega-embed sizes "container" charts from the element's width: an inner box without padding.
-  std::string out = "<div class=\"chart\" data-chart=\"" + esc(chart.id) + "\"><div class=\"vis\" id=\"chart-" +
+  std::string out = "<div class=\"chart\" data-chart=\"" + detail::escape_markup(chart.id) + "\"><div class=\"vis\" id=\"chart-" +
                     dom_id(chart.id) + "\">";
   if (!dynamic) out += chart_svg(chart);
   return out + "</div></div>\n";
 }
 
 std::string stat(const std::string& k, const std::string& v, const char* cls = "") {
-  return fmt::format("<div class=\"stat {}\"><div class=\"v\">{}</div><div class=\"k\">{}</div></div>", cls, esc(v), esc(k));
+  return fmt::format("<div class=\"stat {}\"><div class=\"v\">{}</div><div class=\"k\">{}</div></div>", cls, detail::escape_markup(v), detail::escape_markup(k));
 }
 
 }  // namespace
@@ -384,11 +370,11 @@ std::string render_html(const RunRecord& run, const ReportOptions& options) {
 
   std::string h = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
                   "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>" +
-                  esc(title) + "</title>\n<style>" + kStyle + "</style>\n<script>" + kBootScript + "</script>\n";
+                  detail::escape_markup(title) + "</title>\n<style>" + kStyle + "</style>\n<script>" + kBootScript + "</script>\n";
   if (dynamic) {
     for (const char* s : kScripts) h += "<script>/* " + std::string(s) + " */\n" + script_safe_js(read_all(script_dir / s)) + "\n</script>\n";
   }
-  h += "</head>\n<body>\n<header class=\"top\"><h1>" + esc(title) + "</h1><div class=\"sub\">" + esc(run.dir.string()) +
+  h += "</head>\n<body>\n<header class=\"top\"><h1>" + detail::escape_markup(title) + "</h1><div class=\"sub\">" + detail::escape_markup(run.dir.string()) +
        "</div></header>\n<main>\n";
 
   // At a glance.
@@ -410,7 +396,7 @@ std::string render_html(const RunRecord& run, const ReportOptions& options) {
 
   if (!run.problems.empty()) {
     h += "<div class=\"problems\" id=\"problems\"><h2>Problems in the run folder</h2><ul>";
-    for (const auto& p : run.problems) h += "<li class=\"problem\"><b>" + esc(p.file) + "</b>: " + esc(p.message) + "</li>";
+    for (const auto& p : run.problems) h += "<li class=\"problem\"><b>" + detail::escape_markup(p.file) + "</b>: " + detail::escape_markup(p.message) + "</li>";
     h += "</ul><p class=\"muted\">The parts these files feed are left out; everything else is shown.</p></div>\n";
   }
   h += "<pre id=\"nanguard-errors\" class=\"problems\" hidden></pre>\n";
@@ -427,7 +413,7 @@ std::string render_html(const RunRecord& run, const ReportOptions& options) {
     for (const auto& e : run.events) {
       if (e.kind != "incident" && e.kind != "action") {
         h += fmt::format("<li class=\"warning\"><span class=\"badge amber\">step {}</span> <b>{}</b> {}</li>", e.step,
-                         esc(e.cause), esc(e.explanation.empty() ? e.detail : e.explanation));
+                         detail::escape_markup(e.cause), detail::escape_markup(e.explanation.empty() ? e.detail : e.explanation));
       }
     }
     h += "</ul>\n";
@@ -466,7 +452,7 @@ std::string render_html(const RunRecord& run, const ReportOptions& options) {
   if (!run.audit_images.empty()) {
     h += "<div class=\"images\">";
     for (const auto& [name, svg] : run.audit_images) {
-      h += "<figure class=\"histogram\">" + svg + "<figcaption>" + esc(name) + "</figcaption></figure>";
+      h += "<figure class=\"histogram\">" + svg + "<figcaption>" + detail::escape_markup(name) + "</figcaption></figure>";
     }
     h += "</div>\n";
   }
@@ -490,7 +476,7 @@ std::string render_html(const RunRecord& run, const ReportOptions& options) {
   }
   h += "<section id=\"config\"><h2>Configuration</h2>\n";
   h += run.config_toml.empty() ? not_recorded("The configuration", RunFiles::config, &run)
-                               : "<pre class=\"config\">" + esc(run.config_toml) + "</pre>\n";
+                               : "<pre class=\"config\">" + detail::escape_markup(run.config_toml) + "</pre>\n";
   h += "</section>\n";
   h += "<footer>Written by nanguard. Charts: " +
        std::string(dynamic ? "Vega-Lite (inlined; works offline)." : "static SVG (chart scripts not found).") +
