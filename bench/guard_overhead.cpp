@@ -20,10 +20,7 @@ namespace {
 
 using namespace nanguard;
 
-double percentile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1))];
-}
+using bench::percentile;
 
 }  // namespace
 
@@ -43,24 +40,26 @@ int main(int argc, char** argv) {
     if (device.is_cuda()) torch::cuda::synchronize();
   };
   data::BatchLoader loader(mnist.train, 32, true, 0);
-  std::vector<double> t_plain, t_guarded;
+  bench::StepTimes s_plain, s_guarded;
   int64_t next = 0;
-  auto run_block = [&](Trainer& trainer, std::vector<double>& times) {
+  auto run_block = [&](Trainer& trainer, bench::StepTimes& times) {
     for (int i = 0; i < block; ++i) {
       data::Batch batch = loader.batch(next++ % loader.num_batches());
-      const auto start = std::chrono::steady_clock::now();
-      trainer.train_step(batch);
-      sync();
-      times.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
+      times.time([&] {
+        trainer.train_step(batch);
+        sync();
+      });
     }
   };
   for (int r = 0; r < rounds; ++r) {
     // Alternate which goes first so neither always runs on a warmer cache.
     const bool plain_first = r % 2 == 0;
-    if (mode != "guarded" && plain_first) run_block(*plain, t_plain);
-    if (mode != "plain") run_block(*guarded, t_guarded);
-    if (mode != "guarded" && !plain_first) run_block(*plain, t_plain);
+    if (mode != "guarded" && plain_first) run_block(*plain, s_plain);
+    if (mode != "plain") run_block(*guarded, s_guarded);
+    if (mode != "guarded" && !plain_first) run_block(*plain, s_plain);
   }
+  const auto& t_plain = s_plain.wall_us;
+  const auto& t_guarded = s_guarded.wall_us;
   if (mode != "both") {
     std::cout << fmt::format("{} steps of {}: median {:.1f} us\n", mode == "plain" ? t_plain.size() : t_guarded.size(),
                              mode, percentile(mode == "plain" ? t_plain : t_guarded, 0.5));
@@ -74,6 +73,9 @@ int main(int argc, char** argv) {
   std::cout << fmt::format("guarded step:   median {:.1f} us (p10 {:.1f}, p90 {:.1f})\n", mg, percentile(t_guarded, 0.1),
                            percentile(t_guarded, 0.9));
   std::cout << fmt::format("guard overhead: {:+.2f}% of the median step\n", (mg / mp - 1.0) * 100.0);
+  const double cp = percentile(s_plain.cpu_us, 0.5), cg = percentile(s_guarded.cpu_us, 0.5);
+  std::cout << fmt::format("CPU time of this thread (whole step only with OMP_NUM_THREADS=1): median unguarded {:.1f} us, "
+                           "guarded {:.1f} us, overhead {:+.2f}%\n", cp, cg, (cg / cp - 1.0) * 100.0);
   Guard& g = *guarded->guard();
   std::cout << fmt::format("snapshots: {} held, {:.2f} MB, last take {:.1f} us; incidents: {}\n", g.snapshots().steps().size(),
                            static_cast<double>(g.snapshots().memory_bytes()) / 1e6, g.snapshots().last_take_seconds() * 1e6,

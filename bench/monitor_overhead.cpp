@@ -23,10 +23,7 @@ namespace {
 
 using namespace nanguard;
 
-double percentile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1))];
-}
+using bench::percentile;
 
 std::unique_ptr<Trainer> make_trainer(const ModelSpec& spec, OptimizerSpec optimizer, GuardOptions guard) {
   CompileOptions compile;
@@ -142,22 +139,20 @@ int main(int argc, char** argv) {
   torch::manual_seed(0);
   auto monitored = make_trainer(article_spec(), OptimizerSpec().type(OptimizerType::adam), GuardOptions().monitor(mon));
   data::BatchLoader loader(mnist.train, 32, true, 0);
-  std::vector<double> times[3];
+  bench::StepTimes clocks[3];
   Trainer* trainers[3] = {plain.get(), cheap.get(), monitored.get()};
   int64_t next = 0;
   auto run_block = [&](int which) {
     for (int i = 0; i < block; ++i) {
       data::Batch batch = loader.batch(next++ % loader.num_batches());
-      const auto start = std::chrono::steady_clock::now();
-      trainers[which]->train_step(batch);
-      times[which].push_back(
-          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
+      clocks[which].time([&] { trainers[which]->train_step(batch); });
     }
   };
   for (int r = 0; r < rounds; ++r) {
     // Rotate the order so no variant always runs first (on a cold cache) or last.
     for (int k = 0; k < 3; ++k) run_block((r + k) % 3);
   }
+  const std::vector<double> times[3] = {clocks[0].wall_us, clocks[1].wall_us, clocks[2].wall_us};
   const char* names[3] = {"unguarded        ", "guard cheap path ", "guard + monitor  "};
   const double base = percentile(times[0], 0.5);
   std::cout << fmt::format("steps per variant: {} ({} rounds of {} interleaved); monitor sampling every {} steps, "
@@ -167,6 +162,13 @@ int main(int argc, char** argv) {
     const double m = percentile(times[k], 0.5);
     std::cout << fmt::format("{} median {:7.1f} us (p10 {:7.1f}, p90 {:7.1f})  overhead {:+.2f}%\n", names[k], m,
                              percentile(times[k], 0.1), percentile(times[k], 0.9), (m / base - 1.0) * 100.0);
+  }
+  // CPU time of this thread: what the step cost, without the time spent waiting for a core.
+  const double cpu_base = percentile(clocks[0].cpu_us, 0.5);
+  std::cout << "CPU time of this thread (whole step only with OMP_NUM_THREADS=1):\n";
+  for (int k = 0; k < 3; ++k) {
+    const double m = percentile(clocks[k].cpu_us, 0.5);
+    std::cout << fmt::format("{} median {:7.1f} us  overhead {:+.2f}%\n", names[k], m, (m / cpu_base - 1.0) * 100.0);
   }
   // Mean step time includes the sampled steps the median hides.
   auto mean = [](const std::vector<double>& v) { double s = 0; for (double x : v) s += x; return s / v.size(); };
@@ -179,6 +181,10 @@ int main(int argc, char** argv) {
   const int64_t every = mon.sample_every();
   std::vector<double> sampled, other;
   for (size_t i = 0; i < times[2].size(); ++i) (static_cast<int64_t>(i) % every == 0 ? sampled : other).push_back(times[2][i]);
+  if (other.empty()) {  // sampling every step: every step is a sampled one
+    std::cout << fmt::format("monitor sampled steps: median {:.1f} us (every step sampled)\n", percentile(sampled, 0.5));
+    return 0;
+  }
   const double extra = percentile(sampled, 0.5) - percentile(other, 0.5);
   std::cout << fmt::format("monitor sampled steps: median {:.1f} us vs {:.1f} us unsampled: {:.1f} us extra per sample, "
                            "{:.1f} us ({:.2f}% of the unguarded median) per step amortised\n",

@@ -18,7 +18,7 @@
 #include "nanguard/numerics/health.h"
 #include "nanguard/trace/birth.h"
 #include "nanguard/trace/tracer.h"
-#include "numerics/sum_squares.h"
+#include "numerics/float_sums.h"
 
 namespace nanguard {
 namespace {
@@ -35,6 +35,23 @@ std::vector<int64_t> to_vector(const at::Tensor& t) {
 void push_bounded(std::vector<double>& v, double x, size_t cap) {
   v.push_back(x);
   if (v.size() > cap) v.erase(v.begin());
+}
+
+// One pass per tensor, no temporaries; CPU float32 state is summed by a vectorised loop
+// without tensor ops (each op's dispatch costs more than summing a small tensor).
+at::Tensor state_sum(const std::vector<at::Tensor>& state) {
+  const bool plain = std::all_of(state.begin(), state.end(), [](const at::Tensor& t) {
+    return t.is_cpu() && t.scalar_type() == torch::kFloat && t.is_contiguous();
+  });
+  if (plain) {
+    float total = 0;
+    for (const auto& t : state) total += detail::sum(t.data_ptr<float>(), t.numel());
+    return at::scalar_tensor(total, at::kFloat);
+  }
+  std::vector<at::Tensor> sums;
+  sums.reserve(state.size());
+  for (const auto& t : state) sums.push_back(t.sum().to(torch::kFloat));
+  return torch::stack(sums).sum();
 }
 
 }  // namespace
@@ -307,12 +324,9 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
       // Deferred: read with the next step's sync. A snapshot is only kept if this passes.
       std::vector<at::Tensor> state = params_;
       for (auto& s : detail::optimizer_state_tensors(optimizer_)) state.push_back(s);
-      // One pass per tensor, no temporaries: a sum is finite iff its elements are (barring an
-      // overflow of the sum itself, which the exact check below tells apart).
-      std::vector<at::Tensor> sums;
-      sums.reserve(state.size());
-      for (const auto& t : state) sums.push_back(t.sum().to(torch::kFloat));
-      pending_state_check_ = torch::stack(sums).sum();
+      // A sum is finite iff its elements are (barring an overflow of the sum itself, which the
+      // exact check tells apart).
+      pending_state_check_ = state_sum(state);
     }
     snapshot_due_ = snapshot_next;
     return StepVerdict{StepVerdict::Outcome::applied, loss_value, nullptr};

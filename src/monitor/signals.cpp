@@ -13,7 +13,7 @@
 
 #include "nanguard/core/atomic_file.h"
 #include "nanguard/trace/scope.h"
-#include "numerics/sum_squares.h"
+#include "numerics/float_sums.h"
 
 namespace nanguard::monitor {
 namespace {
@@ -39,18 +39,20 @@ ActivationStats activation_stats_cpu(const at::Tensor& output, const std::string
   const float* x = output.data_ptr<float>();
   double sum = 0, sq = 0;
   int64_t saturated = 0;
-  std::vector<char> alive(kind == "relu" ? static_cast<size_t>(units) : 0, 0);
+  // The kind is fixed per tensor: compare the string once, not per element.
+  const bool relu = kind == "relu", sigmoid = kind == "sigmoid", tanh = kind == "tanh";
+  std::vector<char> alive(relu ? static_cast<size_t>(units) : 0, 0);
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = x + r * units;
     for (int64_t j = 0; j < units; ++j) {
       const double v = row[j];
       sum += v;
       sq += v * v;
-      if (kind == "relu") {
+      if (relu) {
         if (v > 0) alive[static_cast<size_t>(j)] = 1;
-      } else if (kind == "sigmoid") {
+      } else if (sigmoid) {
         saturated += (v <= margin || v >= 1 - margin) ? 1 : 0;
-      } else if (kind == "tanh") {
+      } else if (tanh) {
         saturated += std::abs(v) >= 1 - 2 * margin ? 1 : 0;
       }
     }
@@ -58,7 +60,7 @@ ActivationStats activation_stats_cpu(const at::Tensor& output, const std::string
   const double count = static_cast<double>(n);
   s.mean = sum / count;
   s.std = n > 1 ? std::sqrt(std::max(0.0, (sq - count * s.mean * s.mean) / (count - 1))) : 0.0;
-  if (kind == "relu") {
+  if (relu) {
     int64_t dead = 0;
     for (char a : alive) dead += a ? 0 : 1;
     s.dead_fraction = units > 0 ? static_cast<double>(dead) / static_cast<double>(units) : 0.0;
@@ -108,16 +110,8 @@ double squared_norm(const at::Tensor& t) {
 }
 
 double squared_distance(const at::Tensor& a, const at::Tensor& b) {
-  if (plain_cpu_float(a) && plain_cpu_float(b) && a.numel() == b.numel()) {
-    const float* x = a.data_ptr<float>();
-    const float* y = b.data_ptr<float>();
-    double sum = 0;
-    for (int64_t i = 0; i < a.numel(); ++i) {
-      const double d = static_cast<double>(x[i]) - static_cast<double>(y[i]);
-      sum += d * d;
-    }
-    return sum;
-  }
+  if (plain_cpu_float(a) && plain_cpu_float(b) && a.numel() == b.numel())
+    return detail::sum_of_squared_differences(a.data_ptr<float>(), b.data_ptr<float>(), a.numel());
   return (a.detach().to(torch::kDouble) - b.detach().to(torch::kDouble)).pow(2).sum().item<double>();
 }
 
@@ -184,12 +178,10 @@ OptimizerStateStats optimizer_state_stats(const torch::optim::Optimizer& optimiz
     else if (auto* g = dynamic_cast<const AdagradParamState*>(base)) t = g->sum();
     if (!t.defined() || t.numel() == 0) continue;
     count += t.numel();
-    if (t.is_cpu() && t.scalar_type() == torch::kFloat && t.is_contiguous()) {
-      const float* x = t.data_ptr<float>();
-      for (int64_t i = 0; i < t.numel(); ++i) {
-        max = std::max(max, static_cast<double>(x[i]));
-        sum += x[i];
-      }
+    if (plain_cpu_float(t)) {
+      const detail::SumMax s = detail::sum_and_max(t.data_ptr<float>(), t.numel());
+      max = std::max(max, static_cast<double>(s.max));
+      sum += s.sum;
       continue;
     }
     const auto d = t.detach().to(torch::kDouble);
