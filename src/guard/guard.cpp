@@ -225,7 +225,11 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
   // Sampled steps also feed the monitor per-layer signals and activation statistics.
   const bool sample = monitor_ && monitor_->sample_due(t);
   std::optional<monitor::ActivationRecorder> recorder;
-  if (sample && monitor_->options().activations()) recorder.emplace(monitor_->options().saturation_margin());
+  if (sample && monitor_->options().activations()) {
+    recorder.emplace(monitor_->options().saturation_margin(), hooks_.model_reports_activations
+                                                                  ? monitor::ActivationSource::model_reports
+                                                                  : monitor::ActivationSource::op_callbacks);
+  }
   at::Tensor loss = closure(batch);
   std::vector<monitor::ActivationStats> activations = recorder ? recorder->finish() : std::vector<monitor::ActivationStats>{};
   NANGUARD_CHECK(loss.defined() && loss.numel() == 1, "the guard's closure must return the scalar loss");

@@ -195,6 +195,7 @@ OptimizerStateStats optimizer_state_stats(const torch::optim::Optimizer& optimiz
 // ---- Activation recorder ----
 
 struct ActivationRecorder::State {
+  ActivationSource source = ActivationSource::op_callbacks;
   std::mutex mutex;
   std::vector<std::tuple<std::string, std::string, at::Tensor>> outputs;  // layer, kind, output
 };
@@ -214,7 +215,7 @@ const char* activation_kind(const char* name) {
 std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction&) { return nullptr; }
 
 void on_end(const at::RecordFunction& fn, at::ObserverContext*) {
-  if (t_state == nullptr) return;
+  if (t_state == nullptr || t_state->source != ActivationSource::op_callbacks) return;
   const char* kind = activation_kind(fn.name());
   if (kind == nullptr) return;
   std::string layer = trace::Scope::current();
@@ -230,28 +231,34 @@ void on_end(const at::RecordFunction& fn, at::ObserverContext*) {
 
 }  // namespace
 
-ActivationRecorder::ActivationRecorder(double saturation_margin) : state_(std::make_shared<State>()) {
-  (void)saturation_margin;
-  t_state = state_.get();
-  handle_ = at::addThreadLocalCallback(
-      at::RecordFunctionCallback(on_start, on_end).needsOutputs(true).scopes({at::RecordScope::FUNCTION}));
-  running_ = true;
-  margin_ = saturation_margin;
+void report_activation(const at::Tensor& output, const char* kind) {
+  if (t_state == nullptr || t_state->source != ActivationSource::model_reports) return;
+  std::lock_guard<std::mutex> lock(t_state->mutex);
+  t_state->outputs.emplace_back(trace::Scope::current(), kind, output.detach());
 }
 
-ActivationRecorder::~ActivationRecorder() {
-  if (running_) {
-    at::removeCallback(handle_);
-    t_state = nullptr;
+ActivationRecorder::ActivationRecorder(double saturation_margin, ActivationSource source)
+    : state_(std::make_shared<State>()), margin_(saturation_margin) {
+  state_->source = source;
+  t_state = state_.get();
+  if (source == ActivationSource::op_callbacks) {
+    handle_ = at::addThreadLocalCallback(
+        at::RecordFunctionCallback(on_start, on_end).needsOutputs(true).scopes({at::RecordScope::FUNCTION}));
   }
+  running_ = true;
+}
+
+ActivationRecorder::~ActivationRecorder() { stop(); }
+
+void ActivationRecorder::stop() {
+  if (!running_) return;
+  if (state_->source == ActivationSource::op_callbacks) at::removeCallback(handle_);
+  t_state = nullptr;
+  running_ = false;
 }
 
 std::vector<ActivationStats> ActivationRecorder::finish() {
-  if (running_) {
-    at::removeCallback(handle_);
-    t_state = nullptr;
-    running_ = false;
-  }
+  stop();
   std::vector<ActivationStats> out;
   for (const auto& [layer, kind, tensor] : state_->outputs) {
     ActivationStats s = activation_stats(tensor, kind, margin_);

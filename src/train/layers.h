@@ -11,6 +11,7 @@
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
+#include "nanguard/monitor/signals.h"
 #include "nanguard/train/model.h"
 
 namespace nanguard::detail {
@@ -58,11 +59,11 @@ class Layer : public torch::nn::Module {
       case Activation::linear:
         return x;
       case Activation::relu:
-        return torch::relu(x);
+        return reported(torch::relu(x), "relu");
       case Activation::sigmoid:
-        return torch::sigmoid(x);
+        return reported(torch::sigmoid(x), "sigmoid");
       case Activation::tanh:
-        return torch::tanh(x);
+        return reported(torch::tanh(x), "tanh");
       case Activation::softmax:
         return torch::softmax(x, -1);
       case Activation::leaky_relu:
@@ -88,6 +89,12 @@ class Layer : public torch::nn::Module {
   }
 
  private:
+  // Hands the output to the monitor's activation recorder on sampled steps.
+  static torch::Tensor reported(torch::Tensor out, const char* kind) {
+    monitor::report_activation(out, kind);
+    return out;
+  }
+
   Activation activation_ = Activation::linear;
   double alpha_ = 0.0;
   std::string description_;

@@ -1,5 +1,6 @@
 #include "nanguard/train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include <fmt/format.h>
@@ -84,6 +85,12 @@ Trainer::Trainer(SequentialModel model, CompileOptions options)
       if (event_handler_) event_handler_(e);
     };
     hooks.audit_flagged_samples = [this] { return audit_flagged_; };
+    // Dense, conv and activation layers report their activations; recurrent layers apply
+    // theirs inside LibTorch's kernels, which only op callbacks see.
+    const auto& layers = model_->spec().layers;
+    hooks.model_reports_activations = std::none_of(layers.begin(), layers.end(), [](const LayerSpec& l) {
+      return l.type() == "lstm" || l.type() == "gru";
+    });
     torch::nn::Module& module = *model_;
     guard_ = std::make_unique<Guard>(module, *optimizer_, options_.guard, std::move(hooks));
   }

@@ -121,6 +121,31 @@ TEST(ActivationRecorder, RecordsActivationsWithTheirScope) {
   (void)torch::relu(x);
 }
 
+// Each source records only its own kind of activation: reports or ops, never both twice.
+TEST(ActivationRecorder, ModelReportsAreRecordedOnlyByAReportReadingRecorder) {
+  auto x = torch::randn({8, 4});
+  std::vector<ActivationStats> from_reports, from_ops;
+  {
+    ActivationRecorder rec(0.01, ActivationSource::model_reports);
+    NANGUARD_SCOPE("layers.2.dense");
+    report_activation(torch::tanh(x), "tanh");  // the tanh op itself is not recorded
+    (void)torch::relu(x);
+    from_reports = rec.finish();
+  }
+  {
+    ActivationRecorder rec(0.01, ActivationSource::op_callbacks);
+    report_activation(torch::relu(x), "relu");  // recorded once, from the op
+    from_ops = rec.finish();
+  }
+  report_activation(x, "relu");  // no recorder: ignored
+  ASSERT_EQ(from_reports.size(), 1u);
+  EXPECT_EQ(from_reports[0].layer, "layers.2.dense");
+  EXPECT_EQ(from_reports[0].kind, "tanh");
+  EXPECT_NEAR(from_reports[0].mean, torch::tanh(x).mean().item<double>(), 1e-6);
+  ASSERT_EQ(from_ops.size(), 1u);
+  EXPECT_EQ(from_ops[0].kind, "relu");
+}
+
 TEST(SignalsCsv, OneRowPerNumber) {
   testing::TempDir dir;
   StepSignals a;

@@ -11,6 +11,7 @@
 #include <torch/torch.h>
 
 #include "nanguard/core/error.h"
+#include "nanguard/monitor/signals.h"
 #include "nanguard/trace/scope.h"
 #include "support/test_support.h"
 
@@ -70,6 +71,36 @@ TEST_F(ModelTest, ArticleMlpMatchesKeras) {
   auto probabilities = model->forward(torch::rand({5, 28, 28}));
   EXPECT_EQ(probabilities.sizes().vec(), Shape({5, 10}));
   EXPECT_TRUE(tensors_match(probabilities.sum(1), torch::ones({5}), 1e-5, 1e-5));
+}
+
+// The model's own activation reports give the monitor what op callbacks see, layer by layer
+// (the trainer's guard reads reports, to spare sampled steps the per-op callback).
+TEST_F(ModelTest, ActivationReportsMatchWhatOpCallbacksRecord) {
+  torch::manual_seed(0);
+  ModelSpec spec;
+  spec.input_shape = {12};
+  spec.add(layers::dense(16, "relu")).add(layers::dense(8, "tanh")).add(layers::dense(6, "sigmoid"))
+      .add(layers::dense(3, "softmax"));
+  SequentialModel model(spec);
+  auto x = torch::randn({5, 12}) * 3;
+  auto record = [&](monitor::ActivationSource source) {
+    monitor::ActivationRecorder rec(0.01, source);
+    (void)model->forward(x);
+    return rec.finish();
+  };
+  const auto reports = record(monitor::ActivationSource::model_reports);
+  const auto ops = record(monitor::ActivationSource::op_callbacks);
+  ASSERT_EQ(reports.size(), 3u);
+  ASSERT_EQ(reports.size(), ops.size());
+  for (size_t i = 0; i < reports.size(); ++i) {
+    EXPECT_EQ(reports[i].layer, ops[i].layer);
+    EXPECT_EQ(reports[i].kind, ops[i].kind);
+    EXPECT_DOUBLE_EQ(reports[i].mean, ops[i].mean);
+    EXPECT_DOUBLE_EQ(reports[i].dead_fraction, ops[i].dead_fraction);
+    EXPECT_DOUBLE_EQ(reports[i].saturated_fraction, ops[i].saturated_fraction);
+  }
+  EXPECT_EQ(reports[0].layer, "layers.0.dense");
+  EXPECT_EQ(reports[2].kind, "sigmoid");
 }
 
 TEST_F(ModelTest, ParametersAreNamedAfterTheirLayer) {

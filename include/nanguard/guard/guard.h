@@ -77,6 +77,9 @@ struct GuardHooks {
   std::function<std::vector<RepairAction>(const Incident&, const std::vector<RepairAction>& planned)> override_plan;
   // Dataset ids the data audit flagged before training, ascending (for the evidence).
   std::function<std::vector<int64_t>()> audit_flagged_samples;
+  // The model reports its activation outputs itself (monitor::report_activation), so sampled
+  // steps need no op callbacks.
+  bool model_reports_activations = false;
 };
 
 class Guard {

@@ -60,12 +60,18 @@ std::vector<LayerSignals> layer_signals(const std::vector<std::string>& names, c
 
 OptimizerStateStats optimizer_state_stats(const torch::optim::Optimizer& optimizer);
 
-// Records the outputs of ReLU, sigmoid and tanh ops run on this thread while alive (a
-// thread-local op callback; meant for sampled steps only), attributed to the NANGUARD_SCOPE
-// they ran in. Ops in scopes starting with "loss" are left out.
+// Where a recorder gets activations from: op callbacks see every ReLU, sigmoid and tanh op of
+// any model, but make every op of the step pay for the callback; a model that reports its own
+// activation outputs (report_activation) costs nothing per op. The trainer's models report.
+enum class ActivationSource { op_callbacks, model_reports };
+
+// Records the outputs of ReLU, sigmoid and tanh activations run on this thread while alive
+// (meant for sampled steps only), attributed to the NANGUARD_SCOPE they ran in. With op
+// callbacks, ops in scopes starting with "loss" are left out.
 class ActivationRecorder {
  public:
-  explicit ActivationRecorder(double saturation_margin = 0.01);
+  explicit ActivationRecorder(double saturation_margin = 0.01,
+                              ActivationSource source = ActivationSource::op_callbacks);
   ~ActivationRecorder();
   ActivationRecorder(const ActivationRecorder&) = delete;
   ActivationRecorder& operator=(const ActivationRecorder&) = delete;
@@ -75,11 +81,18 @@ class ActivationRecorder {
   struct State;
 
  private:
+  void stop();
+
   std::shared_ptr<State> state_;
   uint64_t handle_ = 0;
   bool running_ = false;
   double margin_ = 0.01;
 };
+
+// Called by a layer with the output of its activation (kind "relu", "sigmoid" or "tanh"):
+// recorded when a recorder reading model reports is active on this thread, else one
+// thread-local read.
+void report_activation(const at::Tensor& output, const char* kind);
 
 // Writes the history as CSV with the header step,signal,layer,value (one row per number;
 // signals: loss, grad_norm, lr, layer_grad_norm, weight_norm, update_ratio, act_mean, act_std,
