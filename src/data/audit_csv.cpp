@@ -16,6 +16,7 @@
 #include "core/check.h"
 #include "core/text.h"
 #include "data/binary_file.h"
+#include "data/csv_fast.h"
 #include "nanguard/core/error.h"
 
 namespace nanguard::data::detail {
@@ -70,6 +71,32 @@ CellKind parse_cell(std::string_view s, double* value) {
     return CellKind::kValue;
   }
   return CellKind::kBad;
+}
+
+char* read_record_fast(char* p, char* e, char delimiter, int64_t ncols, double* out, int64_t stride) {
+  for (int64_t c = 0;; ++c) {
+    double v = 0;
+    const char* q = parse_plain_decimal(p, e, &v);
+    if (q != nullptr && q < e && *q == '\r' && (q + 1 == e || q[1] == '\n')) ++q;  // the CR of a CRLF
+    if (q == nullptr || (q < e && *q != delimiter && *q != '\n')) {
+      // Not a plain decimal: find the cell's end and let parse_cell read it.
+      const char* s = p;
+      while (s < e && (*s == ' ' || *s == '\t') && *s != delimiter) ++s;
+      if (s < e && *s == '"') return nullptr;
+      q = p;
+      while (q < e && *q != delimiter && *q != '\n') ++q;
+      const char* end = q;
+      if ((q == e || *q == '\n') && end > p && end[-1] == '\r') --end;
+      const CellKind kind = parse_cell(std::string_view(p, static_cast<size_t>(end - p)), &v);
+      if (kind == CellKind::kBad) return nullptr;
+      v = stored_cell(kind, v);
+    }
+    out[c * stride] = v;
+    if (q == e) return c + 1 == ncols ? e : nullptr;
+    if (*q == '\n') return c + 1 == ncols ? const_cast<char*>(q) + 1 : nullptr;
+    if (c + 1 == ncols) return nullptr;  // more fields than columns
+    p = const_cast<char*>(q) + 1;
+  }
 }
 
 int64_t find_label_column(const std::vector<std::string>& names, const std::string& label, bool has_header,
@@ -189,7 +216,7 @@ bool CsvChunkReader::next(std::string& buffer, int64_t* first_line) {
     carry_.assign(buffer, cut, std::string::npos);
     buffer.resize(cut);
     *first_line = line_;
-    line_ += std::count(buffer.begin(), buffer.end(), '\n');
+    line_ += count_newlines(buffer.data(), buffer.data() + buffer.size());
     return true;
   }
   return false;
@@ -307,7 +334,6 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
   std::string error;
   int64_t error_chunk = std::numeric_limits<int64_t>::max();
   bool io_error = false;
-  std::atomic<int64_t> hashes_kept{0};
   const int64_t max_hashes = options.max_row_hashes();
   const int64_t max_listed = options.max_listed();
 
@@ -321,73 +347,116 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
     queue.stop();
   };
 
+  // The fast path reads numbers byte by byte; a delimiter that can be part of one rules it out.
+  const bool fast_ok = std::strchr("0123456789.+-", delimiter) == nullptr;
+  // Row hashes are kept while the rows counted so far fit max_row_hashes; the count is shared
+  // every kHashBlock rows (not per row: the threads would fight over its cache line).
+  constexpr int64_t kHashBlock = 1024;
+  std::atomic<int64_t> rows_counted{0};
+  std::atomic<bool> too_many_hashes{false};
+
   auto worker = [&](int t) {
     ThreadState& st = states[t];
     std::vector<std::string_view> fields;
     fields.reserve(ncols);
-    std::vector<uint64_t> local_hashes;
+    // Records are parsed into a column-major block of rows, then each column's accumulator
+    // takes its whole column at once.
+    constexpr int kBlock = 128;
+    std::vector<double> block(static_cast<size_t>(ncols) * kBlock);
+    std::vector<uint64_t> row_hash(kBlock);
+    std::vector<uint8_t> row_flags(kBlock);
+    int rows_in_block = 0;
+    int64_t unshared_rows = 0;
+    auto share_row_count = [&] {
+      if (rows_counted.fetch_add(unshared_rows, std::memory_order_relaxed) + unshared_rows > max_hashes) {
+        too_many_hashes.store(true, std::memory_order_relaxed);
+      }
+      unshared_rows = 0;
+      if (too_many_hashes.load(std::memory_order_relaxed) && !st.rows.hashes.empty()) {
+        std::vector<std::pair<uint64_t, int64_t>>().swap(st.rows.hashes);
+      }
+    };
+    // Adds the rows of the block; the first is row `first` of the chunk.
+    auto flush_block = [&](int64_t first_ref) {
+      const int n = rows_in_block;
+      rows_in_block = 0;
+      if (n == 0) return;
+      std::fill(row_hash.begin(), row_hash.begin() + n, uint64_t{0x1234567});
+      std::fill(row_flags.begin(), row_flags.begin() + n, uint8_t{0});
+      for (int64_t c = 0; c < ncols; ++c) {
+        const double* col = block.data() + c * kBlock;
+        if (c != label_index) {
+          st.columns[feature_of[c]].add_block(col, n, first_ref, row_hash.data(), row_flags.data());
+          continue;
+        }
+        for (int i = 0; i < n; ++i) {
+          uint64_t bits;
+          std::memcpy(&bits, &col[i], 8);
+          const bool miss = bits == kMissingCellBits;
+          const double v = miss ? std::numeric_limits<double>::quiet_NaN() : col[i];
+          row_hash[i] = combine_hash(row_hash[i], hash_double(v) + static_cast<uint64_t>(miss));
+          st.labels.add(v, miss);
+          const bool bad = miss || !std::isfinite(v) || v != std::nearbyint(v) || v < 0 ||
+                           (options.num_classes() > 0 && v >= static_cast<double>(options.num_classes()));
+          if (bad) {
+            ++st.bad_labels;
+            if (static_cast<int64_t>(st.bad_label_rows.size()) < max_listed) st.bad_label_rows.push_back(first_ref + i);
+          }
+        }
+      }
+      const bool keep_hashes = !too_many_hashes.load(std::memory_order_relaxed);
+      for (int i = 0; i < n; ++i) {
+        const int64_t ref = first_ref + i;
+        if (row_flags[i] & kRowNonFinite) {
+          ++st.rows.nonfinite_rows;
+          if (static_cast<int64_t>(st.rows.nonfinite_list.size()) < max_listed) st.rows.nonfinite_list.push_back(ref);
+        }
+        if (row_flags[i] & kRowMissing) {
+          ++st.rows.missing_rows;
+          if (static_cast<int64_t>(st.rows.missing_list.size()) < max_listed) st.rows.missing_list.push_back(ref);
+        }
+        const uint64_t h = mix64(row_hash[i]);
+        st.rows.row_hll.add_hash(h);
+        if (keep_hashes) st.rows.hashes.emplace_back(h, ref);
+      }
+      unshared_rows += n;
+      if (unshared_rows >= kHashBlock) share_row_count();
+    };
     while (auto chunk = queue.pop()) {
       int64_t local = 0;
       const int64_t id = chunk->id;
       try {
-        for_each_record(
-            chunk->data.data(), chunk->data.data() + chunk->data.size(), chunk->first_line, delimiter, where,
-            fields, [&](const std::vector<std::string_view>& f, int64_t line) {
-              if (static_cast<int64_t>(f.size()) != ncols) {
-                fail_record(where, line, fmt::format("expected {} fields, found {}", ncols, f.size()));
+        char* p = chunk->data.data();
+        char* const e = p + chunk->data.size();
+        int64_t line = chunk->first_line;
+        while (p < e) {
+          if (skip_blank_line(p, e, line)) continue;
+          double* out = block.data() + rows_in_block;
+          char* next = fast_ok ? read_record_fast(p, e, delimiter, ncols, out, kBlock) : nullptr;
+          if (next != nullptr) {
+            p = next;
+            ++line;  // a fast record is one line (the last one may lack its newline: no matter)
+          } else {
+            // The general parser: quotes, and the errors with their exact messages.
+            const int64_t record_line = line;
+            split_record(p, e, line, delimiter, where, fields);
+            if (static_cast<int64_t>(fields.size()) != ncols) {
+              fail_record(where, record_line, fmt::format("expected {} fields, found {}", ncols, fields.size()));
+            }
+            for (int64_t c = 0; c < ncols; ++c) {
+              double v = 0;
+              const CellKind kind = parse_cell(fields[c], &v);
+              if (kind == CellKind::kBad) {
+                throw ValueError(fmt::format("{}: line {}, column {} ('{}'): expected a number, found '{}'", where,
+                                             record_line, c + 1, excerpt(head.names[c]), excerpt(trim(fields[c]))));
               }
-              const int64_t ref = row_ref(id, local);
-              uint64_t row_hash = 0x1234567;
-              bool row_missing = false, row_nonfinite = false;
-              for (int64_t c = 0; c < ncols; ++c) {
-                double v = 0;
-                const CellKind kind = parse_cell(f[c], &v);
-                if (kind == CellKind::kBad) {
-                  throw ValueError(fmt::format("{}: line {}, column {} ('{}'): expected a number, found '{}'", where,
-                                               line, c + 1, excerpt(head.names[c]), excerpt(trim(f[c]))));
-                }
-                const bool missing = kind == CellKind::kMissing;
-                if (missing) v = std::numeric_limits<double>::quiet_NaN();
-                if (c == label_index) {
-                  row_hash = combine_hash(row_hash, hash_double(v) + static_cast<uint64_t>(missing));
-                  st.labels.add(v, missing);
-                  const bool bad = missing || !std::isfinite(v) || v != std::nearbyint(v) || v < 0 ||
-                                   (options.num_classes() > 0 && v >= static_cast<double>(options.num_classes()));
-                  if (bad) {
-                    ++st.bad_labels;
-                    if (static_cast<int64_t>(st.bad_label_rows.size()) < max_listed) st.bad_label_rows.push_back(ref);
-                  }
-                  continue;
-                }
-                ColumnAccumulator& acc = st.columns[feature_of[c]];
-                if (missing) {
-                  acc.add_missing(ref);
-                  row_missing = true;
-                  row_hash = combine_hash(row_hash, 0x6d697373696e67ULL);  // "missing"
-                } else {
-                  row_hash = combine_hash(row_hash, acc.add(v, ref));
-                  row_nonfinite |= !std::isfinite(v);
-                }
-              }
-              if (row_nonfinite) {
-                ++st.rows.nonfinite_rows;
-                if (static_cast<int64_t>(st.rows.nonfinite_list.size()) < max_listed) st.rows.nonfinite_list.push_back(ref);
-              }
-              if (row_missing) {
-                ++st.rows.missing_rows;
-                if (static_cast<int64_t>(st.rows.missing_list.size()) < max_listed) st.rows.missing_list.push_back(ref);
-              }
-              row_hash = mix64(row_hash);
-              st.rows.row_hll.add_hash(row_hash);
-              if (st.rows.hashes_complete) {
-                if (hashes_kept.fetch_add(1, std::memory_order_relaxed) < max_hashes) {
-                  st.rows.hashes.emplace_back(row_hash, ref);
-                } else {
-                  st.rows.hashes_complete = false;
-                }
-              }
-              ++local;
-            });
+              out[c * kBlock] = stored_cell(kind, v);
+            }
+          }
+          ++local;
+          if (++rows_in_block == kBlock) flush_block(row_ref(id, local - kBlock));
+        }
+        flush_block(row_ref(id, local - rows_in_block));
       } catch (const ValueError& e) {
         record_error(id, e.what(), false);
         return;
@@ -395,6 +464,7 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
         record_error(id, fmt::format("{}: {}", where, e.what()), true);
         return;
       }
+      share_row_count();
       {
         std::lock_guard<std::mutex> lock(info_mutex);
         if (static_cast<int64_t>(chunk_rows.size()) <= id) chunk_rows.resize(id + 1, 0);
@@ -465,6 +535,7 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
     std::vector<std::pair<uint64_t, int64_t>>().swap(rt.hashes);
   }
   ThreadState& st = states[0];
+  st.rows.hashes_complete = prefix[chunks] <= max_hashes && !too_many_hashes.load();
 
   AuditReport report;
   report.path = path.string();

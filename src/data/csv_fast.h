@@ -1,0 +1,107 @@
+// Private: the fast path of the CSV describe pass. Plain decimals ("-12.345") are read with
+// one exact division instead of a general float parser, and a record's fields are split while
+// they are parsed. Anything else (exponents, long mantissas, words, quotes, spaces) goes to the
+// general parser, so results are bit-identical to it.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace nanguard::data::detail {
+
+// Powers of ten that doubles hold exactly.
+inline constexpr double kExactPow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                           1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                           1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+namespace fast {
+
+inline uint64_t load8(const char* p) {
+  uint64_t x;
+  std::memcpy(&x, p, 8);
+  return x;
+}
+
+// Number of leading ASCII digits among 8 little-endian bytes. A byte is a digit iff x ^ '0'
+// is 0..9: its high nibble is 0 and adding 6 does not carry out of the low nibble. A carry
+// into the next byte only comes from a non-digit byte, which ends the count before it.
+inline int leading_digits(uint64_t x) {
+  const uint64_t d = x ^ 0x3030303030303030ULL;
+  const uint64_t bad = (d | (d + 0x0606060606060606ULL)) & 0xF0F0F0F0F0F0F0F0ULL;
+  return bad == 0 ? 8 : __builtin_ctzll(bad) >> 3;
+}
+
+// The value of the first n (1..8) digits of x (little-endian, first character lowest).
+inline uint64_t digits_value(uint64_t x, int n) {
+  uint64_t v = (x - 0x3030303030303030ULL) << (8 * (8 - n));  // leading zero digits
+  v = (v * 10) + (v >> 8);
+  v = (((v & 0x000000FF000000FFULL) * 0x000F424000000064ULL) +
+       (((v >> 16) & 0x000000FF000000FFULL) * 0x0000271000000001ULL)) >> 32;
+  return static_cast<uint32_t>(v);
+}
+
+}  // namespace fast
+
+// Reads a plain decimal at p: an optional sign, digits, optionally '.' and more digits, at
+// least one digit, at most 19 in all. Returns the end of the number (the caller checks what
+// follows), or nullptr when the text is not such a number or its value is not exact with one
+// division (mantissa above 2^53); then the general parser decides. The value is correctly
+// rounded: the mantissa and 10^k are exact doubles, so IEEE division rounds their quotient
+// once, as strtod does. Never reads at or past e.
+inline const char* parse_plain_decimal(const char* p, const char* e, double* value) {
+  // The sign without a branch (it varies from cell to cell).
+  const bool negative = p < e && *p == '-';
+  p += negative || (p < e && *p == '+');
+  uint64_t mantissa = 0;
+  int int_digits = 0, frac_digits = 0;
+  if (e - p >= 18) {
+    // Fast: whole groups of up to 8 digits at a time, without a branch per digit.
+    uint64_t x = fast::load8(p);
+    int n = fast::leading_digits(x);
+    if (n == 8) return nullptr;  // long integer part: leave it to the general parser
+    if (n > 0) mantissa = fast::digits_value(x, n);
+    int_digits = n;
+    p += n;
+    if (*p == '.') {
+      ++p;
+      x = fast::load8(p);
+      n = fast::leading_digits(x);
+      if (n == 8) return nullptr;
+      if (n > 0) mantissa = mantissa * static_cast<uint64_t>(kExactPow10[n]) + fast::digits_value(x, n);
+      frac_digits = n;
+      p += n;
+    }
+  } else {
+    while (p < e && static_cast<unsigned>(*p - '0') < 10) {
+      if (++int_digits > 19) return nullptr;
+      mantissa = mantissa * 10 + static_cast<unsigned>(*p++ - '0');
+    }
+    if (p < e && *p == '.') {
+      ++p;
+      while (p < e && static_cast<unsigned>(*p - '0') < 10) {
+        if (int_digits + ++frac_digits > 19) return nullptr;
+        mantissa = mantissa * 10 + static_cast<unsigned>(*p++ - '0');
+      }
+    }
+  }
+  if (int_digits + frac_digits == 0 || mantissa > (uint64_t{1} << 53)) return nullptr;
+  const double v = static_cast<double>(mantissa) / kExactPow10[frac_digits];
+  *value = negative ? -v : v;
+  return p;
+}
+
+// Counts the newlines in [p, e).
+inline int64_t count_newlines(const char* p, const char* e) {
+  int64_t n = 0;
+  // Eight bytes at a time: a zero byte of x ^ "\n\n\n\n\n\n\n\n" is a newline.
+  while (e - p >= 8) {
+    const uint64_t x = fast::load8(p) ^ 0x0A0A0A0A0A0A0A0AULL;
+    const uint64_t zero = ~(((x & 0x7F7F7F7F7F7F7F7FULL) + 0x7F7F7F7F7F7F7F7FULL) | x) & 0x8080808080808080ULL;
+    n += static_cast<int64_t>(((zero >> 7) * 0x0101010101010101ULL) >> 56);  // bytes set, no popcnt needed
+    p += 8;
+  }
+  while (p < e) n += *p++ == '\n';
+  return n;
+}
+
+}  // namespace nanguard::data::detail
