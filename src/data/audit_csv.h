@@ -28,6 +28,12 @@ CellKind parse_cell(std::string_view text, double* value);
 // the general parser then reads the record and reports its errors. Values match parse_cell.
 char* read_record_fast(char* p, char* e, char delimiter, int64_t ncols, double* out, int64_t stride);
 
+// The same for a record without quotes whose fields end at base + ends[c] (the separators
+// found in advance): true when it is one record of numbers and missing cells, each ending
+// with the delimiter and the last with a newline. Reads 18 bytes past a cell (within e).
+bool read_record_indexed(const char* p, const char* base, const uint32_t* ends, const char* e, char delimiter,
+                         int64_t ncols, double* out, int64_t stride);
+
 // The value stored for a cell parse_cell read as kind/value (see read_record_fast).
 inline double stored_cell(CellKind kind, double value) {
   if (kind == CellKind::kMissing) return bits_to_double(kMissingCellBits);

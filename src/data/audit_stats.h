@@ -46,12 +46,15 @@ class HyperLogLog {
   static constexpr int kBits = 11;
   static constexpr int kSize = 1 << kBits;
   HyperLogLog() : registers_(kSize, 0) {}
-  void add_hash(uint64_t h) {
+  void add_hash(uint64_t h) { add_hash(registers_.data(), h); }
+  // The same on registers(), for loops that keep the pointer in a register.
+  static void add_hash(uint8_t* registers, uint64_t h) {
     const uint32_t index = static_cast<uint32_t>(h >> (64 - kBits));
     const uint64_t rest = (h << kBits) | (uint64_t{1} << (kBits - 1));
     const auto rank = static_cast<uint8_t>(__builtin_clzll(rest) + 1);
-    if (rank > registers_[index]) registers_[index] = rank;
+    if (rank > registers[index]) registers[index] = rank;
   }
+  uint8_t* registers() { return registers_.data(); }
   void merge(const HyperLogLog& other) {
     for (int i = 0; i < kSize; ++i) registers_[i] = std::max(registers_[i], other.registers_[i]);
   }
@@ -141,6 +144,12 @@ class Reservoir {
     start_skipping();
   }
   int64_t seen() const { return seen_; }
+  // How many values add would pass over before it takes one (0 while filling).
+  int64_t free_skips() const {
+    return static_cast<int64_t>(items_.size()) < capacity_ ? 0 : std::max<int64_t>(0, next_ - seen_ - 1);
+  }
+  // Counts n values that add would pass over (n <= free_skips()).
+  void skip(int64_t n) { seen_ += n; }
   bool exact() const { return seen_ == static_cast<int64_t>(items_.size()); }
   std::vector<double>& items() { return items_; }
 
@@ -268,23 +277,32 @@ struct ColumnAccumulator {
   // gets kRowMissing / kRowNonFinite.
   void add_block(const double* values, int n, int64_t first_row, uint64_t* row_hash, uint8_t* row_flags) {
     // Pass 1: hashes, unique estimate, sample, extremes; the rare missing and non-finite cells.
+    // The state lives in locals: the register stores (uint8_t) may alias any member.
     double high_bar = high.bar(), low_bar = low.bar();
-    int64_t finite = 0;
+    uint8_t* const registers = hll.registers();
+    int64_t finite = 0, skips = reservoir.free_skips(), skipped = 0;
     for (int i = 0; i < n; ++i) {
       const double v = values[i];
       uint64_t bits;
       std::memcpy(&bits, &v, 8);
       if (__builtin_expect((bits & kExponentBits) != kExponentBits, 1)) {
         const uint64_t h = mix64((v == 0 ? 0 : bits) + 0x9e3779b97f4a7c15ULL);  // hash_double
-        hll.add_hash(h);
+        HyperLogLog::add_hash(registers, h);
         row_hash[i] = combine_hash(row_hash[i], h);
         ++finite;
-        reservoir.add(v);
-        if (v > high_bar) {
+        if (skips > 0) {
+          --skips, ++skipped;
+        } else {
+          reservoir.skip(skipped);
+          skipped = 0;
+          reservoir.add(v);
+          skips = reservoir.free_skips();
+        }
+        if (__builtin_expect(v > high_bar, 0)) {
           high.add(v, first_row + i);
           high_bar = high.bar();
         }
-        if (v < low_bar) {
+        if (__builtin_expect(v < low_bar, 0)) {
           low.add(v, first_row + i);
           low_bar = low.bar();
         }
@@ -297,6 +315,7 @@ struct ColumnAccumulator {
         row_flags[i] |= kRowNonFinite;
       }
     }
+    reservoir.skip(skipped);
     if (finite == 0) return;
     // Pass 2: moments, min, max, zeros of the finite values, branch-free (two partial sums).
     int i0 = 0;

@@ -14,7 +14,15 @@ inline constexpr double kExactPow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1
                                            1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
+inline constexpr uint64_t kPow10Int[9] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000};
+
 namespace fast {
+
+inline double from_bits(uint64_t bits) {
+  double v;
+  std::memcpy(&v, &bits, 8);
+  return v;
+}
 
 inline uint64_t load8(const char* p) {
   uint64_t x;
@@ -42,6 +50,13 @@ inline uint64_t digits_value(uint64_t x, int n) {
 
 }  // namespace fast
 
+// v, negated when negative, without a branch (the sign varies from cell to cell).
+inline double with_sign(double v, bool negative) {
+  uint64_t bits;
+  std::memcpy(&bits, &v, 8);
+  return fast::from_bits(bits ^ (static_cast<uint64_t>(negative) << 63));
+}
+
 // Reads a plain decimal at p: an optional sign, digits, optionally '.' and more digits, at
 // least one digit, at most 19 in all. Returns the end of the number (the caller checks what
 // follows), or nullptr when the text is not such a number or its value is not exact with one
@@ -67,7 +82,7 @@ inline const char* parse_plain_decimal(const char* p, const char* e, double* val
       x = fast::load8(p);
       n = fast::leading_digits(x);
       if (n == 8) return nullptr;
-      if (n > 0) mantissa = mantissa * static_cast<uint64_t>(kExactPow10[n]) + fast::digits_value(x, n);
+      if (n > 0) mantissa = mantissa * kPow10Int[n] + fast::digits_value(x, n);
       frac_digits = n;
       p += n;
     }
@@ -85,10 +100,39 @@ inline const char* parse_plain_decimal(const char* p, const char* e, double* val
     }
   }
   if (int_digits + frac_digits == 0 || mantissa > (uint64_t{1} << 53)) return nullptr;
-  const double v = static_cast<double>(mantissa) / kExactPow10[frac_digits];
-  *value = negative ? -v : v;
+  *value = with_sign(static_cast<double>(mantissa) / kExactPow10[frac_digits], negative);
   return p;
 }
+
+// Reads the cell [p, end) when it is a plain decimal (see parse_plain_decimal) and nothing
+// else; false otherwise (then the general parser decides). Cells do not depend on each other,
+// so the processor overlaps several; 18 bytes from p must be readable.
+inline bool parse_decimal_cell(const char* p, const char* end, double* value) {
+  const bool negative = *p == '-';
+  p += negative || *p == '+';
+  const int64_t len = end - p;
+  if (len <= 0 || len > 16) return false;
+  const uint64_t x = fast::load8(p);
+  const int n = fast::leading_digits(x);
+  uint64_t mantissa;
+  int frac = 0;
+  if (n >= len) {
+    if (len > 8) return false;  // long integer: the general parser
+    mantissa = fast::digits_value(x, static_cast<int>(len));
+  } else {
+    frac = static_cast<int>(len - n - 1);
+    if (p[n] != '.' || frac > 8 || fast::leading_digits(fast::load8(p + n + 1)) < frac) return false;
+    mantissa = (n > 0 ? fast::digits_value(x, n) : 0) * kPow10Int[frac] +
+               (frac > 0 ? fast::digits_value(fast::load8(p + n + 1), frac) : 0);
+    if (n + frac == 0 || mantissa > (uint64_t{1} << 53)) return false;
+  }
+  *value = with_sign(static_cast<double>(mantissa) / kExactPow10[frac], negative);
+  return true;
+}
+
+// Writes the offsets from p of the delimiters and newlines in [p, e) to out (room for
+// e - p + 64 entries); returns how many.
+size_t index_separators(const char* p, const char* e, char delimiter, uint32_t* out);
 
 // Counts the newlines in [p, e).
 inline int64_t count_newlines(const char* p, const char* e) {
