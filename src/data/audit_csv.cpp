@@ -105,14 +105,18 @@ char* read_record_fast(char* p, char* e, char delimiter, int64_t ncols, double* 
 // Compares 64 bytes at a time; positions come out of the bit mask 16 at a time without a
 // branch per position (x86-64-v3 has popcnt and tzcnt for that).
 __attribute__((target_clones("arch=x86-64-v3", "default"))) size_t index_separators(const char* p, const char* e,
-                                                                                     char delimiter, uint32_t* out) {
+                                                                                     char delimiter, uint32_t* out,
+                                                                                     bool* quoted) {
   const char* const base = p;
   size_t n = 0;
-  const __m128i d = _mm_set1_epi8(delimiter), nl = _mm_set1_epi8('\n');
+  const __m128i d = _mm_set1_epi8(delimiter), nl = _mm_set1_epi8('\n'), quote = _mm_set1_epi8('"');
+  __m128i quotes = _mm_setzero_si128();
   auto mask16 = [&](const char* q) -> uint64_t {
     const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+    quotes = _mm_or_si128(quotes, _mm_cmpeq_epi8(x, quote));
     return static_cast<uint32_t>(_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(x, d), _mm_cmpeq_epi8(x, nl))));
   };
+  bool has_quote = false;
   for (; e - p >= 64; p += 64) {
     uint64_t m = mask16(p) | mask16(p + 16) << 16 | mask16(p + 32) << 32 | mask16(p + 48) << 48;
     const auto offset = static_cast<uint32_t>(p - base);
@@ -129,7 +133,9 @@ __attribute__((target_clones("arch=x86-64-v3", "default"))) size_t index_separat
   }
   for (; p < e; ++p) {
     if (*p == delimiter || *p == '\n') out[n++] = static_cast<uint32_t>(p - base);
+    has_quote |= *p == '"';
   }
+  *quoted = has_quote || _mm_movemask_epi8(quotes) != 0;
   return n;
 }
 
@@ -238,15 +244,16 @@ CsvChunkReader::~CsvChunkReader() = default;
 
 bool CsvChunkReader::next(std::string& buffer, int64_t* first_line) {
   while (!eof_) {
-    buffer.assign(carry_);
-    const size_t scanned_from = buffer.size();
+    const size_t scanned_from = carry_.size();
     const size_t want = std::max(kChunkBytes, carry_.size() * 2);
-    buffer.resize(want);
+    // Grow only (a recycled buffer is nearly that long already): resize zero-fills.
+    if (buffer.size() < want) buffer.resize(want);
+    if (!carry_.empty()) std::memcpy(buffer.data(), carry_.data(), carry_.size());
     size_t have = carry_.size();
     const size_t got = file_->read(buffer.data() + have, want - have);
     have += got;
     eof_ = got == 0 || have < want;
-    buffer.resize(have);
+    buffer.resize(have);  // shrinks: no fill
     // Where the last whole record ends: after the last newline outside quotes. A cut is never
     // inside quotes, so the carried text starts outside them; in_quote_ is the state at
     // scanned_from.
@@ -516,7 +523,7 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
           }
           row_added();
         };
-        if (!fast_ok || std::memchr(p, '"', static_cast<size_t>(e - p)) != nullptr) {
+        if (!fast_ok) {
           while (p < e) read_record();
         } else {
           // Without quotes, a record's fields end at the next ncols separators: they are found
@@ -529,7 +536,12 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
             }
             const auto length = static_cast<size_t>(segment_end - p);
             if (separators.size() < length + 64) separators.resize(length + 64);
-            const size_t n = index_separators(p, segment_end, delimiter, separators.data());
+            bool quoted = false;
+            const size_t n = index_separators(p, segment_end, delimiter, separators.data(), &quoted);
+            if (quoted) {  // quoted fields may hold newlines: the general parser, to the chunk's end
+              while (p < e) read_record();
+              break;
+            }
             const char* const base = p;
             size_t j = 0;
             while (p < segment_end) {

@@ -4,6 +4,9 @@
 // general parser, so results are bit-identical to it.
 #pragma once
 
+#include <emmintrin.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -131,18 +134,22 @@ inline bool parse_decimal_cell(const char* p, const char* end, double* value) {
 }
 
 // Writes the offsets from p of the delimiters and newlines in [p, e) to out (room for
-// e - p + 64 entries); returns how many.
-size_t index_separators(const char* p, const char* e, char delimiter, uint32_t* out);
+// e - p + 64 entries); returns how many. *quoted tells whether [p, e) holds a quote.
+size_t index_separators(const char* p, const char* e, char delimiter, uint32_t* out, bool* quoted);
 
 // Counts the newlines in [p, e).
 inline int64_t count_newlines(const char* p, const char* e) {
   int64_t n = 0;
-  // Eight bytes at a time: a zero byte of x ^ "\n\n\n\n\n\n\n\n" is a newline.
-  while (e - p >= 8) {
-    const uint64_t x = fast::load8(p) ^ 0x0A0A0A0A0A0A0A0AULL;
-    const uint64_t zero = ~(((x & 0x7F7F7F7F7F7F7F7FULL) + 0x7F7F7F7F7F7F7F7FULL) | x) & 0x8080808080808080ULL;
-    n += static_cast<int64_t>(((zero >> 7) * 0x0101010101010101ULL) >> 56);  // bytes set, no popcnt needed
-    p += 8;
+  const __m128i nl = _mm_set1_epi8('\n');
+  while (e - p >= 16) {
+    // Per-byte counters (a compare gives -1) for at most 255 blocks, then summed.
+    const int64_t blocks = std::min<int64_t>((e - p) / 16, 255);
+    __m128i counts = _mm_setzero_si128();
+    for (int64_t i = 0; i < blocks; ++i, p += 16) {
+      counts = _mm_sub_epi8(counts, _mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), nl));
+    }
+    const __m128i sums = _mm_sad_epu8(counts, _mm_setzero_si128());
+    n += _mm_cvtsi128_si64(sums) + _mm_cvtsi128_si64(_mm_unpackhi_epi64(sums, sums));
   }
   while (p < e) n += *p++ == '\n';
   return n;
