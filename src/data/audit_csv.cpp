@@ -139,9 +139,13 @@ __attribute__((target_clones("arch=x86-64-v3", "default"))) size_t index_separat
   return n;
 }
 
-__attribute__((target_clones("arch=x86-64-v3", "default"))) bool read_record_indexed(
-    const char* p, const char* base, const uint32_t* ends, const char* e, char delimiter, int64_t ncols, double* out,
-    int64_t stride) {
+namespace {
+
+template <bool kFma>
+__attribute__((always_inline)) inline bool read_record_indexed_impl(const char* p, const char* base,
+                                                                    const uint32_t* ends, const char* e,
+                                                                    char delimiter, int64_t ncols, double* out,
+                                                                    int64_t stride) {
   bool ok = true;
   for (int64_t c = 0; c < ncols; ++c) {
     const char* end = base + ends[c];
@@ -149,7 +153,7 @@ __attribute__((target_clones("arch=x86-64-v3", "default"))) bool read_record_ind
     ok &= *end == (last ? '\n' : delimiter);
     const char* cell_end = end - (last && end > p && end[-1] == '\r');  // CRLF
     double v;
-    if (__builtin_expect(!(e - p >= 18 && parse_decimal_cell(p, cell_end, &v)), 0)) {
+    if (__builtin_expect(!(e - p >= 18 && parse_decimal_cell<kFma>(p, cell_end, &v)), 0)) {
       const CellKind kind = parse_cell(std::string_view(p, static_cast<size_t>(cell_end - p)), &v);
       ok &= kind != CellKind::kBad;
       v = stored_cell(kind, v);
@@ -158,6 +162,29 @@ __attribute__((target_clones("arch=x86-64-v3", "default"))) bool read_record_ind
     p = end + 1;
   }
   return ok;
+}
+
+__attribute__((target("arch=x86-64-v3"))) bool read_record_indexed_v3(const char* p, const char* base,
+                                                                      const uint32_t* ends, const char* e,
+                                                                      char delimiter, int64_t ncols, double* out,
+                                                                      int64_t stride) {
+  return read_record_indexed_impl<true>(p, base, ends, e, delimiter, ncols, out, stride);
+}
+
+bool read_record_indexed_baseline(const char* p, const char* base, const uint32_t* ends, const char* e,
+                                  char delimiter, int64_t ncols, double* out, int64_t stride) {
+  return read_record_indexed_impl<false>(p, base, ends, e, delimiter, ncols, out, stride);
+}
+
+}  // namespace
+
+bool read_record_indexed(const char* p, const char* base, const uint32_t* ends, const char* e, char delimiter,
+                         int64_t ncols, double* out, int64_t stride) {
+  // The x86-64-v3 build (BMI2 shifts, FMA instead of a division per cell) where the CPU has it.
+  static const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                         __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
+  return v3 ? read_record_indexed_v3(p, base, ends, e, delimiter, ncols, out, stride)
+            : read_record_indexed_baseline(p, base, ends, e, delimiter, ncols, out, stride);
 }
 
 int64_t find_label_column(const std::vector<std::string>& names, const std::string& label, bool has_header,

@@ -107,9 +107,29 @@ inline const char* parse_plain_decimal(const char* p, const char* e, double* val
   return p;
 }
 
+// Reciprocals 10^-k rounded to nearest.
+inline constexpr double kInversePow10[9] = {1e0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8};
+
+// m / 10^k rounded to nearest, for m <= 2^53 and k <= 8: one IEEE division, or with FMA
+// (kFma: only in code built for a CPU that has it) Markstein's correction of m * 10^-k, which
+// is exactly the rounded quotient too (q = m * 10^-k is within an ulp; the remainder
+// m - q * 10^k is exact; q + remainder * 10^-k then rounds to the quotient) without the
+// divider, which would otherwise limit the rate.
+template <bool kFma>
+inline double decimal_quotient(uint64_t m, int k) {
+  const double a = static_cast<double>(m);
+  if constexpr (kFma) {
+    const double q = a * kInversePow10[k];
+    return __builtin_fma(__builtin_fma(-q, kExactPow10[k], a), kInversePow10[k], q);
+  } else {
+    return a / kExactPow10[k];
+  }
+}
+
 // Reads the cell [p, end) when it is a plain decimal (see parse_plain_decimal) and nothing
 // else; false otherwise (then the general parser decides). Cells do not depend on each other,
 // so the processor overlaps several; 18 bytes from p must be readable.
+template <bool kFma = false>
 inline bool parse_decimal_cell(const char* p, const char* end, double* value) {
   const bool negative = *p == '-';
   p += negative || *p == '+';
@@ -129,7 +149,7 @@ inline bool parse_decimal_cell(const char* p, const char* end, double* value) {
                (frac > 0 ? fast::digits_value(fast::load8(p + n + 1), frac) : 0);
     if (n + frac == 0 || mantissa > (uint64_t{1} << 53)) return false;
   }
-  *value = with_sign(static_cast<double>(mantissa) / kExactPow10[frac], negative);
+  *value = with_sign(decimal_quotient<kFma>(mantissa, frac), negative);
   return true;
 }
 
