@@ -144,12 +144,20 @@ inline bool parse_decimal_cell(const char* p, const char* end, double* value) {
     mantissa = fast::digits_value(x, static_cast<int>(len));
   } else {
     frac = static_cast<int>(len - n - 1);
-    if (p[n] != '.' || frac > 8 || fast::leading_digits(fast::load8(p + n + 1)) < frac) return false;
-    mantissa = (n > 0 ? fast::digits_value(x, n) : 0) * kPow10Int[frac] +
-               (frac > 0 ? fast::digits_value(fast::load8(p + n + 1), frac) : 0);
-    if (n + frac == 0 || mantissa > (uint64_t{1} << 53)) return false;
+    const uint64_t y = fast::load8(p + n + 1);
+    if (p[n] != '.' || frac > 8 || fast::leading_digits(y) < frac || n + frac == 0) return false;
+    if (n + frac <= 8 && n < 8) {
+      // The common case: the digits before and after the point fit one word; joined there
+      // they are converted at once.
+      const uint64_t joined = (x & ((uint64_t{1} << (8 * n)) - 1)) | (y << (8 * n));
+      mantissa = fast::digits_value(joined, n + frac);
+    } else {
+      mantissa = (n > 0 ? fast::digits_value(x, n) : 0) * kPow10Int[frac] + (frac > 0 ? fast::digits_value(y, frac) : 0);
+      if (mantissa > (uint64_t{1} << 53)) return false;
+    }
   }
-  *value = with_sign(decimal_quotient<kFma>(mantissa, frac), negative);
+  // The sign by a multiplication (exact, and -0 stays -0): no branch, no move to integers.
+  *value = decimal_quotient<kFma>(mantissa, frac) * (negative ? -1.0 : 1.0);
   return true;
 }
 
