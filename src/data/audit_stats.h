@@ -116,7 +116,7 @@ class Reservoir {
       return;
     }
     if (seen_ < next_) return;
-    items_[rng_.below(capacity_)] = v;
+    items_[slot_] = v;
     advance();
   }
   // Merges a reservoir of another part of the stream (hypergeometric draw of the shares).
@@ -174,6 +174,10 @@ class Reservoir {
     const double skip = std::floor(std::log(uniform()) / std::log1p(-w_));
     next_ = seen_ + 1 + (std::isfinite(skip) ? static_cast<int64_t>(std::min(skip, 4e18)) : 0);
     w_ *= std::exp(std::log(uniform()) / static_cast<double>(capacity_));
+    // The slot the next taken value replaces, drawn now (it does not depend on the value) so
+    // its cache line can be fetched meanwhile: the sample is larger than the caches.
+    slot_ = rng_.below(capacity_);
+    __builtin_prefetch(items_.data() + slot_, 1, 0);
   }
   double uniform() { return rng_.unit(); }
 
@@ -183,6 +187,7 @@ class Reservoir {
   int64_t seen_ = 0;
   int64_t next_ = 0;
   double w_ = 0;
+  int64_t slot_ = 0;
 };
 
 // The k largest (or smallest) values with their rows.
