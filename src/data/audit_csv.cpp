@@ -450,7 +450,8 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
     fields.reserve(ncols);
     // Records are parsed into a column-major block of rows, then each column's accumulator
     // takes its whole column at once.
-    constexpr int kBlock = 128;
+    // 128 rows, fewer for very wide files (the block stays within about 1 MiB).
+    const int kBlock = static_cast<int>(std::clamp<int64_t>((int64_t{1} << 17) / std::max<int64_t>(ncols, 1), 1, 128));
     std::vector<double> block(static_cast<size_t>(ncols) * kBlock);
     std::vector<uint64_t> row_hash(kBlock);
     std::vector<uint8_t> row_flags(kBlock);

@@ -267,5 +267,41 @@ TEST(CsvFast, DescribeMatchesAReferenceAcrossChunksAndFormats) {
                                       {"short.csv", fmt::format("line {}", line), "expected 6 fields, found 3"}));
 }
 
+TEST(CsvFast, WideFileInSmallerBlocks) {
+  // 3000 columns: the blocks of rows get shorter (43 rows) and do not line up with chunks.
+  TempDir dir;
+  const int cols = 3000, rows = 500;
+  std::string text;
+  for (int c = 0; c < cols; ++c) text += fmt::format("{}c{}", c ? "," : "", c);
+  text += "\n";
+  for (int r = 0; r < rows; ++r) {
+    for (int c = 0; c < cols; ++c) {
+      if (c) text += ',';
+      if ((r + c) % 97 != 0) text += fmt::format("{}.{}", (r * 7 + c) % 1000, r % 10);
+    }
+    text += "\n";
+  }
+  write_bytes(dir / "w.csv", text);
+  const AuditReport report = describe_file(dir / "w.csv", AuditOptions().threads(2));
+  ASSERT_EQ(report.rows, rows);
+  ASSERT_EQ(report.columns.size(), static_cast<size_t>(cols));
+  for (int c : {0, 1, 96, 1500, 2999}) {
+    SCOPED_TRACE(c);
+    int64_t count = 0;
+    double sum = 0, lo = INFINITY, hi = -INFINITY;
+    for (int r = 0; r < rows; ++r) {
+      if ((r + c) % 97 == 0) continue;
+      const double v = std::strtod(fmt::format("{}.{}", (r * 7 + c) % 1000, r % 10).c_str(), nullptr);
+      ++count, sum += v, lo = std::min(lo, v), hi = std::max(hi, v);
+    }
+    const ColumnSummary& s = report.columns[c];
+    EXPECT_EQ(s.count, count);
+    EXPECT_EQ(s.missing, rows - count);
+    EXPECT_NEAR(s.mean, sum / static_cast<double>(count), 1e-9);
+    EXPECT_EQ(s.min, lo);
+    EXPECT_EQ(s.max, hi);
+  }
+}
+
 }  // namespace
 }  // namespace nanguard::data
