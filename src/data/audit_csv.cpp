@@ -153,7 +153,13 @@ __attribute__((always_inline)) inline bool read_record_indexed_impl(const char* 
     ok &= *end == (last ? '\n' : delimiter);
     const char* cell_end = end - (last && end > p && end[-1] == '\r');  // CRLF
     double v;
-    if (__builtin_expect(!(e - p >= 18 && parse_decimal_cell<kFma>(p, cell_end, &v)), 0)) {
+    bool parsed;
+    if constexpr (kFma) {
+      parsed = e - p >= 18 && parse_decimal_cell_v3(p, cell_end, &v);
+    } else {
+      parsed = e - p >= 18 && parse_decimal_cell(p, cell_end, &v);
+    }
+    if (__builtin_expect(!parsed, 0)) {
       const CellKind kind = parse_cell(std::string_view(p, static_cast<size_t>(cell_end - p)), &v);
       ok &= kind != CellKind::kBad;
       v = stored_cell(kind, v);

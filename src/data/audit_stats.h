@@ -167,13 +167,13 @@ class Reservoir {
 
  private:
   void start_skipping() {
-    w_ = std::exp(std::log(uniform()) / static_cast<double>(capacity_));
+    w_ = std::pow(uniform(), 1.0 / static_cast<double>(capacity_));
     advance();
   }
   void advance() {
     const double skip = std::floor(std::log(uniform()) / std::log1p(-w_));
     next_ = seen_ + 1 + (std::isfinite(skip) ? static_cast<int64_t>(std::min(skip, 4e18)) : 0);
-    w_ *= std::exp(std::log(uniform()) / static_cast<double>(capacity_));
+    w_ *= std::pow(uniform(), 1.0 / static_cast<double>(capacity_));
     // The slot the next taken value replaces, drawn now (it does not depend on the value) so
     // its cache line can be fetched meanwhile: the sample is larger than the caches.
     slot_ = rng_.below(capacity_);
