@@ -457,10 +457,10 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
     // Records are parsed into a column-major block of rows, then each column's accumulator
     // takes its whole column at once.
     // 128 rows, fewer for very wide files (the block stays within about 1 MiB).
-    const int kBlock = static_cast<int>(std::clamp<int64_t>((int64_t{1} << 17) / std::max<int64_t>(ncols, 1), 1, 128));
-    std::vector<double> block(static_cast<size_t>(ncols) * kBlock);
-    std::vector<uint64_t> row_hash(kBlock);
-    std::vector<uint8_t> row_flags(kBlock);
+    const int block_rows = static_cast<int>(std::clamp<int64_t>((int64_t{1} << 17) / std::max<int64_t>(ncols, 1), 1, 128));
+    std::vector<double> block(static_cast<size_t>(ncols) * block_rows);
+    std::vector<uint64_t> row_hash(block_rows);
+    std::vector<uint8_t> row_flags(block_rows);
     int rows_in_block = 0;
     int64_t unshared_rows = 0;
     auto share_row_count = [&] {
@@ -480,7 +480,7 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
       std::fill(row_hash.begin(), row_hash.begin() + n, uint64_t{0x1234567});
       std::fill(row_flags.begin(), row_flags.begin() + n, uint8_t{0});
       for (int64_t c = 0; c < ncols; ++c) {
-        const double* col = block.data() + c * kBlock;
+        const double* col = block.data() + c * block_rows;
         if (c != label_index) {
           st.columns[feature_of[c]].add_block(col, n, first_ref, row_hash.data(), row_flags.data());
           continue;
@@ -528,13 +528,13 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
         int64_t line = chunk->first_line;
         auto row_added = [&] {
           ++local;
-          if (++rows_in_block == kBlock) flush_block(row_ref(id, local - kBlock));
+          if (++rows_in_block == block_rows) flush_block(row_ref(id, local - block_rows));
         };
         // One record (or blank line) at p, cell by cell; the general parser where needed.
         auto read_record = [&] {
           if (skip_blank_line(p, e, line)) return;
           double* out = block.data() + rows_in_block;
-          char* next = fast_ok ? read_record_fast(p, e, delimiter, ncols, out, kBlock) : nullptr;
+          char* next = fast_ok ? read_record_fast(p, e, delimiter, ncols, out, block_rows) : nullptr;
           if (next != nullptr) {
             p = next;
             ++line;  // a fast record is one line (the last one may lack its newline: no matter)
@@ -552,7 +552,7 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
                 throw ValueError(fmt::format("{}: line {}, column {} ('{}'): expected a number, found '{}'", where,
                                              record_line, c + 1, excerpt(head.names[c]), excerpt(trim(fields[c]))));
               }
-              out[c * kBlock] = stored_cell(kind, v);
+              out[c * block_rows] = stored_cell(kind, v);
             }
           }
           row_added();
@@ -569,6 +569,10 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
               if (nl != nullptr) segment_end = static_cast<char*>(const_cast<void*>(nl)) + 1;
             }
             const auto length = static_cast<size_t>(segment_end - p);
+            if (length > (size_t{1} << 31)) {  // offsets are 32-bit: a record of gigabytes goes the slow way
+              while (p < e) read_record();
+              break;
+            }
             if (separators.size() < length + 64) separators.resize(length + 64);
             bool quoted = false;
             const size_t n = index_separators(p, segment_end, delimiter, separators.data(), &quoted);
@@ -583,7 +587,7 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
               if (j + ncols <= n && *p != '\n' && *p != '\r') {
                 const uint32_t* sep = separators.data() + j;
                 const bool ok =
-                    read_record_indexed(p, base, sep, e, delimiter, ncols, block.data() + rows_in_block, kBlock);
+                    read_record_indexed(p, base, sep, e, delimiter, ncols, block.data() + rows_in_block, block_rows);
                 const char* s = base + sep[ncols - 1] + 1;
                 if (ok) {
                   p = const_cast<char*>(s);
