@@ -38,7 +38,7 @@ inline uint64_t fold_multiply(uint64_t a, uint64_t b) {
   return static_cast<uint64_t>(p) ^ static_cast<uint64_t>(p >> 64);
 }
 
-// The hash of a finite value's bits (-0 as +0).
+// The hash of a value's bits (hash_double maps -0 to +0 and every NaN to one NaN first).
 inline uint64_t hash_finite_bits(uint64_t bits) {
   return fold_multiply(bits ^ 0x9e3779b97f4a7c15ULL, 0xbf58476d1ce4e5b9ULL);
 }
