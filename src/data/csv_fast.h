@@ -1,7 +1,7 @@
-// Private: the fast path of the CSV describe pass. Plain decimals ("-12.345") are read with
-// one exact division instead of a general float parser, and a record's fields are split while
-// they are parsed. Anything else (exponents, long mantissas, words, quotes, spaces) goes to the
-// general parser, so results are bit-identical to it.
+// Private: the fast path of the CSV describe pass. The separators of a stretch of text are
+// found first; a plain decimal ("-12.345") is then read with integer digit arithmetic and one
+// correctly rounded quotient instead of a general float parser. Anything else (exponents, long
+// mantissas, words, quotes, spaces) goes to the general parser, so results are bit-identical.
 #pragma once
 
 #include <immintrin.h>
