@@ -167,13 +167,21 @@ class Reservoir {
 
  private:
   void start_skipping() {
-    w_ = std::pow(uniform(), 1.0 / static_cast<double>(capacity_));
+    w_ = root_of_uniform();
     advance();
+  }
+  // u^(1/capacity) for a uniform u: exp(log(u) / capacity), by its series while the exponent
+  // is tiny (|x| < 2^-10: the first omitted term is below 1e-21, far under a double's ulp);
+  // cheaper than exp (or pow) for each value the sample takes.
+  double root_of_uniform() {
+    const double x = std::log(uniform()) / static_cast<double>(capacity_);
+    if (x < -0x1p-10) return std::exp(x);
+    return 1 + x * (1 + x * (0.5 + x * (1.0 / 6 + x * (1.0 / 24 + x * (1.0 / 120)))));
   }
   void advance() {
     const double skip = std::floor(std::log(uniform()) / std::log1p(-w_));
     next_ = seen_ + 1 + (std::isfinite(skip) ? static_cast<int64_t>(std::min(skip, 4e18)) : 0);
-    w_ *= std::pow(uniform(), 1.0 / static_cast<double>(capacity_));
+    w_ *= root_of_uniform();
     // The slot the next taken value replaces, drawn now (it does not depend on the value) so
     // its cache line can be fetched meanwhile: the sample is larger than the caches.
     slot_ = rng_.below(capacity_);
