@@ -94,7 +94,7 @@ echo "nanguard on a tenth of the file: $small_wall s, peak RSS $small_rss MB (fu
 echo "== pandas read_csv + describe"
 read -r pd_wall pd_rss pd_cpu < <(measure pandas /usr/bin/python3 "$work/pandas_describe.py" "$csv")
 tail -4 "$work/pandas.out"
-echo "== result ($(nproc) cores)"
+echo "== result ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))"
 echo "load average before/after: $load0 / $(cut -d' ' -f1-3 /proc/loadavg)"
 awk -v a="$ng_wall" -v b="$ng_rss" -v e="$ng_cpu" -v c="$pd_wall" -v d="$pd_rss" -v f="$pd_cpu" 'BEGIN {
   printf "nanguard data describe:   %7.2f s wall, %7.2f s CPU (user+sys), peak RSS %6d MB\n", a, e, b

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <emmintrin.h>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -16,6 +17,7 @@
 #include "core/check.h"
 #include "core/text.h"
 #include "data/binary_file.h"
+#include "data/csv_fast.h"
 #include "nanguard/core/error.h"
 
 namespace nanguard::data::detail {
@@ -24,6 +26,8 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr size_t kChunkBytes = 4 << 20;
+// Separators are indexed this many bytes at a time (the index stays in the L2 cache).
+constexpr int64_t kSegmentBytes = 128 << 10;
 
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -70,6 +74,123 @@ CellKind parse_cell(std::string_view s, double* value) {
     return CellKind::kValue;
   }
   return CellKind::kBad;
+}
+
+char* read_record_fast(char* p, char* e, char delimiter, int64_t ncols, double* out, int64_t stride) {
+  for (int64_t c = 0;; ++c) {
+    double v = 0;
+    const char* q = parse_plain_decimal(p, e, &v);
+    if (q != nullptr && q < e && *q == '\r' && (q + 1 == e || q[1] == '\n')) ++q;  // the CR of a CRLF
+    if (q == nullptr || (q < e && *q != delimiter && *q != '\n')) {
+      // Not a plain decimal: find the cell's end and let parse_cell read it.
+      const char* s = p;
+      while (s < e && (*s == ' ' || *s == '\t') && *s != delimiter) ++s;
+      if (s < e && *s == '"') return nullptr;
+      q = p;
+      while (q < e && *q != delimiter && *q != '\n') ++q;
+      const char* end = q;
+      if ((q == e || *q == '\n') && end > p && end[-1] == '\r') --end;
+      const CellKind kind = parse_cell(std::string_view(p, static_cast<size_t>(end - p)), &v);
+      if (kind == CellKind::kBad) return nullptr;
+      v = stored_cell(kind, v);
+    }
+    out[c * stride] = v;
+    if (q == e) return c + 1 == ncols ? e : nullptr;
+    if (*q == '\n') return c + 1 == ncols ? const_cast<char*>(q) + 1 : nullptr;
+    if (c + 1 == ncols) return nullptr;  // more fields than columns
+    p = const_cast<char*>(q) + 1;
+  }
+}
+
+// Compares 64 bytes at a time; positions come out of the bit mask 16 at a time without a
+// branch per position (x86-64-v3 has popcnt and tzcnt for that).
+__attribute__((target_clones("arch=x86-64-v3", "default"))) size_t index_separators(const char* p, const char* e,
+                                                                                     char delimiter, uint32_t* out,
+                                                                                     bool* quoted) {
+  const char* const base = p;
+  size_t n = 0;
+  const __m128i d = _mm_set1_epi8(delimiter), nl = _mm_set1_epi8('\n'), quote = _mm_set1_epi8('"');
+  __m128i quotes = _mm_setzero_si128();
+  auto mask16 = [&](const char* q) -> uint64_t {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+    quotes = _mm_or_si128(quotes, _mm_cmpeq_epi8(x, quote));
+    return static_cast<uint32_t>(_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(x, d), _mm_cmpeq_epi8(x, nl))));
+  };
+  bool has_quote = false;
+  for (; e - p >= 64; p += 64) {
+    uint64_t m = mask16(p) | mask16(p + 16) << 16 | mask16(p + 32) << 32 | mask16(p + 48) << 48;
+    const auto offset = static_cast<uint32_t>(p - base);
+    const int count = __builtin_popcountll(m);
+    for (int i = 0; i < 16; ++i) {  // unconditionally: garbage past count is overwritten later
+      out[n + i] = offset + static_cast<uint32_t>(__builtin_ctzll(m | (uint64_t{1} << 63)));
+      m &= m - 1;
+    }
+    for (int i = 16; i < count; ++i) {
+      out[n + i] = offset + static_cast<uint32_t>(__builtin_ctzll(m));
+      m &= m - 1;
+    }
+    n += count;
+  }
+  for (; p < e; ++p) {
+    if (*p == delimiter || *p == '\n') out[n++] = static_cast<uint32_t>(p - base);
+    has_quote |= *p == '"';
+  }
+  *quoted = has_quote || _mm_movemask_epi8(quotes) != 0;
+  return n;
+}
+
+namespace {
+
+template <bool kFma>
+__attribute__((always_inline)) inline bool read_record_indexed_impl(const char* p, const char* base,
+                                                                    const uint32_t* ends, const char* e,
+                                                                    char delimiter, int64_t ncols, double* out,
+                                                                    int64_t stride) {
+  bool ok = true;
+  for (int64_t c = 0; c < ncols; ++c) {
+    const char* end = base + ends[c];
+    const bool last = c + 1 == ncols;
+    ok &= *end == (last ? '\n' : delimiter);
+    const char* cell_end = end - (last && end > p && end[-1] == '\r');  // CRLF
+    double v;
+    bool parsed;
+    if constexpr (kFma) {
+      parsed = e - p >= 18 && parse_decimal_cell_v3(p, cell_end, &v);
+    } else {
+      parsed = e - p >= 18 && parse_decimal_cell(p, cell_end, &v);
+    }
+    if (__builtin_expect(!parsed, 0)) {
+      const CellKind kind = parse_cell(std::string_view(p, static_cast<size_t>(cell_end - p)), &v);
+      ok &= kind != CellKind::kBad;
+      v = stored_cell(kind, v);
+    }
+    out[c * stride] = v;
+    p = end + 1;
+  }
+  return ok;
+}
+
+__attribute__((target("arch=x86-64-v3"))) bool read_record_indexed_v3(const char* p, const char* base,
+                                                                      const uint32_t* ends, const char* e,
+                                                                      char delimiter, int64_t ncols, double* out,
+                                                                      int64_t stride) {
+  return read_record_indexed_impl<true>(p, base, ends, e, delimiter, ncols, out, stride);
+}
+
+bool read_record_indexed_baseline(const char* p, const char* base, const uint32_t* ends, const char* e,
+                                  char delimiter, int64_t ncols, double* out, int64_t stride) {
+  return read_record_indexed_impl<false>(p, base, ends, e, delimiter, ncols, out, stride);
+}
+
+}  // namespace
+
+bool read_record_indexed(const char* p, const char* base, const uint32_t* ends, const char* e, char delimiter,
+                         int64_t ncols, double* out, int64_t stride) {
+  // The x86-64-v3 build (BMI2 shifts, FMA instead of a division per cell) where the CPU has it.
+  static const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                         __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
+  return v3 ? read_record_indexed_v3(p, base, ends, e, delimiter, ncols, out, stride)
+            : read_record_indexed_baseline(p, base, ends, e, delimiter, ncols, out, stride);
 }
 
 int64_t find_label_column(const std::vector<std::string>& names, const std::string& label, bool has_header,
@@ -156,15 +277,16 @@ CsvChunkReader::~CsvChunkReader() = default;
 
 bool CsvChunkReader::next(std::string& buffer, int64_t* first_line) {
   while (!eof_) {
-    buffer.assign(carry_);
-    const size_t scanned_from = buffer.size();
+    const size_t scanned_from = carry_.size();
     const size_t want = std::max(kChunkBytes, carry_.size() * 2);
-    buffer.resize(want);
+    // Grow only (a recycled buffer is nearly that long already): resize zero-fills.
+    if (buffer.size() < want) buffer.resize(want);
+    if (!carry_.empty()) std::memcpy(buffer.data(), carry_.data(), carry_.size());
     size_t have = carry_.size();
     const size_t got = file_->read(buffer.data() + have, want - have);
     have += got;
     eof_ = got == 0 || have < want;
-    buffer.resize(have);
+    buffer.resize(have);  // shrinks: no fill
     // Where the last whole record ends: after the last newline outside quotes. A cut is never
     // inside quotes, so the carried text starts outside them; in_quote_ is the state at
     // scanned_from.
@@ -189,7 +311,7 @@ bool CsvChunkReader::next(std::string& buffer, int64_t* first_line) {
     carry_.assign(buffer, cut, std::string::npos);
     buffer.resize(cut);
     *first_line = line_;
-    line_ += std::count(buffer.begin(), buffer.end(), '\n');
+    line_ += count_newlines(buffer.data(), buffer.data() + buffer.size());
     return true;
   }
   return false;
@@ -307,7 +429,6 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
   std::string error;
   int64_t error_chunk = std::numeric_limits<int64_t>::max();
   bool io_error = false;
-  std::atomic<int64_t> hashes_kept{0};
   const int64_t max_hashes = options.max_row_hashes();
   const int64_t max_listed = options.max_listed();
 
@@ -321,73 +442,166 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
     queue.stop();
   };
 
+  // The fast path reads numbers byte by byte; a delimiter that can be part of one rules it out.
+  const bool fast_ok = std::strchr("0123456789.+-", delimiter) == nullptr;
+  // Row hashes are kept while the rows counted so far fit max_row_hashes; the count is shared
+  // every kHashBlock rows (not per row: the threads would fight over its cache line).
+  constexpr int64_t kHashBlock = 1024;
+  std::atomic<int64_t> rows_counted{0};
+  std::atomic<bool> too_many_hashes{false};
+
   auto worker = [&](int t) {
     ThreadState& st = states[t];
     std::vector<std::string_view> fields;
     fields.reserve(ncols);
-    std::vector<uint64_t> local_hashes;
+    // Records are parsed into a column-major block of rows, then each column's accumulator
+    // takes its whole column at once.
+    // 128 rows, fewer for very wide files (the block stays within about 1 MiB).
+    const int block_rows = static_cast<int>(std::clamp<int64_t>((int64_t{1} << 17) / std::max<int64_t>(ncols, 1), 1, 128));
+    std::vector<double> block(static_cast<size_t>(ncols) * block_rows);
+    std::vector<uint64_t> row_hash(block_rows);
+    std::vector<uint8_t> row_flags(block_rows);
+    int rows_in_block = 0;
+    int64_t unshared_rows = 0;
+    auto share_row_count = [&] {
+      if (rows_counted.fetch_add(unshared_rows, std::memory_order_relaxed) + unshared_rows > max_hashes) {
+        too_many_hashes.store(true, std::memory_order_relaxed);
+      }
+      unshared_rows = 0;
+      if (too_many_hashes.load(std::memory_order_relaxed) && !st.rows.hashes.empty()) {
+        std::vector<std::pair<uint64_t, int64_t>>().swap(st.rows.hashes);
+      }
+    };
+    // Adds the rows of the block; the first is row `first` of the chunk.
+    auto flush_block = [&](int64_t first_ref) {
+      const int n = rows_in_block;
+      rows_in_block = 0;
+      if (n == 0) return;
+      std::fill(row_hash.begin(), row_hash.begin() + n, uint64_t{0x1234567});
+      std::fill(row_flags.begin(), row_flags.begin() + n, uint8_t{0});
+      for (int64_t c = 0; c < ncols; ++c) {
+        const double* col = block.data() + c * block_rows;
+        if (c != label_index) {
+          st.columns[feature_of[c]].add_block(col, n, first_ref, row_hash.data(), row_flags.data());
+          continue;
+        }
+        for (int i = 0; i < n; ++i) {
+          uint64_t bits;
+          std::memcpy(&bits, &col[i], 8);
+          const bool miss = bits == kMissingCellBits;
+          const double v = miss ? std::numeric_limits<double>::quiet_NaN() : col[i];
+          row_hash[i] = combine_hash(row_hash[i], hash_double(v) + static_cast<uint64_t>(miss));
+          st.labels.add(v, miss);
+          const bool bad = miss || !std::isfinite(v) || v != std::nearbyint(v) || v < 0 ||
+                           (options.num_classes() > 0 && v >= static_cast<double>(options.num_classes()));
+          if (bad) {
+            ++st.bad_labels;
+            if (static_cast<int64_t>(st.bad_label_rows.size()) < max_listed) st.bad_label_rows.push_back(first_ref + i);
+          }
+        }
+      }
+      const bool keep_hashes = !too_many_hashes.load(std::memory_order_relaxed);
+      for (int i = 0; i < n; ++i) {
+        const int64_t ref = first_ref + i;
+        if (row_flags[i] & kRowNonFinite) {
+          ++st.rows.nonfinite_rows;
+          if (static_cast<int64_t>(st.rows.nonfinite_list.size()) < max_listed) st.rows.nonfinite_list.push_back(ref);
+        }
+        if (row_flags[i] & kRowMissing) {
+          ++st.rows.missing_rows;
+          if (static_cast<int64_t>(st.rows.missing_list.size()) < max_listed) st.rows.missing_list.push_back(ref);
+        }
+        const uint64_t h = mix64(row_hash[i]);
+        st.rows.row_hll.add_hash(h);
+        if (keep_hashes) st.rows.hashes.emplace_back(h, ref);
+      }
+      unshared_rows += n;
+      if (unshared_rows >= kHashBlock) share_row_count();
+    };
+    std::vector<uint32_t> separators;
     while (auto chunk = queue.pop()) {
       int64_t local = 0;
       const int64_t id = chunk->id;
       try {
-        for_each_record(
-            chunk->data.data(), chunk->data.data() + chunk->data.size(), chunk->first_line, delimiter, where,
-            fields, [&](const std::vector<std::string_view>& f, int64_t line) {
-              if (static_cast<int64_t>(f.size()) != ncols) {
-                fail_record(where, line, fmt::format("expected {} fields, found {}", ncols, f.size()));
+        char* p = chunk->data.data();
+        char* const e = p + chunk->data.size();
+        int64_t line = chunk->first_line;
+        auto row_added = [&] {
+          ++local;
+          if (++rows_in_block == block_rows) flush_block(row_ref(id, local - block_rows));
+        };
+        // One record (or blank line) at p, cell by cell; the general parser where needed.
+        auto read_record = [&] {
+          if (skip_blank_line(p, e, line)) return;
+          double* out = block.data() + rows_in_block;
+          char* next = fast_ok ? read_record_fast(p, e, delimiter, ncols, out, block_rows) : nullptr;
+          if (next != nullptr) {
+            p = next;
+            ++line;  // a fast record is one line (the last one may lack its newline: no matter)
+          } else {
+            // The general parser: quotes, and the errors with their exact messages.
+            const int64_t record_line = line;
+            split_record(p, e, line, delimiter, where, fields);
+            if (static_cast<int64_t>(fields.size()) != ncols) {
+              fail_record(where, record_line, fmt::format("expected {} fields, found {}", ncols, fields.size()));
+            }
+            for (int64_t c = 0; c < ncols; ++c) {
+              double v = 0;
+              const CellKind kind = parse_cell(fields[c], &v);
+              if (kind == CellKind::kBad) {
+                throw ValueError(fmt::format("{}: line {}, column {} ('{}'): expected a number, found '{}'", where,
+                                             record_line, c + 1, excerpt(head.names[c]), excerpt(trim(fields[c]))));
               }
-              const int64_t ref = row_ref(id, local);
-              uint64_t row_hash = 0x1234567;
-              bool row_missing = false, row_nonfinite = false;
-              for (int64_t c = 0; c < ncols; ++c) {
-                double v = 0;
-                const CellKind kind = parse_cell(f[c], &v);
-                if (kind == CellKind::kBad) {
-                  throw ValueError(fmt::format("{}: line {}, column {} ('{}'): expected a number, found '{}'", where,
-                                               line, c + 1, excerpt(head.names[c]), excerpt(trim(f[c]))));
-                }
-                const bool missing = kind == CellKind::kMissing;
-                if (missing) v = std::numeric_limits<double>::quiet_NaN();
-                if (c == label_index) {
-                  row_hash = combine_hash(row_hash, hash_double(v) + static_cast<uint64_t>(missing));
-                  st.labels.add(v, missing);
-                  const bool bad = missing || !std::isfinite(v) || v != std::nearbyint(v) || v < 0 ||
-                                   (options.num_classes() > 0 && v >= static_cast<double>(options.num_classes()));
-                  if (bad) {
-                    ++st.bad_labels;
-                    if (static_cast<int64_t>(st.bad_label_rows.size()) < max_listed) st.bad_label_rows.push_back(ref);
-                  }
+              out[c * block_rows] = stored_cell(kind, v);
+            }
+          }
+          row_added();
+        };
+        if (!fast_ok) {
+          while (p < e) read_record();
+        } else {
+          // Without quotes, a record's fields end at the next ncols separators: they are found
+          // first, for a segment at a time, so the cells parse independently of each other.
+          while (p < e) {
+            char* segment_end = e;
+            if (e - p > kSegmentBytes) {
+              const void* nl = memrchr(p, '\n', kSegmentBytes);
+              if (nl != nullptr) segment_end = static_cast<char*>(const_cast<void*>(nl)) + 1;
+            }
+            const auto length = static_cast<size_t>(segment_end - p);
+            if (length > (size_t{1} << 31)) {  // offsets are 32-bit: a record of gigabytes goes the slow way
+              while (p < e) read_record();
+              break;
+            }
+            if (separators.size() < length + 64) separators.resize(length + 64);
+            bool quoted = false;
+            const size_t n = index_separators(p, segment_end, delimiter, separators.data(), &quoted);
+            if (quoted) {  // quoted fields may hold newlines: the general parser, to the chunk's end
+              while (p < e) read_record();
+              break;
+            }
+            const char* const base = p;
+            size_t j = 0;
+            while (p < segment_end) {
+              while (j < n && base + separators[j] < p) ++j;
+              if (j + ncols <= n && *p != '\n' && *p != '\r') {
+                const uint32_t* sep = separators.data() + j;
+                const bool ok =
+                    read_record_indexed(p, base, sep, e, delimiter, ncols, block.data() + rows_in_block, block_rows);
+                const char* s = base + sep[ncols - 1] + 1;
+                if (ok) {
+                  p = const_cast<char*>(s);
+                  j += ncols;
+                  ++line;
+                  row_added();
                   continue;
                 }
-                ColumnAccumulator& acc = st.columns[feature_of[c]];
-                if (missing) {
-                  acc.add_missing(ref);
-                  row_missing = true;
-                  row_hash = combine_hash(row_hash, 0x6d697373696e67ULL);  // "missing"
-                } else {
-                  row_hash = combine_hash(row_hash, acc.add(v, ref));
-                  row_nonfinite |= !std::isfinite(v);
-                }
               }
-              if (row_nonfinite) {
-                ++st.rows.nonfinite_rows;
-                if (static_cast<int64_t>(st.rows.nonfinite_list.size()) < max_listed) st.rows.nonfinite_list.push_back(ref);
-              }
-              if (row_missing) {
-                ++st.rows.missing_rows;
-                if (static_cast<int64_t>(st.rows.missing_list.size()) < max_listed) st.rows.missing_list.push_back(ref);
-              }
-              row_hash = mix64(row_hash);
-              st.rows.row_hll.add_hash(row_hash);
-              if (st.rows.hashes_complete) {
-                if (hashes_kept.fetch_add(1, std::memory_order_relaxed) < max_hashes) {
-                  st.rows.hashes.emplace_back(row_hash, ref);
-                } else {
-                  st.rows.hashes_complete = false;
-                }
-              }
-              ++local;
-            });
+              read_record();  // blank lines, the file's last record without a newline, errors
+            }
+          }
+        }
+        flush_block(row_ref(id, local - rows_in_block));
       } catch (const ValueError& e) {
         record_error(id, e.what(), false);
         return;
@@ -395,6 +609,7 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
         record_error(id, fmt::format("{}: {}", where, e.what()), true);
         return;
       }
+      share_row_count();
       {
         std::lock_guard<std::mutex> lock(info_mutex);
         if (static_cast<int64_t>(chunk_rows.size()) <= id) chunk_rows.resize(id + 1, 0);
@@ -465,6 +680,7 @@ AuditReport describe_csv(const fs::path& path, const AuditOptions& options) {
     std::vector<std::pair<uint64_t, int64_t>>().swap(rt.hashes);
   }
   ThreadState& st = states[0];
+  st.rows.hashes_complete = prefix[chunks] <= max_hashes && !too_many_hashes.load();
 
   AuditReport report;
   report.path = path.string();

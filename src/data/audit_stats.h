@@ -31,12 +31,24 @@ inline uint64_t mix64(uint64_t x) {
 // Order-sensitive combination of value hashes into a row hash (finished with mix64).
 inline uint64_t combine_hash(uint64_t row, uint64_t value) { return ((row << 7) | (row >> 57)) ^ value; }
 
+// The high and low halves of a 128-bit product folded together: one multiplication mixes
+// every input bit into the whole word (cheaper than mix64; enough for HyperLogLog).
+inline uint64_t fold_multiply(uint64_t a, uint64_t b) {
+  const unsigned __int128 p = static_cast<unsigned __int128>(a) * b;
+  return static_cast<uint64_t>(p) ^ static_cast<uint64_t>(p >> 64);
+}
+
+// The hash of a value's bits (hash_double maps -0 to +0 and every NaN to one NaN first).
+inline uint64_t hash_finite_bits(uint64_t bits) {
+  return fold_multiply(bits ^ 0x9e3779b97f4a7c15ULL, 0xbf58476d1ce4e5b9ULL);
+}
+
 inline uint64_t hash_double(double v) {
   if (v == 0) v = 0;  // -0 and +0 are one value
   uint64_t bits;
   std::memcpy(&bits, &v, 8);
   if (v != v) bits = 0x7ff8000000000000ULL;  // every NaN is one value
-  return mix64(bits + 0x9e3779b97f4a7c15ULL);
+  return hash_finite_bits(bits);
 }
 
 // HyperLogLog with 2^11 registers (2 KiB, so the registers of many columns stay in L1):
@@ -46,12 +58,15 @@ class HyperLogLog {
   static constexpr int kBits = 11;
   static constexpr int kSize = 1 << kBits;
   HyperLogLog() : registers_(kSize, 0) {}
-  void add_hash(uint64_t h) {
+  void add_hash(uint64_t h) { add_hash(registers_.data(), h); }
+  // The same on registers(), for loops that keep the pointer in a register.
+  static void add_hash(uint8_t* registers, uint64_t h) {
     const uint32_t index = static_cast<uint32_t>(h >> (64 - kBits));
     const uint64_t rest = (h << kBits) | (uint64_t{1} << (kBits - 1));
     const auto rank = static_cast<uint8_t>(__builtin_clzll(rest) + 1);
-    if (rank > registers_[index]) registers_[index] = rank;
+    if (rank > registers[index]) registers[index] = rank;
   }
+  uint8_t* registers() { return registers_.data(); }
   void merge(const HyperLogLog& other) {
     for (int i = 0; i < kSize; ++i) registers_[i] = std::max(registers_[i], other.registers_[i]);
   }
@@ -101,7 +116,7 @@ class Reservoir {
       return;
     }
     if (seen_ < next_) return;
-    items_[rng_.below(capacity_)] = v;
+    items_[slot_] = v;
     advance();
   }
   // Merges a reservoir of another part of the stream (hypergeometric draw of the shares).
@@ -141,18 +156,36 @@ class Reservoir {
     start_skipping();
   }
   int64_t seen() const { return seen_; }
+  // How many values add would pass over before it takes one (0 while filling).
+  int64_t free_skips() const {
+    return static_cast<int64_t>(items_.size()) < capacity_ ? 0 : std::max<int64_t>(0, next_ - seen_ - 1);
+  }
+  // Counts n values that add would pass over (n <= free_skips()).
+  void skip(int64_t n) { seen_ += n; }
   bool exact() const { return seen_ == static_cast<int64_t>(items_.size()); }
   std::vector<double>& items() { return items_; }
 
  private:
   void start_skipping() {
-    w_ = std::exp(std::log(uniform()) / static_cast<double>(capacity_));
+    w_ = root_of_uniform();
     advance();
+  }
+  // u^(1/capacity) for a uniform u: exp(log(u) / capacity), by its series while the exponent
+  // is tiny (|x| < 2^-10: the first omitted term is below 1e-21, far under a double's ulp);
+  // cheaper than exp (or pow) for each value the sample takes.
+  double root_of_uniform() {
+    const double x = std::log(uniform()) / static_cast<double>(capacity_);
+    if (x < -0x1p-10) return std::exp(x);
+    return 1 + x * (1 + x * (0.5 + x * (1.0 / 6 + x * (1.0 / 24 + x * (1.0 / 120)))));
   }
   void advance() {
     const double skip = std::floor(std::log(uniform()) / std::log1p(-w_));
     next_ = seen_ + 1 + (std::isfinite(skip) ? static_cast<int64_t>(std::min(skip, 4e18)) : 0);
-    w_ *= std::exp(std::log(uniform()) / static_cast<double>(capacity_));
+    w_ *= root_of_uniform();
+    // The slot the next taken value replaces, drawn now (it does not depend on the value) so
+    // its cache line can be fetched meanwhile: the sample is larger than the caches.
+    slot_ = rng_.below(capacity_);
+    __builtin_prefetch(items_.data() + slot_, 1, 0);
   }
   double uniform() { return rng_.unit(); }
 
@@ -162,6 +195,7 @@ class Reservoir {
   int64_t seen_ = 0;
   int64_t next_ = 0;
   double w_ = 0;
+  int64_t slot_ = 0;
 };
 
 // The k largest (or smallest) values with their rows.
@@ -175,6 +209,13 @@ class Extremes {
   // Whether v would enter; the caller checks this first (cheap) and then calls add.
   bool wants(double v) const {
     return static_cast<int64_t>(heap_.size()) < k_ || (largest_ ? v > heap_.front().value : v < heap_.front().value);
+  }
+  // The value a new one must pass (strictly) to enter: wants(v) is v > bar() (largest) or
+  // v < bar() (smallest).
+  double bar() const {
+    const double none = largest_ ? -std::numeric_limits<double>::infinity() : std::numeric_limits<double>::infinity();
+    if (static_cast<int64_t>(heap_.size()) < k_) return none;
+    return heap_.empty() ? -none : heap_.front().value;
   }
   void add(double v, int64_t row) {
     auto cmp = [this](const Item& a, const Item& b) { return largest_ ? a.value > b.value : a.value < b.value; };
@@ -206,6 +247,19 @@ class Extremes {
   bool largest_;
   std::vector<Item> heap_;  // heap whose front is the least extreme kept
 };
+
+// A missing cell in a block of parsed values: a NaN payload that parsing never produces
+// (parsed NaNs are stored as kCanonicalNanBits).
+inline constexpr uint64_t kMissingCellBits = 0x7ff4d15515511e00ULL;
+inline constexpr uint64_t kCanonicalNanBits = 0x7ff8000000000000ULL;
+inline constexpr uint64_t kExponentBits = 0x7ff0000000000000ULL;
+inline constexpr uint64_t kMissingHash = 0x6d697373696e67ULL;  // "missing"
+inline constexpr uint8_t kRowMissing = 1, kRowNonFinite = 2;
+inline double bits_to_double(uint64_t bits) {
+  double v;
+  std::memcpy(&v, &bits, 8);
+  return v;
+}
 
 // Everything the auditor tracks for one column in one thread.
 struct ColumnAccumulator {
@@ -241,6 +295,90 @@ struct ColumnAccumulator {
     if (high.wants(v)) high.add(v, row);
     if (low.wants(v)) low.add(v, row);
     return h;
+  }
+  // Adds n values of consecutive rows (the first is first_row); a value with kMissingCellBits
+  // is a missing cell. Same result as add / add_missing per value, in two tight passes (the
+  // state stays in registers): value hashes are combined into row_hash[i], and row_flags[i]
+  // gets kRowMissing / kRowNonFinite.
+  void add_block(const double* values, int n, int64_t first_row, uint64_t* row_hash, uint8_t* row_flags) {
+    // Pass 1: hashes, unique estimate, sample, extremes; the rare missing and non-finite cells.
+    // The state lives in locals: the register stores (uint8_t) may alias any member.
+    double high_bar = high.bar(), low_bar = low.bar();
+    uint8_t* const registers = hll.registers();
+    int64_t finite = 0, skips = reservoir.free_skips(), skipped = 0;
+    for (int i = 0; i < n; ++i) {
+      const double v = values[i];
+      uint64_t bits;
+      std::memcpy(&bits, &v, 8);
+      if (__builtin_expect((bits & kExponentBits) != kExponentBits, 1)) {
+        const uint64_t h = hash_finite_bits(v == 0 ? 0 : bits);  // hash_double
+        HyperLogLog::add_hash(registers, h);
+        row_hash[i] = combine_hash(row_hash[i], h);
+        ++finite;
+        if (skips > 0) {
+          --skips, ++skipped;
+        } else {
+          reservoir.skip(skipped);
+          skipped = 0;
+          reservoir.add(v);
+          skips = reservoir.free_skips();
+        }
+        if (__builtin_expect(v > high_bar, 0)) {
+          high.add(v, first_row + i);
+          high_bar = high.bar();
+        }
+        if (__builtin_expect(v < low_bar, 0)) {
+          low.add(v, first_row + i);
+          low_bar = low.bar();
+        }
+      } else if (bits == kMissingCellBits) {
+        add_missing(first_row + i);
+        row_hash[i] = combine_hash(row_hash[i], kMissingHash);
+        row_flags[i] |= kRowMissing;
+      } else {
+        row_hash[i] = combine_hash(row_hash[i], add(v, first_row + i));
+        row_flags[i] |= kRowNonFinite;
+      }
+    }
+    reservoir.skip(skipped);
+    if (finite == 0) return;
+    // Pass 2: moments, min, max, zeros of the finite values, branch-free (two partial sums).
+    int i0 = 0;
+    if (count == 0) {
+      while (!finite_bits(values[i0])) ++i0;
+      shift = values[i0];
+    }
+    double a1 = 0, a2 = 0, b1 = 0, b2 = 0, lo = min, hi = max;
+    int64_t zero_count = 0;
+    int i = i0;
+    for (; i + 1 < n; i += 2) {
+      const double x = values[i], y = values[i + 1];
+      const bool fx = finite_bits(x), fy = finite_bits(y);
+      const double dx = fx ? x - shift : 0.0, dy = fy ? y - shift : 0.0;
+      a1 += dx, a2 += dx * dx, b1 += dy, b2 += dy * dy;
+      lo = fx && x < lo ? x : lo, hi = fx && x > hi ? x : hi;
+      lo = fy && y < lo ? y : lo, hi = fy && y > hi ? y : hi;
+      zero_count += (x == 0) + (y == 0);
+    }
+    if (i < n) {
+      const double x = values[i];
+      if (finite_bits(x)) {
+        const double dx = x - shift;
+        a1 += dx, a2 += dx * dx;
+        lo = x < lo ? x : lo, hi = x > hi ? x : hi;
+        zero_count += x == 0;
+      }
+    }
+    count += finite;
+    s1 += a1 + b1;
+    s2 += a2 + b2;
+    min = lo, max = hi;
+    zeros += zero_count;
+  }
+  static bool finite_bits(double v) {
+    uint64_t bits;
+    std::memcpy(&bits, &v, 8);
+    return (bits & kExponentBits) != kExponentBits;
   }
   void note_nonfinite(int64_t row) {
     if (static_cast<int64_t>(nonfinite_rows.size()) < max_examples) nonfinite_rows.push_back(row);
