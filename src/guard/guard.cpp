@@ -524,10 +524,10 @@ void Guard::replay_optimizer_step(const LossClosure& closure, Evidence& ev) {
 
 // The step where the recent growth of loss or gradient norm began (a rollback target): walk
 // back while the values keep rising. With no growth it is the failing step itself.
-// Twice the median gradient norm of the healthy steps before the trend that led to the
+// `factor` times the median gradient norm of the healthy steps before the trend that led to the
 // incident: a fixed threshold like 1.0 would shrink every ordinary update of a model whose
 // healthy norm is in the hundreds. 1.0 when there is no history.
-double Guard::automatic_clip_norm() const {
+double Guard::automatic_clip_norm(double factor) const {
   const int64_t trend = trend_start_step();
   std::vector<double> healthy;
   for (size_t i = 0; i < history_steps_.size() && i < grad_norm_history_.size(); ++i) {
@@ -538,11 +538,11 @@ double Guard::automatic_clip_norm() const {
       if (std::isfinite(g)) healthy.push_back(g);
     }
     if (healthy.empty()) return 1.0;
-    return 2.0 * *std::min_element(healthy.begin(), healthy.end());
+    return factor * *std::min_element(healthy.begin(), healthy.end());
   }
   std::nth_element(healthy.begin(), healthy.begin() + static_cast<std::ptrdiff_t>(healthy.size() / 2), healthy.end());
   const double median = healthy[healthy.size() / 2];
-  return median > 0 ? 2.0 * median : 1.0;
+  return median > 0 ? factor * median : 1.0;
 }
 
 int64_t Guard::trend_start_step() const {
@@ -720,7 +720,10 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
 
   StepVerdict verdict{StepVerdict::Outcome::skipped, kNaN, incident};
   // Read before a rollback clears the history it comes from.
-  const double automatic_clip = automatic_clip_norm();
+  // Exploding gradients: clip at the typical healthy norm (the average-norm heuristic of
+  // Pascanu et al. 2013), since the spikes recur while the recurrent weights stay the same;
+  // otherwise twice it, leaving ordinary updates alone.
+  const double automatic_clip = automatic_clip_norm(top.cause == cause::exploding_gradients ? 1.0 : 2.0);
   auto action_event = [&](RepairAction a, const std::string& detail) {
     GuardEvent e;
     e.step = t;

@@ -136,7 +136,7 @@ class Guard {
   void apply_optimizer_step();
   void set_learning_rates(double factor);
   int64_t trend_start_step() const;
-  double automatic_clip_norm() const;
+  double automatic_clip_norm(double factor) const;
   void emit(const GuardEvent& event);
   void emit_warning(const monitor::Warning& warning);
   data::Batch drop_quarantined(const data::Batch& batch) const;
