@@ -73,6 +73,27 @@ TEST(SpikeDetector, TenTimesTheRecentMaximumRule) {
   EXPECT_FALSE(off.update(100, 12.0));
 }
 
+TEST(SpikeDetector, RatioRuleFiresBeforeWarmupButNotOnTheFirstValues) {
+  // A loss 1000x everything seen before, at the 4th step: no z-score yet, the ratio rule fires.
+  SpikeDetector d("loss", 8.0, 10.0, 100, 50, 500);
+  EXPECT_FALSE(d.update(0, 2.3));
+  EXPECT_FALSE(d.update(1, 2.2));
+  EXPECT_FALSE(d.update(2, 2.25));
+  auto w = d.update(3, 3400.0);
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->detector, "loss_spike");
+  EXPECT_NE(w->message.find("within the first 4 steps"), std::string::npos) << w->message;
+  EXPECT_NE(w->message.find("x the recent maximum 2.3"), std::string::npos) << w->message;
+  // Too few values to compare against: silent.
+  SpikeDetector early("loss", 8.0, 10.0, 100, 50, 500);
+  EXPECT_FALSE(early.update(0, 1.0));
+  EXPECT_FALSE(early.update(1, 1e4));
+  // A healthy start (falling loss, a 3x bump) stays silent with the rule on.
+  SpikeDetector calm("loss", 8.0, 10.0, 100, 50, 500);
+  const double start[] = {2.3, 2.1, 1.8, 1.5, 1.2, 3.6, 1.0, 0.9};
+  for (int t = 0; t < 8; ++t) EXPECT_FALSE(calm.update(t, start[t])) << t;
+}
+
 TEST(SpikeDetector, SilentDuringWarmupAndOnNonPositiveValues) {
   SpikeDetector d("grad_norm", 3.0, 0.0, 100, 50, 0);
   for (int t = 0; t < 50; ++t) EXPECT_FALSE(d.update(t, t == 10 ? 1e6 : 1.0));
