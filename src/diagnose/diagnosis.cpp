@@ -869,9 +869,18 @@ void rule_data_outlier(const Evidence& e, const Facts& f, std::vector<CauseScore
   std::string text = fmt::format("{}: the batch holds {} finite but extreme {}: {}. ", step_text(e),
                                  f.outliers.size(), f.outliers.size() == 1 ? "sample" : "samples",
                                  names_text(items, 6));
-  text += "The step failed on this batch: " + failure_text(e);
-  if (f.outliers_blamed) text += ", and the replay traced the first non-finite rows to them";
-  text += ". ";
+  const bool caught_early = e.failed_check == "loss_spike" || e.failed_check == "grad_norm_spike" ||
+                           e.failed_check == "sample_screen";
+  if (caught_early) {
+    text += e.failed_check == "sample_screen"
+                ? std::string("The batch screen found them before the update was applied. ")
+                : fmt::format("The monitor's {} warning fired on this batch before its update was applied. ",
+                              e.failed_check);
+  } else {
+    text += "The step failed on this batch: " + failure_text(e);
+    if (f.outliers_blamed) text += ", and the replay traced the first non-finite rows to them";
+    text += ". ";
+  }
   if (f.loss.points > 0)
     text += fmt::format(
         "Before it the loss had been around {} (median of the last {} steps), so "

@@ -126,6 +126,9 @@ class Guard {
                                         bool state_failed);
   StepVerdict handle_incident(const data::Batch& batch, const LossClosure& closure, const at::Tensor& loss,
                               bool params_failed);
+  StepVerdict repair_incident(const std::shared_ptr<Incident>& incident, const data::Batch& batch,
+                              const LossClosure& closure, bool caught_before_update);
+  std::optional<StepVerdict> screen_step(const data::Batch& batch, const LossClosure& closure);
   void collect_batch_evidence(const data::Batch& batch, Evidence& ev) const;
   void replay(const data::Batch& batch, const LossClosure& closure, Evidence& ev);
   void replay_optimizer_step(const LossClosure& closure, Evidence& ev);
@@ -166,6 +169,8 @@ class Guard {
   double clip_norm_ = 0.0;
   bool stopped_ = false;
   bool snapshot_due_ = false;
+  std::string screen_trigger_;  // a spike warning of this step: screen its batch for extreme samples
+  bool outlier_watch_ = false;  // extreme samples were found: screen every batch
   std::vector<std::shared_ptr<const Incident>> incidents_;
   std::vector<GuardEvent> events_;
   std::vector<int64_t> quarantined_;
