@@ -537,6 +537,7 @@ double Guard::automatic_clip_norm(double factor) const {
     if (history_steps_[i] < trend && std::isfinite(grad_norm_history_[i])) healthy.push_back(grad_norm_history_[i]);
   }
   if (healthy.empty()) {
+    // The trend began at the first step seen: its smallest norm is the best guess.
     for (double g : grad_norm_history_) {
       if (std::isfinite(g)) healthy.push_back(g);
     }

@@ -20,8 +20,8 @@ std::string num(double x) {
   return fmt::format("{:.4g}", x);
 }
 
-// Values a spike detector needs before its ratio rule may fire.
-constexpr int64_t kRatioMinValues = 3;
+// Values a spike detector needs before its ratio rule may fire: from the second step on.
+constexpr int64_t kRatioMinValues = 1;
 
 const char* signal_text(const std::string& signal) {
   return signal == "loss" ? "the loss" : signal == "grad_norm" ? "the gradient norm" : "the signal";
@@ -80,9 +80,9 @@ std::optional<Warning> SpikeDetector::update(int64_t step, double value) {
   // The z-score lives in log space: losses and norms are positive and spike by factors.
   if (!(value > 0) || !std::isfinite(value)) return std::nullopt;
   std::optional<Warning> out;
-  // The ratio rule needs no warm-up beyond a few values: a loss 10x the largest seen so far is
-  // rare in a healthy run even at its start (where the loss is at its maximum), and an extreme
-  // sample can arrive at step 3.
+  // The ratio rule needs no warm-up: a loss 10x the largest seen so far is rare in a healthy run
+  // even at its start (where the loss is at its maximum), and an extreme sample can arrive in
+  // the second batch.
   const bool ratio_ready = ratio_ > 0 && static_cast<int64_t>(recent_.size()) >= kRatioMinValues;
   if (warm() || ratio_ready) {
     const double z = warm() ? ema_.z(value) : 0.0;
