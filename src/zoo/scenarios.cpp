@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -195,11 +196,22 @@ Scenario z2() {
   return s;
 }
 
-// Z3/Z4: the loss is written by hand; a shared flag switches it to the stable form (the
-// guard's stable_loss repair, and the clean twin).
-struct LossSwitch {
-  bool stable = false;
-};
+// Z3/Z4: the loss is written by hand on logits scaled by `scale`; a shared flag switches it to
+// the stable cross-entropy on the same logits (the guard's stable_loss repair, and the clean
+// twin, which starts stable).
+using LogitLoss = std::function<at::Tensor(const at::Tensor& logits, const at::Tensor& y)>;
+
+void use_switchable_loss(ScenarioRun& run, const BuildContext& ctx, double scale, LogitLoss unstable) {
+  auto stable = std::make_shared<bool>(!ctx.inject_fault);
+  run.loss = [stable, scale, unstable](const at::Tensor& z, const at::Tensor& y) {
+    auto logits = z * scale;
+    return *stable ? cross_entropy(logits, y) : unstable(logits, y);
+  };
+  run.use_stable_loss = [stable] {
+    *stable = true;
+    return true;
+  };
+}
 
 Scenario z3() {
   Scenario s;
@@ -217,18 +229,10 @@ Scenario z3() {
   s.expected_phase = "forward";
   s.build = [](const BuildContext& ctx) {
     ScenarioRun run = healthy(ctx);
-    auto sw = std::make_shared<LossSwitch>();
-    sw->stable = !ctx.inject_fault;
-    run.loss = [sw](const at::Tensor& z, const at::Tensor& y) {
-      auto logits = z * 50.0;
-      if (sw->stable) return cross_entropy(logits, y);
+    use_switchable_loss(run, ctx, 50.0, [](const at::Tensor& logits, const at::Tensor& y) {
       auto p = torch::softmax(logits, 1);
       return -(torch::one_hot(y, 10).to(p.dtype()) * torch::log(p)).sum(1).mean();
-    };
-    run.use_stable_loss = [sw] {
-      sw->stable = true;
-      return true;
-    };
+    });
     return run;
   };
   return s;
@@ -248,19 +252,11 @@ Scenario z4() {
   s.expected_phase = "forward";
   s.build = [](const BuildContext& ctx) {
     ScenarioRun run = healthy(ctx);
-    auto sw = std::make_shared<LossSwitch>();
-    sw->stable = !ctx.inject_fault;
-    run.loss = [sw](const at::Tensor& z, const at::Tensor& y) {
-      auto logits = z * 200.0;
-      if (sw->stable) return cross_entropy(logits, y);
+    use_switchable_loss(run, ctx, 200.0, [](const at::Tensor& logits, const at::Tensor& y) {
       auto e = torch::exp(logits);
       auto p = e / e.sum(1, true);
       return -(torch::one_hot(y, 10).to(p.dtype()) * torch::log(p)).sum(1).mean();
-    };
-    run.use_stable_loss = [sw] {
-      sw->stable = true;
-      return true;
-    };
+    });
     return run;
   };
   return s;
