@@ -387,7 +387,8 @@ void Guard::collect_tensor_evidence(const at::Tensor& loss, Evidence& ev) const 
       if (!all_finite({p.grad()})) {
         ev.nonfinite_tensors.push_back(param_names_[i] + ".grad");
       } else {
-        ev.layer_grad_norms.emplace_back(param_names_[i], p.grad().norm().item<double>());
+        // In double: a finite gradient's float32 norm overflows beyond ~1.8e19.
+        ev.layer_grad_norms.emplace_back(param_names_[i], p.grad().to(torch::kDouble).norm().item<double>());
       }
     }
   }
@@ -431,6 +432,9 @@ static void fill_birth(const trace::Birth& birth, const data::Batch& batch, Evid
     ev.preceding_ops.push_back(OpSummary{op.name, trace::to_string(op.phase), op.module, absmax});
   }
   ev.blamed_rows = birth.op.nonfinite_rows;
+  // Every row of the batch went non-finite at once (e.g. a gradient overflow in backward): no
+  // sample stands out, so none is blamed.
+  if (static_cast<int64_t>(ev.blamed_rows.size()) >= batch.size() && batch.size() > 1) return;
   const auto ids = to_vector(batch.ids);
   for (int64_t row : ev.blamed_rows) {
     if (row >= 0 && row < static_cast<int64_t>(ids.size())) ev.blamed_samples.push_back(ids[static_cast<size_t>(row)]);
