@@ -73,7 +73,7 @@ TEST(SpikeDetector, TenTimesTheRecentMaximumRule) {
   EXPECT_FALSE(off.update(100, 12.0));
 }
 
-TEST(SpikeDetector, RatioRuleFiresBeforeWarmupButNotOnTheFirstValues) {
+TEST(SpikeDetector, RatioRuleFiresBeforeWarmupFromTheSecondValue) {
   // A loss 1000x everything seen before, at the 4th step: no z-score yet, the ratio rule fires.
   SpikeDetector d("loss", 8.0, 10.0, 100, 50, 500);
   EXPECT_FALSE(d.update(0, 2.3));
