@@ -174,7 +174,7 @@ Scenario z2() {
   // backward product of the 28 step Jacobians grows with the recurrent gain. With orthogonal
   // recurrent weights x1.5 and SGD lr 0.1 the gain drifts past that point: the gradient of
   // rnn.weight_hh jumps from ~10 to 1e3-1e6 within 2-3 steps, then the backward matrix product
-  // overflows float32 (unguarded: step 49, 32, 35 for seeds 0-2) while the loss stays ~2.
+  // overflows float32 (unguarded: step 49, 32, 35 for seeds 0-2) while the loss stays flat.
   // 96 hidden units: with 64 the explosion came at steps 17-23 on two seeds, before the
   // monitor's warm-up, and the hidden size equalled the batch size. Gain 1.45 failed on one
   // seed of three, 1.6 within 10 steps; reading the rows twice made the clean twin diverge
