@@ -42,8 +42,8 @@ constexpr double kPrimary = 0.5;          // below this no cause explains the in
 //                    alone); x0.3 dirty batch, x0.6 born in backward without loss growth,
 //                    x0.5 when the replay was finite, x0.7 when only the optimizer state
 //                    overflowed; at most 0.95 (an inference from trends).
-//   exploding        0.5 born in backward at a non-unsafe op (0.3 gradients failed without
-//                    a birth); +0.2 concentrated in one layer, +0.1 recurrent, +0.1 huge,
+//   exploding        0.5 born in backward at a non-unsafe op or a gradient norm past float32
+//                    (0.3 gradients failed without a birth); +0.2 concentrated in one layer, +0.1 recurrent, +0.1 huge,
 //                    +0.1 grad-norm jump, +0.05 monitor warning; x0.6 loss grew geometrically,
 //                    x0.3 dirty batch, x0.5 replay finite. Never with a forward birth.
 //   data_outlier     0.6 samples with z >= 6; +0.25 among the rows blamed; +0.05 z >= 100;
@@ -777,9 +777,12 @@ void rule_exploding(const Evidence& e, const Facts& f, const UnsafeBirth& unsafe
   if (unsafe.found) return;
   const LayerNorms& l = f.layers;
   const bool backward_born = e.birth_found && e.birth_phase == "backward";
-  const bool grads_failed = e.failed_check == "gradients";
+  // A gradient norm past float32's range is an exploding gradient caught one step early: every
+  // gradient is still finite, but their squared sum is not.
+  const bool norm_overflow = e.gradient_norm_overflow || e.failed_check == "gradient_norm";
+  const bool grads_failed = e.failed_check == "gradients" || norm_overflow;
   const bool concentrated = l.known && l.concentration >= kConcentrated;
-  const bool huge = l.largest_norm >= kHugeGradNorm;
+  const bool huge = l.largest_norm >= kHugeGradNorm || norm_overflow;
   const bool jump = f.grad.points >= 3 && f.grad.earlier_median > 0 &&
                     f.grad.last >= kGradSpikeRatio * f.grad.earlier_median;
   bool recurrent = (concentrated || huge) && is_recurrent(l.largest);
@@ -791,7 +794,7 @@ void rule_exploding(const Evidence& e, const Facts& f, const UnsafeBirth& unsafe
   const bool magnitude = concentrated || huge || jump;
   if (!backward_born && !(grads_failed && magnitude)) return;
 
-  double conf = backward_born ? 0.5 : 0.3;
+  double conf = backward_born || norm_overflow ? 0.5 : 0.3;
   if (concentrated) conf += 0.2;
   if (recurrent || recurrent_grads) conf += 0.1;
   if (huge) conf += 0.1;
@@ -809,6 +812,9 @@ void rule_exploding(const Evidence& e, const Facts& f, const UnsafeBirth& unsafe
     text += "the first non-finite value was born in the backward pass at " + birth_site(e) +
             " from finite inputs: the gradient overflowed while back-propagating; the forward "
             "pass stayed finite. ";
+  else if (norm_overflow)
+    text += "the gradient norm passed float32's range (its square overflows) while the loss and every "
+            "gradient were finite: the gradient exploded in the backward pass. ";
   else
     text += failure_text(e) +
             " while the loss was finite: the gradient overflowed in the "
@@ -863,9 +869,18 @@ void rule_data_outlier(const Evidence& e, const Facts& f, std::vector<CauseScore
   std::string text = fmt::format("{}: the batch holds {} finite but extreme {}: {}. ", step_text(e),
                                  f.outliers.size(), f.outliers.size() == 1 ? "sample" : "samples",
                                  names_text(items, 6));
-  text += "The step failed on this batch: " + failure_text(e);
-  if (f.outliers_blamed) text += ", and the replay traced the first non-finite rows to them";
-  text += ". ";
+  const bool caught_early = e.failed_check == "loss_spike" || e.failed_check == "grad_norm_spike" ||
+                           e.failed_check == "sample_screen";
+  if (caught_early) {
+    text += e.failed_check == "sample_screen"
+                ? std::string("The batch screen found them before the update was applied. ")
+                : fmt::format("The monitor's {} warning fired on this batch before its update was applied. ",
+                              e.failed_check);
+  } else {
+    text += "The step failed on this batch: " + failure_text(e);
+    if (f.outliers_blamed) text += ", and the replay traced the first non-finite rows to them";
+    text += ". ";
+  }
   if (f.loss.points > 0)
     text += fmt::format(
         "Before it the loss had been around {} (median of the last {} steps), so "

@@ -311,6 +311,8 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
     if (monitor_) {
       const double lr = optimizer_.param_groups().empty() ? 0.0 : optimizer_.param_groups()[0].options().get_lr();
       for (const auto& w : monitor_->observe_step(t, loss_value, grad_norm, lr)) emit_warning(w);
+      if (!screen_trigger_.empty() || outlier_watch_)
+        if (auto screened = screen_step(batch, closure)) return *screened;
       const double adaptive = monitor_->adaptive_clip_norm(grad_norm);
       if (adaptive > 0 && (clip <= 0 || adaptive < clip)) clip = adaptive;
       if (sample) monitor_->begin_update();
@@ -365,23 +367,24 @@ void Guard::collect_batch_evidence(const data::Batch& batch, Evidence& ev) const
     s.absmax = absmax[row].item<double>();
     ev.nonfinite_samples.push_back(s);
   }
-  // Finite but extreme samples: robust z-score of each row's largest |x| against the batch
-  // (median and MAD), so one huge sample cannot hide itself by inflating the spread.
+  // Finite but extreme samples: robust z-score of each row's L2 norm against the batch (median
+  // and MAD), so one huge sample cannot hide itself by inflating the spread. Norms rather than
+  // the largest |x|: that is often the same for every row (1.0 for scaled images), leaving no
+  // spread to measure against.
   if (batch.size() >= 4) {
-    const double median = absmax.median().item<double>();
-    const double mad = (absmax - median).abs().median().item<double>();
+    const auto norms = finite_abs.to(torch::kDouble).pow(2).sum(1).sqrt();
+    const double median = norms.median().item<double>();
+    const double mad = (norms - median).abs().median().item<double>();
     const double scale = 1.4826 * mad + 1e-12 + 1e-6 * std::abs(median);
-    for (int64_t row = 0; row < batch.size(); ++row) {
-      const double a = absmax[row].item<double>();
-      const double z = (a - median) / scale;
-      if (z > 6.0 && a > 10.0 * std::max(median, 1e-12)) {
-        SampleEvidence s;
-        s.id = ids[static_cast<size_t>(row)];
-        s.row = row;
-        s.absmax = a;
-        s.zscore = z;
-        ev.outlier_samples.push_back(s);
-      }
+    const auto z = (norms - median) / scale;
+    const auto rows = to_vector((z > 6.0).logical_and(norms > 10.0 * std::max(median, 1e-12)).nonzero().flatten());
+    for (int64_t row : rows) {
+      SampleEvidence s;
+      s.id = ids[static_cast<size_t>(row)];
+      s.row = row;
+      s.absmax = absmax[row].item<double>();
+      s.zscore = z[row].item<double>();
+      ev.outlier_samples.push_back(s);
     }
   }
 }
@@ -402,7 +405,8 @@ void Guard::collect_tensor_evidence(const at::Tensor& loss, Evidence& ev) const 
       if (!all_finite({p.grad()})) {
         ev.nonfinite_tensors.push_back(param_names_[i] + ".grad");
       } else {
-        ev.layer_grad_norms.emplace_back(param_names_[i], p.grad().norm().item<double>());
+        // In double: a finite gradient's float32 norm overflows beyond ~1.8e19.
+        ev.layer_grad_norms.emplace_back(param_names_[i], p.grad().to(torch::kDouble).norm().item<double>());
       }
     }
   }
@@ -446,6 +450,9 @@ static void fill_birth(const trace::Birth& birth, const data::Batch& batch, Evid
     ev.preceding_ops.push_back(OpSummary{op.name, trace::to_string(op.phase), op.module, absmax});
   }
   ev.blamed_rows = birth.op.nonfinite_rows;
+  // Every row of the batch went non-finite at once (e.g. a gradient overflow in backward): no
+  // sample stands out, so none is blamed.
+  if (static_cast<int64_t>(ev.blamed_rows.size()) >= batch.size() && batch.size() > 1) return;
   const auto ids = to_vector(batch.ids);
   for (int64_t row : ev.blamed_rows) {
     if (row >= 0 && row < static_cast<int64_t>(ids.size())) ev.blamed_samples.push_back(ids[static_cast<size_t>(row)]);
@@ -542,25 +549,26 @@ void Guard::replay_optimizer_step(const LossClosure& closure, Evidence& ev) {
 
 // The step where the recent growth of loss or gradient norm began (a rollback target): walk
 // back while the values keep rising. With no growth it is the failing step itself.
-// Twice the median gradient norm of the healthy steps before the trend that led to the
+// `factor` times the median gradient norm of the healthy steps before the trend that led to the
 // incident: a fixed threshold like 1.0 would shrink every ordinary update of a model whose
 // healthy norm is in the hundreds. 1.0 when there is no history.
-double Guard::automatic_clip_norm() const {
+double Guard::automatic_clip_norm(double factor) const {
   const int64_t trend = trend_start_step();
   std::vector<double> healthy;
   for (size_t i = 0; i < history_steps_.size() && i < grad_norm_history_.size(); ++i) {
     if (history_steps_[i] < trend && std::isfinite(grad_norm_history_[i])) healthy.push_back(grad_norm_history_[i]);
   }
   if (healthy.empty()) {
+    // The trend began at the first step seen: its smallest norm is the best guess.
     for (double g : grad_norm_history_) {
       if (std::isfinite(g)) healthy.push_back(g);
     }
     if (healthy.empty()) return 1.0;
-    return 2.0 * *std::min_element(healthy.begin(), healthy.end());
+    return factor * *std::min_element(healthy.begin(), healthy.end());
   }
   std::nth_element(healthy.begin(), healthy.begin() + static_cast<std::ptrdiff_t>(healthy.size() / 2), healthy.end());
   const double median = healthy[healthy.size() / 2];
-  return median > 0 ? 2.0 * median : 1.0;
+  return median > 0 ? factor * median : 1.0;
 }
 
 int64_t Guard::trend_start_step() const {
@@ -591,6 +599,8 @@ void Guard::emit_warning(const monitor::Warning& w) {
                          w.forecast_steps >= 0 ? fmt::format(", overflow in ~{:.0f} steps", w.forecast_steps) : "",
                          w.suggestion);
   warn(e);
+  // A spike can be one batch of extreme samples: screen this step's batch before its update.
+  if (w.detector == "loss_spike" || w.detector == "grad_norm_spike") screen_trigger_ = w.detector;
   if (!monitor_->wants_lr_cut(w)) return;
   const double before = optimizer_.param_groups().empty() ? 0.0 : optimizer_.param_groups()[0].options().get_lr();
   double factor = monitor_->options().lr_cut_factor();
@@ -705,8 +715,57 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
   const bool state_poisoned = state_failed || !all_finite(params_);
   if (hooks_.dump_incident && !state_poisoned) hooks_.dump_incident(t, batch, rng_before_step_->to_tensor());
   std::shared_ptr<Incident> incident = investigate(batch, closure, loss, state_failed);
+  return repair_incident(incident, batch, closure, /*caught_before_update=*/false);
+}
+
+// Screens the batch of a step whose monitor warned (or every batch once extreme samples were
+// found) for finite but extreme samples, before its update is applied. When the diagnosis is
+// data_outlier the step becomes an incident, repaired before any damage: no rollback needed.
+std::optional<StepVerdict> Guard::screen_step(const data::Batch& batch, const LossClosure& closure) {
+  const auto detected = Clock::now();
+  const std::string trigger = screen_trigger_.empty() ? std::string("sample_screen") : screen_trigger_;
+  screen_trigger_.clear();
+  const int64_t t = step_ - 1;
+  auto incident = std::make_shared<Incident>();
+  Evidence& ev = incident->evidence;
+  collect_batch_evidence(batch, ev);
+  if (ev.outlier_samples.empty()) return std::nullopt;
+  incident->step = t;
+  ev.step = t;
+  ev.failed_check = trigger;
+  ev.loss_history = loss_history_;
+  ev.grad_norm_history = grad_norm_history_;
+  ev.learning_rate = optimizer_.param_groups().empty() ? 0.0 : optimizer_.param_groups()[0].options().get_lr();
+  ev.clipping_enabled = clip_norm_ > 0;
+  ev.loss_owned_by_trainer = static_cast<bool>(hooks_.use_stable_loss);
+  ev.loss_is_stable = hooks_.loss_is_stable ? hooks_.loss_is_stable() : true;
+  if (hooks_.audit_flagged_samples) ev.audit_flagged_samples = hooks_.audit_flagged_samples();
+  for (const auto& e : events_) {
+    if (e.kind == "warning") ev.prior_warnings.push_back(e.cause);
+  }
+  if (monitor_) ev.monitor_warnings = monitor_->warnings();
+  collect_tensor_evidence(at::Tensor(), ev);
+  incident->diagnosis = diagnose(ev);
+  if (incident->diagnosis.top().cause != cause::data_outlier) return std::nullopt;
+  incident->seconds_to_diagnosis = std::chrono::duration<double>(Clock::now() - detected).count();
+  // The extreme step is not part of the run's trend: keep it out of the histories and the
+  // monitor's windows.
+  if (!history_steps_.empty() && history_steps_.back() == t) {
+    history_steps_.pop_back();
+    if (!loss_history_.empty()) loss_history_.pop_back();
+    if (!grad_norm_history_.empty()) grad_norm_history_.pop_back();
+  }
+  if (monitor_) monitor_->reset_trends();
+  return repair_incident(incident, batch, closure, /*caught_before_update=*/true);
+}
+
+StepVerdict Guard::repair_incident(const std::shared_ptr<Incident>& incident, const data::Batch& batch,
+                                   const LossClosure& closure, bool caught_before_update) {
+  const int64_t t = step_ - 1;
   const Evidence& ev = incident->evidence;
   const CauseScore& top = incident->diagnosis.top();
+  // Once extreme samples were seen, every later batch is screened before its update.
+  if (top.cause == cause::data_outlier) outlier_watch_ = true;
 
   GuardEvent inc;
   inc.step = t;
@@ -729,6 +788,16 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
     actions = hooks_.override_plan(*incident, actions);
     if (actions.empty()) actions.push_back(RepairAction::skip_step);
   }
+  // Caught before the update: the pre-step state is intact, so a rollback becomes a recompute
+  // of the step (without the quarantined samples).
+  if (caught_before_update) {
+    std::vector<RepairAction> kept;
+    for (RepairAction a : actions) {
+      const RepairAction b = a == RepairAction::rollback ? RepairAction::recompute : a;
+      if (std::find(kept.begin(), kept.end(), b) == kept.end()) kept.push_back(b);
+    }
+    actions = kept;
+  }
   // Non-finite parameters cannot be kept: only a rollback (or stopping) recovers.
   const bool params_bad = ev.params_nonfinite_before_step || ev.optimizer_state_nonfinite;
   if (params_bad && std::find(actions.begin(), actions.end(), RepairAction::rollback) == actions.end() &&
@@ -737,8 +806,11 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
   }
 
   StepVerdict verdict{StepVerdict::Outcome::skipped, kNaN, incident};
-  // Read before a rollback clears the history it comes from.
-  const double automatic_clip = automatic_clip_norm();
+  // Read before a rollback clears the history it comes from. Exploding gradients: clip at the
+  // typical healthy norm (the average-norm heuristic of Pascanu et al. 2013), since the spikes
+  // recur while the recurrent weights stay the same; otherwise twice it, leaving ordinary
+  // updates alone.
+  const double automatic_clip = automatic_clip_norm(top.cause == cause::exploding_gradients ? 1.0 : 2.0);
   auto action_event = [&](RepairAction a, const std::string& detail) {
     GuardEvent e;
     e.step = t;
@@ -751,11 +823,14 @@ StepVerdict Guard::handle_incident(const data::Batch& batch, const LossClosure& 
     emit(e);
     incident->actions.push_back(to_string(a));
   };
-  // Recomputes the step from the pre-step state; applies it if finite.
+  // Recomputes the step from the pre-step state (without quarantined samples); applies it if
+  // finite.
   auto recompute = [&]() -> bool {
+    const data::Batch kept = drop_quarantined(batch);
+    if (kept.size() == 0) return false;
     rng_before_step_->restore();
     zero_grad();
-    at::Tensor again = closure(batch);
+    at::Tensor again = closure(kept);
     std::vector<at::Tensor> check{again.detach()};
     for (const auto& p : params_) check.push_back(p.grad());
     if (!all_finite(check)) return false;

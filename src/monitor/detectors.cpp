@@ -20,6 +20,9 @@ std::string num(double x) {
   return fmt::format("{:.4g}", x);
 }
 
+// Values a spike detector needs before its ratio rule may fire: from the second step on.
+constexpr int64_t kRatioMinValues = 1;
+
 const char* signal_text(const std::string& signal) {
   return signal == "loss" ? "the loss" : signal == "grad_norm" ? "the gradient norm" : "the signal";
 }
@@ -77,21 +80,28 @@ std::optional<Warning> SpikeDetector::update(int64_t step, double value) {
   // The z-score lives in log space: losses and norms are positive and spike by factors.
   if (!(value > 0) || !std::isfinite(value)) return std::nullopt;
   std::optional<Warning> out;
-  if (warm()) {
-    const double z = ema_.z(value);
+  // The ratio rule needs no warm-up: a loss 10x the largest seen so far is rare in a healthy run
+  // even at its start (where the loss is at its maximum), and an extreme sample can arrive in
+  // the second batch.
+  const bool ratio_ready = ratio_ > 0 && static_cast<int64_t>(recent_.size()) >= kRatioMinValues;
+  if (warm() || ratio_ready) {
+    const double z = warm() ? ema_.z(value) : 0.0;
     const double recent_max = recent_.empty() ? 0 : *std::max_element(recent_.begin(), recent_.end());
-    const bool z_fires = z >= z_threshold_;
-    const bool ratio_fires = ratio_ > 0 && recent_max > 0 && value >= ratio_ * recent_max;
+    const bool z_fires = warm() && z >= z_threshold_;
+    const bool ratio_fires = ratio_ready && recent_max > 0 && value >= ratio_ * recent_max;
     if ((z_fires || ratio_fires) && cooldown_.allow(step)) {
       Warning w;
       w.detector = signal_ + "_spike";
       w.step = step;
-      w.value = z;
-      w.threshold = z_threshold_;
+      // Before warm-up only the ratio rule can fire: report its numbers.
+      w.value = warm() ? z : value / recent_max;
+      w.threshold = warm() ? z_threshold_ : ratio_;
       w.cause = signal_ == "grad_norm" ? "exploding_gradients" : "lr_too_high";
       const double typical = std::exp(ema_.mean());
-      w.message = fmt::format("{} spiked to {} at step {} (z-score {} of its log over the last ~{} steps, typical {}",
-                              signal_text(signal_), num(value), step, num(z), window_, num(typical));
+      w.message = warm() ? fmt::format("{} spiked to {} at step {} (z-score {} of its log over the last ~{} steps, typical {}",
+                                       signal_text(signal_), num(value), step, num(z), window_, num(typical))
+                         : fmt::format("{} spiked to {} at step {} (within the first {} steps, typical {}",
+                                       signal_text(signal_), num(value), step, recent_.size() + 1, num(typical));
       if (recent_max > 0)
         w.message += fmt::format("; {}x the recent maximum {}", num(value / recent_max), num(recent_max));
       w.message += ")";

@@ -566,6 +566,30 @@ TEST(Diagnosis, RecurrentGradientOverflowInBackwardIsExploding) {
   EXPECT_EQ(d.find(cause::lr_too_high), nullptr);
 }
 
+// The guard caught a gradient norm past float32's range while every gradient was finite: no
+// birth op (nothing went non-finite), but the recurrent layer holds the spike.
+TEST(Diagnosis, GradientNormOverflowConcentratedInRecurrentWeightsIsExploding) {
+  Evidence e = base_incident();
+  e.failed_check = "gradient_norm";
+  e.gradient_norm_overflow = true;
+  e.nonfinite_tensors.clear();
+  e.layer_grad_norms = {{"rnn.weight_ih", 3e17}, {"rnn.weight_hh", 4e19}, {"out.weight", 2.0}, {"out.bias", 0.4}};
+  Diagnosis d = diagnose(e);
+  expect_well_formed(d);
+  EXPECT_EQ(d.top().cause, cause::exploding_gradients);
+  EXPECT_GE(d.top().confidence, 0.8);
+  EXPECT_TRUE(contains_all(d.top().explanation, {"float32's range", "rnn.weight_hh", "recurrent"}));
+  // The failed check alone (no per-layer norms) still names it, with less confidence.
+  Evidence calm = base_incident();
+  calm.failed_check = "gradient_norm";
+  calm.nonfinite_tensors.clear();
+  calm.replayed = false;
+  calm.layer_grad_norms.clear();
+  const Diagnosis dc = diagnose(calm);
+  EXPECT_EQ(dc.top().cause, cause::exploding_gradients);
+  EXPECT_LT(dc.top().confidence, d.top().confidence);
+}
+
 TEST(Diagnosis, ForwardBirthIsNotExploding) {
   Evidence e = exploding_lstm();
   e.birth_phase = "forward";

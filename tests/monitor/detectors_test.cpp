@@ -64,13 +64,34 @@ TEST(SpikeDetector, FiresOnAJumpWithTheNumbers) {
 TEST(SpikeDetector, TenTimesTheRecentMaximumRule) {
   // A noisy window (wide spread, so the z-score stays low) and a value 12x its maximum.
   SpikeDetector d("loss", 1e6, 10.0, 100, 50, 500);
-  for (int t = 0; t < 100; ++t) d.update(t, t % 2 ? 1.0 : 0.01);
+  for (int t = 0; t < 100; ++t) EXPECT_FALSE(d.update(t, t % 2 ? 0.01 : 1.0)) << t;  // the maximum comes first
   auto w = d.update(100, 12.0);
   ASSERT_TRUE(w);
   EXPECT_NE(w->message.find("12x the recent maximum 1"), std::string::npos) << w->message;
   SpikeDetector off("loss", 1e6, 0.0, 100, 50, 500);
-  for (int t = 0; t < 100; ++t) off.update(t, t % 2 ? 1.0 : 0.01);
+  for (int t = 0; t < 100; ++t) off.update(t, t % 2 ? 0.01 : 1.0);
   EXPECT_FALSE(off.update(100, 12.0));
+}
+
+TEST(SpikeDetector, RatioRuleFiresBeforeWarmupFromTheSecondValue) {
+  // A loss 1000x everything seen before, at the 4th step: no z-score yet, the ratio rule fires.
+  SpikeDetector d("loss", 8.0, 10.0, 100, 50, 500);
+  EXPECT_FALSE(d.update(0, 2.3));
+  EXPECT_FALSE(d.update(1, 2.2));
+  EXPECT_FALSE(d.update(2, 2.25));
+  auto w = d.update(3, 3400.0);
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->detector, "loss_spike");
+  EXPECT_NE(w->message.find("within the first 4 steps"), std::string::npos) << w->message;
+  EXPECT_NE(w->message.find("x the recent maximum 2.3"), std::string::npos) << w->message;
+  // The first value has nothing to compare against; the second can fire.
+  SpikeDetector early("loss", 8.0, 10.0, 100, 50, 500);
+  EXPECT_FALSE(early.update(0, 1e4));
+  EXPECT_TRUE(early.update(1, 1e6));
+  // A healthy start (falling loss, a 3x bump) stays silent with the rule on.
+  SpikeDetector calm("loss", 8.0, 10.0, 100, 50, 500);
+  const double start[] = {2.3, 2.1, 1.8, 1.5, 1.2, 3.6, 1.0, 0.9};
+  for (int t = 0; t < 8; ++t) EXPECT_FALSE(calm.update(t, start[t])) << t;
 }
 
 TEST(SpikeDetector, SilentDuringWarmupAndOnNonPositiveValues) {

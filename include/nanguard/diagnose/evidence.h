@@ -27,7 +27,7 @@ struct SampleEvidence {
   int64_t nonfinite = 0;  // NaN/Inf values among its features
   std::vector<int64_t> features;  // first few feature indices holding them
   double absmax = 0;      // largest finite |x|
-  double zscore = 0;      // absmax against the running per-sample absmax statistics
+  double zscore = 0;      // robust z-score of its input norm within the batch (median, MAD)
 };
 
 struct Evidence {

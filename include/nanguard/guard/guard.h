@@ -129,6 +129,9 @@ class Guard {
                                         bool state_failed);
   StepVerdict handle_incident(const data::Batch& batch, const LossClosure& closure, const at::Tensor& loss,
                               bool params_failed);
+  StepVerdict repair_incident(const std::shared_ptr<Incident>& incident, const data::Batch& batch,
+                              const LossClosure& closure, bool caught_before_update);
+  std::optional<StepVerdict> screen_step(const data::Batch& batch, const LossClosure& closure);
   void collect_batch_evidence(const data::Batch& batch, Evidence& ev) const;
   void replay(const data::Batch& batch, const LossClosure& closure, Evidence& ev);
   void replay_optimizer_step(const LossClosure& closure, Evidence& ev);
@@ -139,7 +142,7 @@ class Guard {
   void apply_optimizer_step();
   void set_learning_rates(double factor);
   int64_t trend_start_step() const;
-  double automatic_clip_norm() const;
+  double automatic_clip_norm(double factor) const;
   void emit(const GuardEvent& event);
   void emit_warning(const monitor::Warning& warning);
   data::Batch drop_quarantined(const data::Batch& batch) const;
@@ -169,6 +172,8 @@ class Guard {
   double clip_norm_ = 0.0;
   bool stopped_ = false;
   bool snapshot_due_ = false;
+  std::string screen_trigger_;  // a spike warning of this step: screen its batch for extreme samples
+  bool outlier_watch_ = false;  // extreme samples were found: screen every batch
   std::vector<std::shared_ptr<const Incident>> incidents_;
   std::vector<GuardEvent> events_;
   std::vector<int64_t> quarantined_;
