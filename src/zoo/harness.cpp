@@ -65,7 +65,16 @@ double evaluate(ScenarioRun& run) {
   return static_cast<double>(correct) / static_cast<double>(n);
 }
 
-bool is_guarded(const std::string& baseline) { return baseline == "nanguard" || baseline == "random"; }
+bool is_guarded(const std::string& baseline) {
+  return baseline == "nanguard" || baseline == "prevent" || baseline == "random";
+}
+GuardOptions guard_options_for(const std::string& baseline) {
+  GuardOptions options;
+  // Prevention: clip at the gradient norm's z-score bound and cut the learning rate when
+  // growth forecasts an overflow, before anything goes non-finite.
+  if (baseline == "prevent") options.monitor(monitor::MonitorOptions().adaptive_clip(true).lr_cut(true));
+  return options;
+}
 
 // The actions the random baseline draws from (stop is not a repair).
 const std::vector<RepairAction>& random_actions() {
@@ -121,7 +130,7 @@ void train(const Scenario& scenario, const RunOptions& options, bool fault, cons
         return std::vector<RepairAction>{all[pick(rng)]};
       };
     }
-    guard = std::make_unique<Guard>(*run.model, *run.optimizer, GuardOptions(), hooks);
+    guard = std::make_unique<Guard>(*run.model, *run.optimizer, guard_options_for(baseline), hooks);
   }
 
   bool stop = false;
@@ -170,6 +179,8 @@ void train(const Scenario& scenario, const RunOptions& options, bool fault, cons
   r.stopped = guard->stopped();
   r.incidents = static_cast<int64_t>(guard->incidents().size());
   for (const auto& e : guard->events()) {
+    // Prevention acts on a warning, outside any incident (e.g. a learning-rate cut).
+    if (e.kind == "action" && e.detail.rfind("prevention", 0) == 0) r.actions.push_back(e.action);
     if (e.kind != "warning") continue;
     if (r.warnings++ == 0) r.first_warning_step = e.step;
   }
@@ -184,7 +195,7 @@ void train(const Scenario& scenario, const RunOptions& options, bool fault, cons
     r.module = ev.birth_found ? ev.birth_module : "";
     r.diagnosis_seconds = first.seconds_to_diagnosis;
     r.failed_check = ev.gradient_norm_overflow ? "gradient_norm" : ev.failed_check;
-    if (baseline == "nanguard") {
+    if (baseline_diagnoses(baseline)) {
       const CauseScore& top = first.diagnosis.top();
       r.top_cause = top.subkind.empty() ? top.cause : top.cause + "/" + top.subkind;
       r.confidence = top.confidence;
@@ -202,7 +213,7 @@ void train(const Scenario& scenario, const RunOptions& options, bool fault, cons
   }
   // Without an incident (nothing went non-finite) the diagnosis is the first early warning
   // that names a cause of the taxonomy, e.g. vanishing gradients on a deep sigmoid net.
-  if (guard->incidents().empty() && baseline == "nanguard" && guard->monitor() != nullptr) {
+  if (guard->incidents().empty() && baseline_diagnoses(baseline) && guard->monitor() != nullptr) {
     for (const auto& w : guard->monitor()->warnings()) {
       if (w.cause.empty()) continue;
       r.top_cause = w.cause;
@@ -233,7 +244,7 @@ void judge(const Scenario& s, ScenarioResult& r) {
     r.cause_correct = (cause == s.true_cause && (s.true_subkind.empty() || sub == s.true_subkind)) ||
                       std::find(s.also_correct.begin(), s.also_correct.end(), cause) != s.also_correct.end();
   } else if (s.true_cause == "none") {
-    r.cause_correct = r.baseline == "nanguard" && !r.detected;
+    r.cause_correct = baseline_diagnoses(r.baseline) && !r.detected;
   }
   if (!s.produces_nonfinite || r.incidents == 0) {
     r.localization_correct = false;
@@ -259,9 +270,11 @@ void Scenario::validate() const {
 }
 
 const std::vector<std::string>& baseline_names() {
-  static const std::vector<std::string> names{"nanguard", "none", "terminate", "skip", "random"};
+  static const std::vector<std::string> names{"nanguard", "prevent", "none", "terminate", "skip", "random"};
   return names;
 }
+
+bool baseline_diagnoses(const std::string& name) { return name == "nanguard" || name == "prevent"; }
 
 void check_baseline(const std::string& name) {
   const auto& names = baseline_names();

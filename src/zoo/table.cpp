@@ -66,8 +66,8 @@ struct Totals {
   double z0_seconds = -1;         // mean seconds on Z0
 };
 
-bool diagnoses(const std::string& baseline) { return baseline == "nanguard"; }
-bool localizes(const std::string& baseline) { return baseline == "nanguard" || baseline == "random"; }
+bool diagnoses(const std::string& baseline) { return baseline_diagnoses(baseline); }
+bool localizes(const std::string& baseline) { return baseline_diagnoses(baseline) || baseline == "random"; }
 
 Totals totals(const Table& t, const std::string& baseline) {
   Totals out;

@@ -75,6 +75,18 @@ TEST(ZooHarness, NanguardDetectsBlamesAndRepairsFromTheRun) {
   EXPECT_GE(r.diagnosis_seconds, 0);
 }
 
+// With prevention on, the guard still diagnoses and repairs what prevention cannot stop.
+TEST(ZooHarness, PreventBaselineDiagnosesLikeNanguard) {
+  const auto r = run_scenario(generated(), RunOptions().baseline("prevent").seed(0).measure_unguarded(false));
+  EXPECT_EQ(r.baseline, "prevent");
+  EXPECT_TRUE(r.detected);
+  EXPECT_EQ(r.top_cause, "bad_input_data") << r.to_json();
+  EXPECT_TRUE(r.cause_correct);
+  EXPECT_EQ(r.samples, (std::vector<int64_t>{3, 40}));
+  EXPECT_TRUE(baseline_diagnoses("prevent"));
+  EXPECT_FALSE(baseline_diagnoses("random"));
+}
+
 // Two training samples hold a finite but extreme feature (1e6): each batch holding one spikes
 // the loss, and plain SGD would be thrown far off by its update. (A batch at step 0 has no
 // loss before it to spike against: the seed keeps them out of the first batch.)
@@ -237,7 +249,7 @@ TEST(ZooBuiltins, RegistryListsZ0ToZ8WithTruth) {
   EXPECT_EQ(builtin_scenario("z3").id, "Z3");
   EXPECT_EQ(builtin_scenario("Z3").expected_birth_op, "aten::log");
   EXPECT_FALSE(builtin_scenario("Z7").produces_nonfinite);
-  EXPECT_EQ(baseline_names().size(), 5u);
+  EXPECT_EQ(baseline_names().size(), 6u);
 }
 
 // MNIST from $NANGUARD_MNIST_DIR or the repository's data/mnist (scripts/setup.sh --data).

@@ -106,6 +106,8 @@ const Scenario& builtin_scenario(const std::string& id);
 
 // The baselines a scenario can run under.
 //   nanguard:  the Guard with its own diagnosis and repair;
+//   prevent:   the same with the monitor's prevention on (adaptive clipping from the gradient
+//              norm's z-score, a learning-rate cut when growth forecasts an overflow);
 //   none:      plain training;
 //   terminate: stop at the first non-finite loss (Keras TerminateOnNaN);
 //   skip:      skip every step whose loss or gradients are non-finite (a dynamic loss scaler);
@@ -113,6 +115,8 @@ const Scenario& builtin_scenario(const std::string& id);
 const std::vector<std::string>& baseline_names();
 // Throws ValueError naming the valid baselines when `name` is not one of them.
 void check_baseline(const std::string& name);
+// Whether a baseline's results carry nanguard's diagnosis (nanguard, prevent).
+bool baseline_diagnoses(const std::string& name);
 
 // Results of earlier runs reused within one table: the clean accuracy and the unguarded run's
 // first non-finite step per scenario, seed and size.
