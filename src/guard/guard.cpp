@@ -345,6 +345,22 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
   return handle_incident(batch, closure, loss, state_failed);
 }
 
+// What the run looked like before this step: histories, learning rate, clipping, the loss's
+// form, audit flags and earlier warnings.
+void Guard::collect_run_evidence(Evidence& ev) const {
+  ev.loss_history = loss_history_;
+  ev.grad_norm_history = grad_norm_history_;
+  ev.learning_rate = optimizer_.param_groups().empty() ? 0.0 : optimizer_.param_groups()[0].options().get_lr();
+  ev.clipping_enabled = clip_norm_ > 0;
+  ev.loss_owned_by_trainer = static_cast<bool>(hooks_.use_stable_loss);
+  ev.loss_is_stable = hooks_.loss_is_stable ? hooks_.loss_is_stable() : true;
+  if (hooks_.audit_flagged_samples) ev.audit_flagged_samples = hooks_.audit_flagged_samples();
+  for (const auto& e : events_) {
+    if (e.kind == "warning") ev.prior_warnings.push_back(e.cause);
+  }
+  if (monitor_) ev.monitor_warnings = monitor_->warnings();
+}
+
 void Guard::collect_batch_evidence(const data::Batch& batch, Evidence& ev) const {
   torch::NoGradGuard no_grad;
   ev.batch_size = batch.size();
@@ -670,17 +686,7 @@ std::shared_ptr<Incident> Guard::investigate(const data::Batch& batch, const Los
   incident->step = t;
   Evidence& ev = incident->evidence;
   ev.step = t;
-  ev.loss_history = loss_history_;
-  ev.grad_norm_history = grad_norm_history_;
-  ev.learning_rate = optimizer_.param_groups().empty() ? 0.0 : optimizer_.param_groups()[0].options().get_lr();
-  ev.clipping_enabled = clip_norm_ > 0;
-  ev.loss_owned_by_trainer = static_cast<bool>(hooks_.use_stable_loss);
-  ev.loss_is_stable = hooks_.loss_is_stable ? hooks_.loss_is_stable() : true;
-  if (hooks_.audit_flagged_samples) ev.audit_flagged_samples = hooks_.audit_flagged_samples();
-  for (const auto& e : events_) {
-    if (e.kind == "warning") ev.prior_warnings.push_back(e.cause);
-  }
-  if (monitor_) ev.monitor_warnings = monitor_->warnings();
+  collect_run_evidence(ev);
   collect_batch_evidence(batch, ev);
   collect_tensor_evidence(loss, ev);
   if (!state_failed && ev.nonfinite_tensors.empty() && gradient_norm_overflows()) ev.gradient_norm_overflow = true;
@@ -733,17 +739,7 @@ std::optional<StepVerdict> Guard::screen_step(const data::Batch& batch, const Lo
   incident->step = t;
   ev.step = t;
   ev.failed_check = trigger;
-  ev.loss_history = loss_history_;
-  ev.grad_norm_history = grad_norm_history_;
-  ev.learning_rate = optimizer_.param_groups().empty() ? 0.0 : optimizer_.param_groups()[0].options().get_lr();
-  ev.clipping_enabled = clip_norm_ > 0;
-  ev.loss_owned_by_trainer = static_cast<bool>(hooks_.use_stable_loss);
-  ev.loss_is_stable = hooks_.loss_is_stable ? hooks_.loss_is_stable() : true;
-  if (hooks_.audit_flagged_samples) ev.audit_flagged_samples = hooks_.audit_flagged_samples();
-  for (const auto& e : events_) {
-    if (e.kind == "warning") ev.prior_warnings.push_back(e.cause);
-  }
-  if (monitor_) ev.monitor_warnings = monitor_->warnings();
+  collect_run_evidence(ev);
   collect_tensor_evidence(at::Tensor(), ev);
   incident->diagnosis = diagnose(ev);
   if (incident->diagnosis.top().cause != cause::data_outlier) return std::nullopt;

@@ -132,6 +132,7 @@ class Guard {
   StepVerdict repair_incident(const std::shared_ptr<Incident>& incident, const data::Batch& batch,
                               const LossClosure& closure, bool caught_before_update);
   std::optional<StepVerdict> screen_step(const data::Batch& batch, const LossClosure& closure);
+  void collect_run_evidence(Evidence& ev) const;
   void collect_batch_evidence(const data::Batch& batch, Evidence& ev) const;
   void replay(const data::Batch& batch, const LossClosure& closure, Evidence& ev);
   void replay_optimizer_step(const LossClosure& closure, Evidence& ev);
