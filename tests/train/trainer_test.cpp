@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "nanguard/core/error.h"
+#include "nanguard/monitor/monitor.h"
 #include "support/test_support.h"
 
 namespace nanguard {
@@ -86,6 +87,36 @@ TEST(Trainer, ScheduleDrivesTheLearningRatePerStep) {
   for (int i = 0; i < 20; ++i) trainer.train_step(loader.batch(i % loader.num_batches()));
   // The 20th step (index 19) ran with 0.1 * 0.5^(19/10).
   EXPECT_NEAR(trainer.learning_rate(), 0.1 * std::pow(0.5, 1.9), 1e-12);
+}
+
+// The trainer's layers report their activations to the guard's monitor on sampled steps (no op
+// callback): a sampled step holds one record per activated layer, named like its parameters.
+TEST(Trainer, SampledStepsRecordTheLayersActivations) {
+  torch::manual_seed(0);
+  ModelSpec spec;
+  spec.input_shape = {2};
+  spec.add(layers::dense(8, "relu")).add(layers::dense(8, "sigmoid")).add(layers::dense(3, "softmax"));
+  CompileOptions c = adam();
+  c.guard = GuardOptions().monitor(monitor::MonitorOptions().sample_every(2));
+  Trainer trainer(SequentialModel(spec), c);
+  auto ds = blobs(10, 3);
+  data::BatchLoader loader(ds, 6, false);
+  for (int i = 0; i < 3; ++i) trainer.train_step(loader.batch(i));
+  const auto& history = trainer.guard()->monitor()->history();
+  ASSERT_EQ(history.size(), 3u);
+  for (size_t i = 0; i < history.size(); ++i) {
+    EXPECT_EQ(history[i].sampled, i % 2 == 0) << "step " << i;
+    if (!history[i].sampled) {
+      EXPECT_TRUE(history[i].activations.empty());
+      continue;
+    }
+    ASSERT_EQ(history[i].activations.size(), 2u) << "step " << i;
+    EXPECT_EQ(history[i].activations[0].layer, "layers.0.dense");
+    EXPECT_EQ(history[i].activations[0].kind, "relu");
+    EXPECT_EQ(history[i].activations[1].layer, "layers.1.dense");
+    EXPECT_EQ(history[i].activations[1].kind, "sigmoid");
+    EXPECT_EQ(history[i].activations[1].units, 8);
+  }
 }
 
 TEST(Trainer, WeightsRoundTripAndLoadRejectsOtherModels) {
