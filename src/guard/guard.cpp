@@ -32,6 +32,14 @@ std::vector<int64_t> to_vector(const at::Tensor& t) {
   return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
 }
 
+// Dataset ids of a batch's rows; a batch without ids (a loop of your own) names its rows.
+std::vector<int64_t> sample_ids(const data::Batch& batch) {
+  if (batch.ids.defined()) return to_vector(batch.ids);
+  std::vector<int64_t> rows(static_cast<size_t>(std::max<int64_t>(batch.size(), 0)));
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<int64_t>(i);
+  return rows;
+}
+
 void push_bounded(std::vector<double>& v, double x, size_t cap) {
   v.push_back(x);
   if (v.size() > cap) v.erase(v.begin());
@@ -368,7 +376,7 @@ void Guard::collect_batch_evidence(const data::Batch& batch, Evidence& ev) const
   auto x = batch.x.reshape({batch.size(), -1}).to(torch::kCPU);
   auto bad = x.isfinite().logical_not();
   auto bad_per_row = bad.sum(1);
-  const auto ids = to_vector(batch.ids);
+  const auto ids = sample_ids(batch);
   auto finite_abs = torch::where(bad, torch::zeros_like(x), x.abs());
   auto absmax = std::get<0>(finite_abs.max(1)).to(torch::kDouble);
   const auto rows_bad = to_vector(bad_per_row.nonzero().flatten());
@@ -468,8 +476,11 @@ static void fill_birth(const trace::Birth& birth, const data::Batch& batch, Evid
   ev.blamed_rows = birth.op.nonfinite_rows;
   // Every row of the batch went non-finite at once (e.g. a gradient overflow in backward): no
   // sample stands out, so none is blamed.
-  if (static_cast<int64_t>(ev.blamed_rows.size()) >= batch.size() && batch.size() > 1) return;
-  const auto ids = to_vector(batch.ids);
+  if (static_cast<int64_t>(ev.blamed_rows.size()) >= batch.size() && batch.size() > 1) {
+    ev.blamed_rows.clear();
+    return;
+  }
+  const auto ids = sample_ids(batch);
   for (int64_t row : ev.blamed_rows) {
     if (row >= 0 && row < static_cast<int64_t>(ids.size())) ev.blamed_samples.push_back(ids[static_cast<size_t>(row)]);
   }

@@ -27,7 +27,8 @@ void copy_into(at::Tensor& dst, const at::Tensor& src) {
       dst.device() != src.device()) {
     dst = torch::empty_like(src, at::MemoryFormat::Contiguous);
   }
-  if (src.is_cpu() && src.is_contiguous() && dst.is_contiguous()) {
+  if (src.is_cpu() && src.is_contiguous() && dst.is_contiguous() && !src.is_conj() && !src.is_neg()) {
+    if (src.nbytes() == 0) return;
     // A plain memory copy: a dozen copy_ dispatches cost as much as the copying on small models.
     std::memcpy(dst.data_ptr(), src.data_ptr(), src.nbytes());
     return;

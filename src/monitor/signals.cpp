@@ -103,15 +103,21 @@ bool plain_cpu_float(const at::Tensor& t) {
   return t.defined() && t.is_cpu() && t.scalar_type() == torch::kFloat && t.is_contiguous();
 }
 
+// CPU float32: the vectorised float loops, no tensor ops to dispatch (sampled steps stay cheap).
+// A float sum past float32's range (a diverging run) is computed again in double.
 double squared_norm(const at::Tensor& t) {
-  // CPU float32: the guard's vectorised loop, no tensor ops to dispatch (sampled steps stay cheap).
-  if (plain_cpu_float(t)) return detail::sum_of_squares(t.data_ptr<float>(), t.numel());
+  if (plain_cpu_float(t)) {
+    const float fast = detail::sum_of_squares(t.data_ptr<float>(), t.numel());
+    if (std::isfinite(fast)) return fast;
+  }
   return t.detach().to(torch::kDouble).pow(2).sum().item<double>();
 }
 
 double squared_distance(const at::Tensor& a, const at::Tensor& b) {
-  if (plain_cpu_float(a) && plain_cpu_float(b) && a.numel() == b.numel())
-    return detail::sum_of_squared_differences(a.data_ptr<float>(), b.data_ptr<float>(), a.numel());
+  if (plain_cpu_float(a) && plain_cpu_float(b) && a.numel() == b.numel()) {
+    const float fast = detail::sum_of_squared_differences(a.data_ptr<float>(), b.data_ptr<float>(), a.numel());
+    if (std::isfinite(fast)) return fast;
+  }
   return (a.detach().to(torch::kDouble) - b.detach().to(torch::kDouble)).pow(2).sum().item<double>();
 }
 
@@ -180,9 +186,11 @@ OptimizerStateStats optimizer_state_stats(const torch::optim::Optimizer& optimiz
     count += t.numel();
     if (plain_cpu_float(t)) {
       const detail::SumMax s = detail::sum_and_max(t.data_ptr<float>(), t.numel());
-      max = std::max(max, static_cast<double>(s.max));
-      sum += s.sum;
-      continue;
+      if (std::isfinite(s.sum)) {
+        max = std::max(max, static_cast<double>(s.max));
+        sum += s.sum;
+        continue;
+      }
     }
     const auto d = t.detach().to(torch::kDouble);
     max = std::max(max, d.max().item<double>());
@@ -240,11 +248,14 @@ void report_activation(const at::Tensor& output, const char* kind) {
 ActivationRecorder::ActivationRecorder(double saturation_margin, ActivationSource source)
     : state_(std::make_shared<State>()), margin_(saturation_margin) {
   state_->source = source;
-  t_state = state_.get();
+  // Register first: if that throws, the thread-local pointer is left as it was.
   if (source == ActivationSource::op_callbacks) {
     handle_ = at::addThreadLocalCallback(
         at::RecordFunctionCallback(on_start, on_end).needsOutputs(true).scopes({at::RecordScope::FUNCTION}));
   }
+  // A recorder started inside another takes over until it stops, then hands back.
+  previous_ = t_state;
+  t_state = state_.get();
   running_ = true;
 }
 
@@ -253,7 +264,7 @@ ActivationRecorder::~ActivationRecorder() { stop(); }
 void ActivationRecorder::stop() {
   if (!running_) return;
   if (state_->source == ActivationSource::op_callbacks) at::removeCallback(handle_);
-  t_state = nullptr;
+  if (t_state == state_.get()) t_state = previous_;
   running_ = false;
 }
 

@@ -99,6 +99,29 @@ TEST(Guard, BadInputDataIsQuarantinedByDatasetIdWithoutChangingHyperparameters) 
   EXPECT_NEAR(acc, clean_acc, 0.01);
 }
 
+// A loop of your own may pass batches without sample ids: the evidence then names batch rows.
+TEST(Guard, BatchWithoutIdsNamesItsRows) {
+  torch::manual_seed(0);
+  torch::nn::Linear net(kFeatures, kClasses);
+  torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(0.1));
+  Guard guard(*net, sgd);
+  auto data = clusters(8, 3);
+  data::Batch batch;
+  batch.x = data.x().clone();
+  batch.x[5][2] = kNaN;
+  batch.y = data.y();
+  ASSERT_FALSE(batch.ids.defined());
+  const StepVerdict v = guard.step(batch, [&](const data::Batch& b) {
+    auto loss = torch::nn::functional::cross_entropy(net->forward(b.x), b.y);
+    loss.backward();
+    return loss;
+  });
+  ASSERT_NE(v.incident, nullptr);
+  EXPECT_EQ(v.incident->diagnosis.top().cause, cause::bad_input_data);
+  ASSERT_EQ(v.incident->evidence.nonfinite_samples.size(), 1u);
+  EXPECT_EQ(v.incident->evidence.nonfinite_samples[0].id, 5);
+}
+
 TEST(Guard, TransientFaultIsRecomputedAndLeavesNoTrace) {  // Z6
   auto run = [](bool inject) {
     torch::manual_seed(0);

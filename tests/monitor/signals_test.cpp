@@ -146,6 +146,38 @@ TEST(ActivationRecorder, ModelReportsAreRecordedOnlyByAReportReadingRecorder) {
   EXPECT_EQ(from_ops[0].kind, "relu");
 }
 
+// A recorder started inside another records until it stops, then the outer one goes on.
+TEST(ActivationRecorder, NestedRecorderHandsBackToTheOuterOne) {
+  auto x = torch::randn({4, 3});
+  std::vector<ActivationStats> outer_stats, inner_stats;
+  ActivationRecorder outer(0.01, ActivationSource::model_reports);
+  report_activation(x, "relu");
+  {
+    ActivationRecorder inner(0.01, ActivationSource::model_reports);
+    report_activation(x, "tanh");
+    inner_stats = inner.finish();
+  }
+  report_activation(x, "sigmoid");
+  outer_stats = outer.finish();
+  ASSERT_EQ(inner_stats.size(), 1u);
+  EXPECT_EQ(inner_stats[0].kind, "tanh");
+  ASSERT_EQ(outer_stats.size(), 2u);
+  EXPECT_EQ(outer_stats[0].kind, "relu");
+  EXPECT_EQ(outer_stats[1].kind, "sigmoid");
+}
+
+// Per-layer norms of a diverging run are computed in double once float32 overflows.
+TEST(LayerSignals, NormsPastFloatRangeAreComputedInDouble) {
+  auto w = torch::full({4}, 3e19f);  // each square is 9e38: past float32's range
+  auto before = torch::zeros({4});
+  w.mutable_grad() = torch::full({4}, 3e19f);
+  const auto layers = layer_signals({"layer.weight"}, {w}, {before});
+  ASSERT_EQ(layers.size(), 1u);
+  EXPECT_NEAR(layers[0].grad_norm, 6e19, 1e13);
+  EXPECT_NEAR(layers[0].weight_norm, 6e19, 1e13);
+  EXPECT_TRUE(std::isnan(layers[0].update_ratio));  // no weight before: no ratio
+}
+
 TEST(SignalsCsv, OneRowPerNumber) {
   testing::TempDir dir;
   StepSignals a;

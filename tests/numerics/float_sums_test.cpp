@@ -126,13 +126,19 @@ TEST(FloatSums, SumAndMaxMatchReferenceWhereverTheMaxIs) {
   }
 }
 
+// In the 32-wide loop, the 8-wide tail and the scalar tail (n = 43: 32 + 8 + 3).
 TEST(FloatSums, NaNReachesTheSumButNotTheMax) {
-  std::vector<float> v(40, 1.0f);
-  v[17] = std::numeric_limits<float>::quiet_NaN();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
   for (const auto& k : builds()) {
-    const SumMax got = k.sum_and_max(v.data(), 40);
-    EXPECT_TRUE(std::isnan(got.sum)) << k.name;
-    EXPECT_EQ(got.max, 1.0f) << k.name;
+    for (int64_t pos : {17, 35, 41}) {
+      std::vector<float> v(43, 1.0f);
+      v[pos] = nan;
+      const SumMax got = k.sum_and_max(v.data(), 43);
+      EXPECT_TRUE(std::isnan(got.sum)) << k.name << " pos=" << pos;
+      EXPECT_EQ(got.max, 1.0f) << k.name << " pos=" << pos;
+    }
+    std::vector<float> all(43, nan);
+    EXPECT_EQ(k.sum_and_max(all.data(), 43).max, -std::numeric_limits<float>::infinity()) << k.name;
   }
 }
 

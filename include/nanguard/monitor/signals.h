@@ -84,6 +84,7 @@ class ActivationRecorder {
   void stop();
 
   std::shared_ptr<State> state_;
+  State* previous_ = nullptr;  // the recorder this one took over from, if any
   uint64_t handle_ = 0;
   bool running_ = false;
   double margin_ = 0.01;
