@@ -19,6 +19,7 @@
 #include "nanguard/trace/birth.h"
 #include "nanguard/trace/tracer.h"
 #include "numerics/float_sums.h"
+#include "numerics/plain_float.h"
 
 namespace nanguard {
 namespace {
@@ -48,9 +49,7 @@ void push_bounded(std::vector<double>& v, double x, size_t cap) {
 // One pass per tensor, no temporaries; CPU float32 state is summed by a vectorised loop
 // without tensor ops (each op's dispatch costs more than summing a small tensor).
 at::Tensor state_sum(const std::vector<at::Tensor>& state) {
-  const bool plain = std::all_of(state.begin(), state.end(), [](const at::Tensor& t) {
-    return t.is_cpu() && t.scalar_type() == torch::kFloat && t.is_contiguous();
-  });
+  const bool plain = std::all_of(state.begin(), state.end(), detail::plain_cpu_float);
   if (plain) {
     float total = 0;
     for (const auto& t : state) total += detail::sum(t.data_ptr<float>(), t.numel());
@@ -171,7 +170,7 @@ bool Guard::cpu_fast_path(const at::Tensor& loss) const {
   if (!loss.is_cpu()) return false;
   for (const auto& p : params_) {
     const auto& g = p.grad();
-    if (g.defined() && (!g.is_cpu() || g.scalar_type() != torch::kFloat || !g.is_contiguous())) return false;
+    if (g.defined() && !detail::plain_cpu_float(g)) return false;
   }
   return true;
 }

@@ -14,6 +14,7 @@
 #include "nanguard/core/atomic_file.h"
 #include "nanguard/trace/scope.h"
 #include "numerics/float_sums.h"
+#include "numerics/plain_float.h"
 
 namespace nanguard::monitor {
 namespace {
@@ -77,8 +78,7 @@ ActivationStats activation_stats(const at::Tensor& output, const std::string& ki
   ActivationStats s;
   s.kind = kind;
   if (!output.defined() || output.numel() == 0) return s;
-  if (output.is_cpu() && output.scalar_type() == torch::kFloat && output.is_contiguous())
-    return activation_stats_cpu(output, kind, saturation_margin);
+  if (detail::plain_cpu_float(output)) return activation_stats_cpu(output, kind, saturation_margin);
   auto x = output.detach().to(torch::kDouble);
   if (x.dim() == 0) x = x.reshape({1, 1});
   x = x.reshape({x.size(0), -1});
@@ -99,9 +99,7 @@ ActivationStats activation_stats(const at::Tensor& output, const std::string& ki
 
 namespace {
 
-bool plain_cpu_float(const at::Tensor& t) {
-  return t.defined() && t.is_cpu() && t.scalar_type() == torch::kFloat && t.is_contiguous();
-}
+using detail::plain_cpu_float;
 
 // CPU float32: the vectorised float loops, no tensor ops to dispatch (sampled steps stay cheap).
 // A float sum past float32's range (a diverging run) is computed again in double.
