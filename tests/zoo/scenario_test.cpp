@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <functional>
 #include <limits>
 
 #include <gtest/gtest.h>
@@ -27,21 +28,24 @@ data::TensorDataset clusters(int64_t n, uint64_t seed) {
   return data::TensorDataset(x, y);
 }
 
-// Two samples of the training set hold a NaN feature (when the fault is on).
-Scenario generated(const std::vector<int64_t>& bad = {3, 40}) {
+// A small MLP on generated clusters whose samples `bad` get `value` in their first feature
+// when the fault is on; trained with the optimizer `make_optimizer` returns.
+Scenario cluster_scenario(std::string id, std::string title, std::string true_cause, std::vector<int64_t> bad,
+                          float value, int64_t train_size,
+                          std::function<std::shared_ptr<torch::optim::Optimizer>(torch::nn::Sequential&)> make_optimizer) {
   Scenario s;
-  s.id = "G1";
-  s.title = "generated clusters with NaN samples";
-  s.true_cause = "bad_input_data";
+  s.id = std::move(id);
+  s.title = std::move(title);
+  s.true_cause = std::move(true_cause);
   s.expected_samples = bad;
   s.needs_mnist = false;
-  s.build = [bad](const BuildContext& ctx) {
+  s.build = [bad, value, train_size, make_optimizer](const BuildContext& ctx) {
     ScenarioRun run;
-    run.train = clusters(256, 1);
+    run.train = clusters(train_size, 1);
     run.test = clusters(200, 2);
     if (ctx.inject_fault) {
       auto x = run.train.x().clone();
-      for (int64_t id : bad) x[id][0] = std::numeric_limits<float>::quiet_NaN();
+      for (int64_t id : bad) x[id][0] = value;
       run.train = data::TensorDataset(x, run.train.y());
     }
     auto model = torch::nn::Sequential(torch::nn::Linear(kFeatures, 16), torch::nn::ReLU(),
@@ -49,12 +53,21 @@ Scenario generated(const std::vector<int64_t>& bad = {3, 40}) {
     run.model = model.ptr();
     run.forward = [model](const at::Tensor& x) mutable { return model->forward(x); };
     run.loss = [](const at::Tensor& out, const at::Tensor& y) { return torch::nn::functional::cross_entropy(out, y); };
-    run.optimizer = std::make_shared<torch::optim::Adam>(model->parameters(), torch::optim::AdamOptions(0.01));
+    run.optimizer = make_optimizer(model);
     run.epochs = 3;
     run.batch_size = 32;
     return run;
   };
   return s;
+}
+
+// Two samples of the training set hold a NaN feature (when the fault is on).
+Scenario generated(const std::vector<int64_t>& bad = {3, 40}) {
+  return cluster_scenario("G1", "generated clusters with NaN samples", "bad_input_data", bad,
+                          std::numeric_limits<float>::quiet_NaN(), 256, [](torch::nn::Sequential& model) {
+                            return std::make_shared<torch::optim::Adam>(model->parameters(),
+                                                                        torch::optim::AdamOptions(0.01));
+                          });
 }
 
 TEST(ZooHarness, NanguardDetectsBlamesAndRepairsFromTheRun) {
@@ -91,32 +104,11 @@ TEST(ZooHarness, PreventBaselineDiagnosesLikeNanguard) {
 // the loss, and plain SGD would be thrown far off by its update. (A batch at step 0 has no
 // loss before it to spike against: the seed keeps them out of the first batch.)
 Scenario generated_outliers(const std::vector<int64_t>& extreme = {100, 200}) {
-  Scenario s;
-  s.id = "G2";
-  s.title = "generated clusters with extreme samples";
-  s.true_cause = "data_outlier";
-  s.expected_samples = extreme;
-  s.needs_mnist = false;
-  s.build = [extreme](const BuildContext& ctx) {
-    ScenarioRun run;
-    run.train = clusters(512, 1);
-    run.test = clusters(200, 2);
-    if (ctx.inject_fault) {
-      auto x = run.train.x().clone();
-      for (int64_t id : extreme) x[id][0] = 1e6;
-      run.train = data::TensorDataset(x, run.train.y());
-    }
-    auto model = torch::nn::Sequential(torch::nn::Linear(kFeatures, 16), torch::nn::ReLU(),
-                                       torch::nn::Linear(16, kClasses));
-    run.model = model.ptr();
-    run.forward = [model](const at::Tensor& x) mutable { return model->forward(x); };
-    run.loss = [](const at::Tensor& out, const at::Tensor& y) { return torch::nn::functional::cross_entropy(out, y); };
-    run.optimizer = std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.05));
-    run.epochs = 3;
-    run.batch_size = 32;
-    return run;
-  };
-  return s;
+  return cluster_scenario("G2", "generated clusters with extreme samples", "data_outlier", extreme, 1e6f, 512,
+                          [](torch::nn::Sequential& model) {
+                            return std::make_shared<torch::optim::SGD>(model->parameters(),
+                                                                       torch::optim::SGDOptions(0.05));
+                          });
 }
 
 TEST(ZooHarness, ExtremeSamplesAreQuarantinedBeforeTheirUpdate) {
