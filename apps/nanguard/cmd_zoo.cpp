@@ -106,7 +106,7 @@ Command add_zoo(CLI::App& app) {
   CLI::App* list = zoo->add_subcommand("list", "List the scenarios");
   CLI::App* run = zoo->add_subcommand("run", "Run one scenario under one baseline; writes DIR/result.json");
   run->add_option("id", a->id, "Scenario id (Z0-Z8)")->required();
-  run->add_option("--baseline", a->baseline, "nanguard, none, terminate, skip or random");
+  run->add_option("--baseline", a->baseline, "nanguard, prevent, none, terminate, skip or random");
   run->add_option("--seed", a->seed, "Seed of the run");
   run->add_option("--out", a->out, "Output folder")->required();
   CLI::App* table = zoo->add_subcommand("table", "Run every scenario and baseline; writes table.md and table.json");

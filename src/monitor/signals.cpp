@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "core/check.h"
 #include "nanguard/core/atomic_file.h"
 #include "nanguard/trace/scope.h"
 #include "numerics/float_sums.h"
@@ -238,6 +239,10 @@ void on_end(const at::RecordFunction& fn, at::ObserverContext*) {
 }  // namespace
 
 void report_activation(const at::Tensor& output, const char* kind) {
+  const bool known = kind != nullptr && (std::strcmp(kind, "relu") == 0 || std::strcmp(kind, "sigmoid") == 0 ||
+                                         std::strcmp(kind, "tanh") == 0);
+  NANGUARD_CHECK(known, "report_activation: kind must be \"relu\", \"sigmoid\" or \"tanh\", got {}",
+                 kind == nullptr ? std::string("null") : fmt::format("\"{}\"", kind));
   if (t_state == nullptr || t_state->source != ActivationSource::model_reports) return;
   std::lock_guard<std::mutex> lock(t_state->mutex);
   t_state->outputs.emplace_back(trace::Scope::current(), kind, output.detach());

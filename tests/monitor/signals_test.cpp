@@ -146,6 +146,13 @@ TEST(ActivationRecorder, ModelReportsAreRecordedOnlyByAReportReadingRecorder) {
   EXPECT_EQ(from_ops[0].kind, "relu");
 }
 
+TEST(ActivationRecorder, ReportOfAnUnknownKindNamesTheValidOnes) {
+  auto x = torch::randn({2, 2});
+  EXPECT_TRUE(nanguard::testing::throws_with<ValueError>([&] { report_activation(x, "softplus"); },
+                                                         {"report_activation", "\"relu\"", "got \"softplus\""}));
+  EXPECT_TRUE(nanguard::testing::throws_with<ValueError>([&] { report_activation(x, nullptr); }, {"got null"}));
+}
+
 // A recorder started inside another records until it stops, then the outer one goes on.
 TEST(ActivationRecorder, NestedRecorderHandsBackToTheOuterOne) {
   auto x = torch::randn({4, 3});

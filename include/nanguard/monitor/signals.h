@@ -92,7 +92,7 @@ class ActivationRecorder {
 
 // Called by a layer with the output of its activation (kind "relu", "sigmoid" or "tanh"):
 // recorded when a recorder reading model reports is active on this thread, else one
-// thread-local read.
+// thread-local read. Throws ValueError for any other kind.
 void report_activation(const at::Tensor& output, const char* kind);
 
 // Writes the history as CSV with the header step,signal,layer,value (one row per number;
