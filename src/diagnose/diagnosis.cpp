@@ -739,7 +739,11 @@ void rule_lr_too_high(const Evidence& e, const Facts& f, const UnsafeBirth& unsa
     else
       text += "The first non-finite values were in the parameters after the optimizer step. ";
   } else if (e.birth_found) {
-    text += "The first non-finite value was born at " + birth_site(e) + ". ";
+    text += "The first non-finite value was born at " + birth_site(e);
+    // E.g. a loss whose per-sample values are finite but whose sum passes the dtype's range.
+    if (e.birth_input_absmax > 0)
+      text += fmt::format(" from finite inputs (|x| up to {}): the values had outgrown the dtype", num(e.birth_input_absmax));
+    text += ". ";
   }
   if (std::isfinite(e.weight_absmax) && e.weight_absmax > 0)
     text += fmt::format("The largest |w| before the step was {}{}. ", num(e.weight_absmax),

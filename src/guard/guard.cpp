@@ -151,13 +151,7 @@ void Guard::zero_grad() {
 void Guard::clip_gradients_to(double max_norm, double grad_norm) {
   if (max_norm <= 0) return;
   torch::NoGradGuard no_grad;
-  if (grad_norm < 0) {
-    double squared = 0;
-    for (const auto& p : params_) {
-      if (p.grad().defined()) squared += p.grad().to(torch::kDouble).pow(2).sum().item<double>();
-    }
-    grad_norm = std::sqrt(squared);
-  }
+  if (grad_norm < 0) grad_norm = gradient_norm_in_double();
   if (grad_norm <= max_norm) return;
   const double scale = max_norm / (grad_norm + 1e-6);
   for (auto& p : params_) {
@@ -224,7 +218,8 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
     snapshot_due_ = false;
   }
   // With a gather hook only the ids are kept (no batch tensors held back from reuse).
-  recent_batches_.emplace_back(t, hooks_.gather_batch ? data::Batch{at::Tensor(), at::Tensor(), batch.ids} : batch);
+  recent_batches_.push_back(
+      RecentBatch{t, hooks_.gather_batch ? data::Batch{at::Tensor(), at::Tensor(), batch.ids} : batch, false});
   if (options_.snapshot_every() == 0 && recent_batches_.size() > 2) recent_batches_.erase(recent_batches_.begin());
   rng_before_step_->capture();
 
@@ -300,15 +295,45 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
     state_failed = !all_finite(state);
   }
 
-  if (std::isfinite(loss_value) && std::isfinite(grad_sq_value) && !state_failed) {
+  double grad_norm = std::sqrt(static_cast<double>(grad_sq_value));
+  // Rare path: float32's squared norm overflowed although every gradient may be finite (norm
+  // above ~1.8e19). Nothing is non-finite yet, so the step goes on with the norm in double and
+  // the state is checked right after the update: if the weights overflow there, the incident
+  // is localized in the optimizer step where the first non-finite value is born.
+  bool norm_overflow = false;
+  if (std::isfinite(loss_value) && !std::isfinite(grad_sq_value) && !state_failed) {
+    std::vector<at::Tensor> grads;
+    for (const auto& p : params_) {
+      if (p.grad().defined()) grads.push_back(p.grad());
+    }
+    if (all_finite(grads)) {
+      norm_overflow = true;
+      grad_norm = gradient_norm_in_double();
+    }
+  }
+  if (std::isfinite(loss_value) && (std::isfinite(grad_sq_value) || norm_overflow) && !state_failed) {
     if (last_snapshot_step_ == t) {
       // This step's snapshot passed the state check: older batches are no longer needed to
-      // replay from it.
+      // replay from it. Ids are cheap: with a gather hook they are kept back to the oldest
+      // snapshot, so a rollback to any of them can re-run the steps it loses.
+      const auto steps = ring_->steps();
+      const int64_t keep_from = hooks_.gather_batch && !steps.empty() ? steps.front() : t;
       recent_batches_.erase(std::remove_if(recent_batches_.begin(), recent_batches_.end(),
-                                           [t](const auto& sb) { return sb.first < t; }),
+                                           [keep_from](const RecentBatch& rb) { return rb.step < keep_from; }),
                             recent_batches_.end());
     }
-    const double grad_norm = std::sqrt(grad_sq_value);
+    if (norm_overflow && !norm_overflow_streak_) {
+      GuardEvent e;
+      e.step = t;
+      e.cause = "gradient_norm_overflow";
+      e.explanation = fmt::format(
+          "the gradient norm {:.3g} is beyond float32's range for its square (every gradient is still finite); "
+          "the parameters are checked after each update until it comes back",
+          grad_norm);
+      e.detail = "suggestion: lower the learning rate or clip the gradient norm";
+      warn(e);
+    }
+    norm_overflow_streak_ = norm_overflow;
     const auto cap = static_cast<size_t>(options_.history());
     push_bounded(loss_history_, loss_value, cap);
     push_bounded(grad_norm_history_, grad_norm, cap);
@@ -330,9 +355,11 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
       for (const auto& w : monitor_->end_update(t, &optimizer_, std::move(activations))) emit_warning(w);
     }
     ++applied_;
+    recent_batches_.back().applied = true;
     ledger_->record_applied_step();
     const bool snapshot_next = options_.snapshot_every() > 0 && applied_ % options_.snapshot_every() == 0;
-    const bool check_now = options_.check_state_every() > 0 && applied_ % options_.check_state_every() == 0;
+    const bool check_now =
+        norm_overflow || (options_.check_state_every() > 0 && applied_ % options_.check_state_every() == 0);
     if (snapshot_next || check_now) {
       // Deferred: read with the next step's sync. A snapshot is only kept if this passes.
       std::vector<at::Tensor> state = params_;
@@ -441,12 +468,17 @@ void Guard::collect_tensor_evidence(const at::Tensor& loss, Evidence& ev) const 
 // Whether the squared gradient norm, computed in double, exceeds float32's range: the cheap
 // check's float dot products are then infinite although every gradient is finite.
 bool Guard::gradient_norm_overflows() const {
+  const double norm = gradient_norm_in_double();
+  return std::isfinite(norm) && norm * norm > static_cast<double>(std::numeric_limits<float>::max());
+}
+
+double Guard::gradient_norm_in_double() const {
   torch::NoGradGuard no_grad;
   double squared = 0;
   for (const auto& p : params_) {
     if (p.grad().defined()) squared += p.grad().to(torch::kDouble).pow(2).sum().item<double>();
   }
-  return std::isfinite(squared) && squared > static_cast<double>(std::numeric_limits<float>::max());
+  return std::sqrt(squared);
 }
 
 // Copies what the birth finder found into the evidence.
@@ -531,17 +563,16 @@ void Guard::replay_optimizer_step(const LossClosure& closure, Evidence& ev) {
   if (!restored) return;
   // Batches of the steps from the snapshot up to the one whose optimizer step failed (the
   // current step's batch is the last entry and is not part of it).
-  std::vector<std::pair<int64_t, const data::Batch*>> steps;
-  for (const auto& [step, b] : recent_batches_) {
-    if (step >= *restored && step < step_ - 1) steps.emplace_back(step, &b);
+  std::vector<std::pair<int64_t, const RecentBatch*>> steps;
+  for (const auto& rb : recent_batches_) {
+    if (rb.step >= *restored && rb.step < step_ - 1 && rb.applied) steps.emplace_back(rb.step, &rb);
   }
   // Replaying from the snapshot needs every batch since it.
-  if (steps.empty() || recent_batches_.front().first > *restored) return;
+  if (steps.empty() || recent_batches_.front().step > *restored) return;
   ev.replayed = true;
   ++ev.replays;
   for (size_t i = 0; i < steps.size(); ++i) {
-    const data::Batch& stored = *steps[i].second;
-    const data::Batch b = stored.x.defined() ? stored : drop_quarantined(hooks_.gather_batch(stored.ids));
+    const data::Batch b = stored_batch(*steps[i].second);
     const bool last = i + 1 == steps.size();
     // The state before the failing optimizer step (step steps[i].first): what an offline
     // replay needs. Filed under the incident's step, like every dump.
@@ -571,6 +602,61 @@ void Guard::replay_optimizer_step(const LossClosure& closure, Evidence& ev) {
     ev.reproduced = true;
     fill_birth(trace::find_birth(records, failing), b, ev);
   }
+}
+
+// A remembered batch as the step saw it: rebuilt from its ids when only those were kept,
+// without the samples quarantined since.
+data::Batch Guard::stored_batch(const RecentBatch& rb) const {
+  return drop_quarantined(rb.batch.x.defined() ? rb.batch : hooks_.gather_batch(rb.batch.ids));
+}
+
+void Guard::mark_applied(int64_t step) {
+  for (auto it = recent_batches_.rbegin(); it != recent_batches_.rend(); ++it) {
+    if (it->step == step) {
+      it->applied = true;
+      return;
+    }
+  }
+}
+
+// After a rollback: re-applies the steps it lost, in order, from the restored snapshot (with
+// the repaired learning rate, clipping and quarantine). Returns how many ran, or -1 when one
+// of them went non-finite again; the snapshot is then restored once more.
+int64_t Guard::rerun_lost_steps(const std::vector<RecentBatch>& lost, const LossClosure& closure) {
+  int64_t rerun = 0;
+  bool finite = true;
+  for (const RecentBatch& rb : lost) {
+    const data::Batch b = stored_batch(rb);
+    if (b.size() == 0) continue;
+    zero_grad();
+    at::Tensor loss = closure(b);
+    std::vector<at::Tensor> check{loss.detach()};
+    for (const auto& p : params_) check.push_back(p.grad());
+    if (!all_finite(check)) {
+      finite = false;
+      break;
+    }
+    clip_gradients_to(clip_norm_);
+    apply_optimizer_step();
+    ++rerun;
+    mark_applied(rb.step);
+    if (hooks_.rerun_step_applied) hooks_.rerun_step_applied();
+  }
+  zero_grad();
+  if (finite) {
+    // The last update is checked here: the next step must not start from a poisoned state.
+    std::vector<at::Tensor> state = params_;
+    for (auto& st : detail::optimizer_state_tensors(optimizer_)) state.push_back(st);
+    finite = all_finite(state);
+  }
+  if (!finite) {
+    ring_->restore_newest();  // the snapshot rolled back to: newer ones were discarded
+    for (auto& rb : recent_batches_) rb.applied = false;
+    return -1;
+  }
+  applied_ += rerun;
+  rerun_ += rerun;
+  return rerun;
 }
 
 // The step where the recent growth of loss or gradient norm began (a rollback target): walk
@@ -657,7 +743,7 @@ std::shared_ptr<const Incident> Guard::examine(const data::Batch& batch, const L
   std::vector<at::Tensor> check{loss.detach()};
   for (const auto& p : params_) check.push_back(p.grad());
   const bool params_bad = !all_finite(params_);
-  if (!all_finite(check) || params_bad || gradient_norm_overflows()) {
+  if (!all_finite(check) || params_bad) {
     auto incident = investigate(batch, closure, loss, /*state_failed=*/false);
     zero_grad();
     return incident;
@@ -675,7 +761,7 @@ std::shared_ptr<const Incident> Guard::examine(const data::Batch& batch, const L
   std::shared_ptr<Incident> incident;
   if (!all_finite(state)) {
     // Seen as the next step's deferred state check would see it; the replay runs the step again.
-    recent_batches_ = {{step_, batch}};
+    recent_batches_ = {RecentBatch{step_, batch, true}};
     step_ += 2;
     rng_before_step_->restore();
     incident = investigate(batch, closure, loss, /*state_failed=*/true);
@@ -699,7 +785,8 @@ std::shared_ptr<Incident> Guard::investigate(const data::Batch& batch, const Los
   collect_run_evidence(ev);
   collect_batch_evidence(batch, ev);
   collect_tensor_evidence(loss, ev);
-  if (!state_failed && ev.nonfinite_tensors.empty() && gradient_norm_overflows()) ev.gradient_norm_overflow = true;
+  // The gradient norm was beyond float32's range on the steps just before (or is now).
+  ev.gradient_norm_overflow = norm_overflow_streak_ || (ev.nonfinite_tensors.empty() && gradient_norm_overflows());
   if (state_failed || ev.params_nonfinite_before_step) {
     // The state went bad in an earlier optimizer step: that is where to look.
     ev.failed_check = ev.params_nonfinite_before_step ? "parameters" : "optimizer_state";
@@ -707,7 +794,12 @@ std::shared_ptr<Incident> Guard::investigate(const data::Batch& batch, const Los
   } else {
     const bool loss_failed =
         std::find(ev.nonfinite_tensors.begin(), ev.nonfinite_tensors.end(), "loss") != ev.nonfinite_tensors.end();
-    ev.failed_check = loss_failed ? "loss" : ev.gradient_norm_overflow ? "gradient_norm" : "gradients";
+    const bool grads_failed = std::any_of(ev.nonfinite_tensors.begin(), ev.nonfinite_tensors.end(),
+                                          [](const std::string& n) { return n.size() > 5 && n.substr(n.size() - 5) == ".grad"; });
+    ev.failed_check = loss_failed                    ? "loss"
+                      : grads_failed                 ? "gradients"
+                      : ev.gradient_norm_overflow    ? "gradient_norm"
+                                                     : "gradients";
     // Non-finite inputs explain the incident before any op runs; otherwise replay.
     if (options_.replay() && ev.nonfinite_samples.empty()) replay(batch, closure, ev);
   }
@@ -842,10 +934,13 @@ StepVerdict Guard::repair_incident(const std::shared_ptr<Incident>& incident, co
     if (!all_finite(check)) return false;
     apply_optimizer_step();
     ++applied_;
+    mark_applied(t);
     verdict.loss = again.item<double>();
     return true;
   };
 
+  std::optional<int64_t> rolled_back_to;
+  std::vector<RecentBatch> lost_steps;
   for (RepairAction a : actions) {
     switch (a) {
       case RepairAction::skip_step:
@@ -877,7 +972,17 @@ StepVerdict Guard::repair_incident(const std::shared_ptr<Incident>& incident, co
         }
         ring_->discard_after(*restored);
         last_snapshot_step_ = *restored;
-        recent_batches_.clear();
+        // The steps applied since the snapshot are lost unless re-run (after every action, so
+        // with the repaired settings); that needs the batch of each of them.
+        const bool covered = std::any_of(recent_batches_.begin(), recent_batches_.end(),
+                                         [&](const RecentBatch& rb) { return rb.step == *restored; });
+        lost_steps.clear();
+        for (auto& rb : recent_batches_) {
+          if (rb.step >= *restored && rb.step < t && rb.applied) lost_steps.push_back(rb);
+          rb.applied = false;
+        }
+        if (!covered) lost_steps.clear();
+        rolled_back_to = *restored;
         loss_history_.clear();
         grad_norm_history_.clear();
         history_steps_.clear();
@@ -933,6 +1038,29 @@ StepVerdict Guard::repair_incident(const std::shared_ptr<Incident>& incident, co
     }
     if (stopped_) break;
   }
+  if (rolled_back_to && !stopped_ && options_.rerun_lost_steps() && !lost_steps.empty()) {
+    // Re-run the lost steps from the snapshot, then this step, so the rollback costs no data.
+    GuardEvent e;
+    e.step = t;
+    e.kind = "action";
+    e.cause = inc.cause;
+    e.confidence = inc.confidence;
+    e.action = "rerun_lost_steps";
+    const int64_t rerun = rerun_lost_steps(lost_steps, closure);
+    if (rerun >= 0) {
+      const bool ok = recompute();
+      if (ok) verdict.outcome = StepVerdict::Outcome::recomputed;
+      e.detail = fmt::format("re-ran the {} steps applied since the snapshot of step {} with the repaired settings, "
+                             "then this step ({})",
+                             rerun, *rolled_back_to, ok ? "applied" : "still non-finite, dropped");
+    } else {
+      e.detail = fmt::format("re-running the {} steps since the snapshot of step {} went non-finite again: the run "
+                             "stays at the snapshot",
+                             lost_steps.size(), *rolled_back_to);
+    }
+    emit(e);
+    incident->actions.push_back(e.action);
+  }
   if (ledger_->incidents_exhausted() && !stopped_) {
     action_event(RepairAction::stop, "incident budget spent");
     stopped_ = true;
@@ -957,7 +1085,7 @@ StepVerdict Guard::repair_incident(const std::shared_ptr<Incident>& incident, co
 
 std::string Incident::summary() const {
   const CauseScore& top = diagnosis.top();
-  const std::string what = evidence.gradient_norm_overflow ? "gradient norm beyond float32 range"
+  const std::string what = evidence.failed_check == "gradient_norm" ? "gradient norm beyond float32 range"
                            : evidence.failed_check.empty()   ? "non-finite values"
                                                              : "non-finite " + evidence.failed_check;
   std::string s = fmt::format("incident at step {}: {} ({} confidence {:.0f}%)\n", step, what,

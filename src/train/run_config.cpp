@@ -192,7 +192,7 @@ monitor::MonitorOptions parse_monitor(const toml::table& table, const std::strin
 GuardOptions parse_guard(const toml::table& table, const std::string& file) {
   TableReader r(table, "guard", file);
   r.reject_unknown({"enabled", "snapshot_every", "snapshot_capacity", "check_state_every", "replay", "repair",
-                    "max_rollbacks", "rollback_window", "max_incidents", "max_consecutive_skips", "lr_factor",
+                    "rerun_lost_steps", "max_rollbacks", "rollback_window", "max_incidents", "max_consecutive_skips", "lr_factor",
                     "lr_floor", "clip_norm", "policy", "monitor"});
   GuardOptions g;
   bool flag = true;
@@ -201,6 +201,8 @@ GuardOptions parse_guard(const toml::table& table, const std::string& file) {
   if (table.contains("enabled")) r.read(std::string_view("enabled"), flag, "true or false"), g.enabled(flag);
   if (table.contains("replay")) r.read(std::string_view("replay"), flag, "true or false"), g.replay(flag);
   if (table.contains("repair")) r.read(std::string_view("repair"), flag, "true or false"), g.repair(flag);
+  if (table.contains("rerun_lost_steps"))
+    r.read(std::string_view("rerun_lost_steps"), flag, "true or false"), g.rerun_lost_steps(flag);
   auto read_count = [&](std::string_view key, int64_t min, auto set) {
     if (!table.contains(key)) return;
     r.read(key, n, "an integer");

@@ -72,6 +72,11 @@ Trainer::Trainer(SequentialModel model, CompileOptions options)
       global_step_ = static_cast<int64_t>(extra.front());
       schedule_->load_state(std::vector<double>(extra.begin() + 1, extra.end()));
     };
+    // A rollback that re-runs the steps it lost advances the counter and the schedule with them.
+    hooks.rerun_step_applied = [this] {
+      ++global_step_;
+      set_learning_rate(*optimizer_, schedule_->learning_rate(global_step_) * guard_->lr_scale());
+    };
     hooks.gather_batch = [this](const at::Tensor& ids) {
       NANGUARD_INTERNAL_ASSERT(train_data_ != nullptr, "a replay outside fit");
       return on_device(train_data_->gather_ids(ids));

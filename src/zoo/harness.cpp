@@ -194,7 +194,7 @@ void train(const Scenario& scenario, const RunOptions& options, bool fault, cons
     r.phase = ev.birth_found ? ev.birth_phase : "";
     r.module = ev.birth_found ? ev.birth_module : "";
     r.diagnosis_seconds = first.seconds_to_diagnosis;
-    r.failed_check = ev.gradient_norm_overflow ? "gradient_norm" : ev.failed_check;
+    r.failed_check = ev.failed_check;
     if (baseline_diagnoses(baseline)) {
       const CauseScore& top = first.diagnosis.top();
       r.top_cause = top.subkind.empty() ? top.cause : top.cause + "/" + top.subkind;

@@ -98,6 +98,7 @@ TEST(RunConfig, GuardTableConfiguresTheGuard) {
   std::string text = std::string(kGood) + R"(
 [guard]
 snapshot_every = 20
+rerun_lost_steps = false
 max_rollbacks = 2
 lr_factor = 0.5
 [guard.policy]
@@ -106,6 +107,8 @@ lr_too_high = ["rollback", "lr_backoff"]
   RunConfig c = parse_run_config(text, "g.toml");
   EXPECT_TRUE(c.compile.guard.enabled());
   EXPECT_EQ(c.compile.guard.snapshot_every(), 20);
+  EXPECT_FALSE(c.compile.guard.rerun_lost_steps());
+  EXPECT_TRUE(parse_run_config(kGood, "g.toml").compile.guard.rerun_lost_steps());
   EXPECT_EQ(c.compile.guard.policy().budget.max_rollbacks, 2);
   EXPECT_DOUBLE_EQ(c.compile.guard.policy().budget.lr_factor, 0.5);
   EXPECT_EQ(c.compile.guard.policy().actions_for("lr_too_high"),
@@ -118,6 +121,8 @@ TEST(RunConfig, GuardTableErrorsNameKeyAndLine) {
                                       {"guard.snapshots", "g.toml:"}));
   EXPECT_TRUE(throws_with<ValueError>([&] { parse_run_config(base + "lr_factor = 2.0\n", "g.toml"); },
                                       {"guard.lr_factor", "(0, 1]"}));
+  EXPECT_TRUE(throws_with<ValueError>([&] { parse_run_config(base + "rerun_lost_steps = 1\n", "g.toml"); },
+                                      {"guard.rerun_lost_steps", "true or false", "g.toml:"}));
   EXPECT_TRUE(throws_with<ValueError>(
       [&] { parse_run_config(base + "[guard.policy]\nlr_too_high = [\"explode\"]\n", "g.toml"); },
       {"guard.policy.lr_too_high", "explode"}));

@@ -38,8 +38,9 @@ struct Evidence {
   std::string failed_check;
   // Names of the tensors that are non-finite (e.g. "layers.1.dense.weight.grad").
   std::vector<std::string> nonfinite_tensors;
-  // Every gradient is finite but their squared norm overflows float32 (norm above ~1.8e19):
-  // the cheap check fails on it, since such an update is as fatal as a NaN.
+  // The gradient norm was beyond float32's range for its square (above ~1.8e19) on this step
+  // or the steps just before it, every gradient still finite: the guard applies such steps and
+  // checks the parameters after each, so the incident usually follows an overflow streak.
   bool gradient_norm_overflow = false;
 
   // Replay.

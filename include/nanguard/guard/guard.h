@@ -67,6 +67,10 @@ struct GuardHooks {
   // Rebuilds a batch from its sample ids. With it the guard remembers only the ids of the
   // batches since the last snapshot (for replaying an optimizer step), not their tensors.
   std::function<data::Batch(const at::Tensor& ids)> gather_batch;
+  // Called after each step that a rollback re-ran was applied (GuardOptions::rerun_lost_steps),
+  // so the caller's step counter and schedule advance as they did the first time (set the
+  // learning rate of the next step here). Epoch-level schedule events are not replayed.
+  std::function<void()> rerun_step_applied;
   // Called on each incident with the pre-step state still in place (parameters, the batch and
   // the CPU RNG state before the step), to dump it for an offline replay.
   std::function<void(int64_t step, const data::Batch& batch, const at::Tensor& rng_state)> dump_incident;
@@ -108,6 +112,8 @@ class Guard {
   int64_t steps() const { return step_; }
   int64_t applied_steps() const { return applied_; }
   int64_t skipped_steps() const { return skipped_; }
+  // Steps re-run after rollbacks (counted in applied_steps too).
+  int64_t rerun_steps() const { return rerun_; }
   bool stopped() const { return stopped_; }
   const std::vector<std::shared_ptr<const Incident>>& incidents() const { return incidents_; }
   const std::vector<GuardEvent>& events() const { return events_; }
@@ -123,6 +129,12 @@ class Guard {
   const monitor::Monitor* monitor() const { return monitor_.get(); }
 
  private:
+  struct RecentBatch {
+    int64_t step = 0;
+    data::Batch batch;     // the tensors, or only the ids with a gather hook
+    bool applied = false;  // its update is part of the current state
+  };
+
   void init();
   void zero_grad();
   std::shared_ptr<Incident> investigate(const data::Batch& batch, const LossClosure& closure, const at::Tensor& loss,
@@ -138,6 +150,10 @@ class Guard {
   void replay_optimizer_step(const LossClosure& closure, Evidence& ev);
   void collect_tensor_evidence(const at::Tensor& loss, Evidence& ev) const;
   bool gradient_norm_overflows() const;
+  double gradient_norm_in_double() const;
+  data::Batch stored_batch(const RecentBatch& rb) const;
+  void mark_applied(int64_t step);
+  int64_t rerun_lost_steps(const std::vector<RecentBatch>& lost, const LossClosure& closure);
   bool cpu_fast_path(const at::Tensor& loss) const;
   void clip_gradients_to(double max_norm, double grad_norm = -1);
   void apply_optimizer_step();
@@ -160,14 +176,17 @@ class Guard {
 
   at::Tensor pending_state_check_;   // deferred parameter/optimizer-state check (no sync yet)
   std::unique_ptr<detail::CpuRngState> rng_before_step_;  // CPU generator state before the closure ran
-  // Batches since the newest validated snapshot, to replay an optimizer step from it.
-  std::vector<std::pair<int64_t, data::Batch>> recent_batches_;
+  // Batches since the newest validated snapshot (since the oldest one when only ids are kept),
+  // to replay an optimizer step from it or re-run the steps a rollback lost.
+  std::vector<RecentBatch> recent_batches_;
   std::vector<double> loss_history_, grad_norm_history_;
   std::vector<int64_t> history_steps_;
 
   int64_t step_ = 0;
   int64_t applied_ = 0;
   int64_t skipped_ = 0;
+  int64_t rerun_ = 0;
+  bool norm_overflow_streak_ = false;  // the gradient norm is beyond float32's range (warned once)
   int64_t last_snapshot_step_ = -1;
   double lr_scale_ = 1.0;
   double clip_norm_ = 0.0;

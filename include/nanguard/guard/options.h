@@ -20,6 +20,11 @@ struct GuardOptions {
   TORCH_ARG(int64_t, snapshot_capacity) = 3;
   // Check parameters and optimizer state every M steps (folded into the next step's check).
   TORCH_ARG(int64_t, check_state_every) = 50;
+  // After a rollback, re-run the steps lost since the snapshot with the repaired settings
+  // (lower learning rate, clipping, quarantined samples dropped), so the rollback drops no data
+  // from the run. Needs every batch since the snapshot: kept as ids with a gather hook
+  // (GuardHooks::gather_batch), else as tensors since the newest snapshot.
+  TORCH_ARG(bool, rerun_lost_steps) = true;
   // Replay a failed step with the op tracer to find the birth op.
   TORCH_ARG(bool, replay) = true;
   // Repair automatically; false only detects, localizes, diagnoses and skips the step.

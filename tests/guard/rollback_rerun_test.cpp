@@ -1,0 +1,165 @@
+// A rollback re-runs the steps it lost (GuardOptions::rerun_lost_steps), and a gradient norm
+// beyond float32's range with finite gradients is applied and watched, not treated as a NaN.
+#include <cmath>
+#include <limits>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "nanguard/guard/guard.h"
+#include "nanguard/train/trainer.h"
+
+namespace nanguard {
+namespace {
+
+constexpr int64_t kClasses = 10;
+constexpr int64_t kFeatures = 20;
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+data::TensorDataset clusters(int64_t n, uint64_t seed) {
+  auto centers = torch::randn({kClasses, kFeatures}, at::detail::createCPUGenerator(1234)) * 2.0;
+  auto gen = at::detail::createCPUGenerator(seed);
+  auto y = torch::randint(0, kClasses, {n}, gen, torch::kLong);
+  return data::TensorDataset(centers.index_select(0, y) + torch::randn({n, kFeatures}, gen), y);
+}
+
+struct LoopResult {
+  at::Tensor weight;
+  int64_t applied = 0;
+  int64_t rerun = 0;
+  std::vector<GuardEvent> events;
+  std::vector<std::string> actions;
+};
+
+// A user's loop over 10 batches with Adam; with `fault_at` >= 0 one NaN is written into a
+// gradient on the first execution of that step, and the policy answers it with a rollback.
+LoopResult run_loop(int64_t fault_at, bool rerun) {
+  torch::manual_seed(0);
+  torch::nn::Linear model(kFeatures, kClasses);
+  torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(0.01));
+  RepairPolicy policy = RepairPolicy::automatic();
+  policy.actions["transient_fault"] = {RepairAction::rollback};
+  Guard guard(*model, opt, GuardOptions().snapshot_every(4).policy(policy).rerun_lost_steps(rerun));
+  auto ds = clusters(320, 3);
+  data::BatchLoader loader(ds, 32, false);
+  bool injected = false;
+  for (int64_t b = 0; b < loader.num_batches(); ++b) {
+    guard.step(loader.batch(b), [&](const data::Batch& batch) {
+      auto loss = torch::nll_loss(torch::log_softmax(model->forward(batch.x), 1), batch.y);
+      loss.backward();
+      if (b == fault_at && !injected) {
+        torch::NoGradGuard no_grad;
+        model->weight.grad()[1][2] = kNaN;
+        injected = true;
+      }
+      return loss;
+    });
+  }
+  LoopResult r{model->weight.clone(), guard.applied_steps(), guard.rerun_steps(), guard.events(), {}};
+  if (!guard.incidents().empty()) r.actions = guard.incidents().front()->actions;
+  return r;
+}
+
+TEST(GuardRollback, ReRunsTheLostStepsAndEndsBitwiseWhereTheUnfaultedRunEnds) {
+  const LoopResult clean = run_loop(-1, true);
+  const LoopResult repaired = run_loop(6, true);
+  // Snapshots at steps 0 and 4: the rollback from step 6 loses steps 4 and 5, re-runs them,
+  // then recomputes step 6 (the fault hit only its first execution).
+  EXPECT_EQ(repaired.actions, (std::vector<std::string>{"rollback", "rerun_lost_steps"}));
+  EXPECT_EQ(repaired.rerun, 2);
+  EXPECT_EQ(repaired.applied, clean.applied + 2);  // applied_steps counts the re-run updates too
+  bool described = false;
+  for (const auto& e : repaired.events) {
+    if (e.action == "rerun_lost_steps") {
+      described = e.detail.find("re-ran the 2 steps applied since the snapshot of step 4") != std::string::npos;
+    }
+  }
+  EXPECT_TRUE(described);
+  EXPECT_TRUE(torch::equal(repaired.weight, clean.weight)) << "no data may be lost to the rollback";
+
+  // Without the re-run the two steps are lost: the run ends elsewhere.
+  const LoopResult lossy = run_loop(6, false);
+  EXPECT_EQ(lossy.actions, std::vector<std::string>{"rollback"});
+  EXPECT_EQ(lossy.rerun, 0);
+  EXPECT_FALSE(torch::equal(lossy.weight, clean.weight));
+}
+
+TEST(GuardRollback, TrainerScheduleAdvancesWithTheReRunSteps) {
+  auto train = clusters(320, 1);
+  auto x = train.x().clone();
+  x[40][0] = kNaN;  // one bad sample: quarantined, then the policy rolls back
+  data::TensorDataset bad(x, train.y());
+  CompileOptions c;
+  c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
+  c.optimizer = OptimizerSpec().type(OptimizerType::adam).learning_rate(0.01);
+  c.schedule = ScheduleSpec().type(ScheduleType::exponential_decay).initial_learning_rate(0.01).decay_steps(5).decay_rate(0.5);
+  RepairPolicy policy = RepairPolicy::automatic();
+  policy.actions["bad_input_data"] = {RepairAction::quarantine_samples, RepairAction::rollback};
+  c.guard = GuardOptions().policy(policy);
+  ModelSpec spec;
+  spec.input_shape = {kFeatures};
+  spec.add(layers::dense(32, "relu")).add(layers::dense(kClasses, "softmax"));
+  torch::manual_seed(0);
+  Trainer trainer(SequentialModel(spec), c);
+  FitOptions f;
+  f.epochs = 1;
+  f.batch_size = 32;
+  f.shuffle = false;  // the bad sample is in batch 1: the rollback to step 0 re-runs step 0
+  trainer.fit(bad, nullptr, f);
+  Guard& g = *trainer.guard();
+  ASSERT_EQ(g.incidents().size(), 1u);
+  EXPECT_EQ(g.incidents().front()->step, 1);
+  EXPECT_EQ(g.rerun_steps(), 1);
+  EXPECT_EQ(g.skipped_steps(), 0);
+  // Every batch ended up applied once: the counter and the schedule stand where a run without
+  // the rollback would (10 steps; the last one ran at global step 9).
+  EXPECT_EQ(trainer.global_step(), 10);
+  EXPECT_DOUBLE_EQ(trainer.learning_rate(), 0.01 * std::pow(0.5, 9.0 / 5.0));
+}
+
+// Every gradient is 1e18 on 1000 weights: each is finite, but float32's squared norm (1e39)
+// is not. Such a step is applied; the guard warns once and checks the weights after each update.
+struct Overflowing {
+  at::Tensor w = torch::zeros({1000}, torch::requires_grad());
+  torch::optim::SGD opt;
+  Guard guard;
+  explicit Overflowing(double lr)
+      : opt(std::vector<at::Tensor>{w}, torch::optim::SGDOptions(lr)),
+        guard(std::vector<at::Tensor>{w}, {}, opt, GuardOptions().snapshot_every(1)) {}
+  StepVerdict step() {
+    data::Batch batch{torch::zeros({4, 1}), torch::zeros({4}, torch::kLong), torch::arange(4)};
+    return guard.step(batch, [&](const data::Batch& b) {
+      auto loss = (w * 1e18f).sum() + b.x.sum();
+      loss.backward();
+      return loss;
+    });
+  }
+};
+
+TEST(GuardRollback, GradientNormBeyondFloatRangeIsAppliedAndWatched) {
+  Overflowing run(1e-18);  // updates of -1 per weight: large gradients, finite weights
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(run.step().outcome, StepVerdict::Outcome::applied);
+  EXPECT_TRUE(run.guard.incidents().empty());
+  EXPECT_FLOAT_EQ(run.w[0].item<float>(), -3.0f);
+  int warnings = 0;
+  for (const auto& e : run.guard.events()) {
+    if (e.kind == "warning" && e.cause == "gradient_norm_overflow") ++warnings;
+  }
+  EXPECT_EQ(warnings, 1) << "one warning per streak";
+}
+
+TEST(GuardRollback, WeightsOverflowingAfterANormOverflowAreBornInTheOptimizer) {
+  Overflowing run(1e21);  // the first update (1e39) overflows every weight
+  EXPECT_EQ(run.step().outcome, StepVerdict::Outcome::applied);
+  const StepVerdict second = run.step();  // its forced state check fails
+  ASSERT_NE(second.incident, nullptr);
+  const Evidence& ev = second.incident->evidence;
+  EXPECT_EQ(ev.failed_check, "parameters");
+  EXPECT_TRUE(ev.gradient_norm_overflow);
+  EXPECT_TRUE(ev.birth_found);
+  EXPECT_EQ(ev.birth_phase, "optimizer");
+  EXPECT_TRUE(torch::isfinite(run.w).all().item<bool>()) << "the rollback restores finite weights";
+}
+
+}  // namespace
+}  // namespace nanguard
