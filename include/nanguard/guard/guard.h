@@ -106,8 +106,10 @@ class Guard {
 
   // Multiplier the guard applied to the learning rate (1 until an lr backoff).
   double lr_scale() const { return lr_scale_; }
-  // Gradient-norm clipping the guard enabled (0 = off).
+  // Gradient-norm clipping the guard enabled (0 = off), and whether it bounds each parameter's
+  // gradient on its own (after exploding gradients) rather than their total norm.
   double clip_norm() const { return clip_norm_; }
+  bool clip_per_tensor() const { return clip_per_tensor_; }
   // Steps seen, applied and skipped.
   int64_t steps() const { return step_; }
   int64_t applied_steps() const { return applied_; }
@@ -155,7 +157,7 @@ class Guard {
   void mark_applied(int64_t step);
   int64_t rerun_lost_steps(const std::vector<RecentBatch>& lost, const LossClosure& closure);
   bool cpu_fast_path(const at::Tensor& loss) const;
-  void clip_gradients_to(double max_norm, double grad_norm = -1);
+  void clip_gradients_to(double max_norm, bool per_tensor, double grad_norm = -1);
   void apply_optimizer_step();
   void set_learning_rates(double factor);
   int64_t trend_start_step() const;
@@ -190,6 +192,7 @@ class Guard {
   int64_t last_snapshot_step_ = -1;
   double lr_scale_ = 1.0;
   double clip_norm_ = 0.0;
+  bool clip_per_tensor_ = false;  // clip_norm_ bounds each gradient on its own (exploding gradients)
   bool stopped_ = false;
   bool snapshot_due_ = false;
   std::string screen_trigger_;  // a spike warning of this step: screen its batch for extreme samples

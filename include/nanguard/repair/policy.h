@@ -34,9 +34,9 @@ struct RepairBudget {
   double lr_factor = 0.1;            // lr_backoff multiplies the learning rate by this
   double lr_floor = 1e-7;            // the learning rate never goes below this
   // enable_clipping's max gradient norm (halved when tightened); 0: automatic, twice the median
-  // gradient norm of the healthy steps before the incident's trend (once the median for
-  // exploding_gradients; the smallest norm seen instead of the median without healthy steps,
-  // 1.0 without history).
+  // gradient norm of the healthy steps before the incident's trend (the smallest norm seen
+  // instead of the median without healthy steps, 1.0 without history). After exploding_gradients
+  // it bounds each parameter's gradient on its own, otherwise their total norm.
   double clip_norm = 0.0;
 
   // Throws ValueError naming the first field out of range (counts >= 0, rollback_window > 0,

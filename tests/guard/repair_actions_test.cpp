@@ -1,5 +1,6 @@
-// A rollback re-runs the steps it lost (GuardOptions::rerun_lost_steps), and a gradient norm
-// beyond float32's range with finite gradients is applied and watched, not treated as a NaN.
+// Repair actions of the guard: a rollback re-runs the steps it lost (rerun_lost_steps); a
+// gradient norm beyond float32's range with finite gradients is applied and watched, not treated
+// as a NaN; clipping after exploding gradients bounds each tensor on its own.
 #include <cmath>
 #include <limits>
 
@@ -60,7 +61,7 @@ LoopResult run_loop(int64_t fault_at, bool rerun) {
   return r;
 }
 
-TEST(GuardRollback, ReRunsTheLostStepsAndEndsBitwiseWhereTheUnfaultedRunEnds) {
+TEST(GuardRepair, ReRunsTheLostStepsAndEndsBitwiseWhereTheUnfaultedRunEnds) {
   const LoopResult clean = run_loop(-1, true);
   const LoopResult repaired = run_loop(6, true);
   // Snapshots at steps 0 and 4: the rollback from step 6 loses steps 4 and 5, re-runs them,
@@ -84,7 +85,7 @@ TEST(GuardRollback, ReRunsTheLostStepsAndEndsBitwiseWhereTheUnfaultedRunEnds) {
   EXPECT_FALSE(torch::equal(lossy.weight, clean.weight));
 }
 
-TEST(GuardRollback, TrainerScheduleAdvancesWithTheReRunSteps) {
+TEST(GuardRepair, TrainerScheduleAdvancesWithTheReRunSteps) {
   auto train = clusters(320, 1);
   auto x = train.x().clone();
   x[40][0] = kNaN;  // one bad sample: quarantined, then the policy rolls back
@@ -136,7 +137,7 @@ struct Overflowing {
   }
 };
 
-TEST(GuardRollback, GradientNormBeyondFloatRangeIsAppliedAndWatched) {
+TEST(GuardRepair, GradientNormBeyondFloatRangeIsAppliedAndWatched) {
   Overflowing run(1e-18);  // updates of -1 per weight: large gradients, finite weights
   for (int i = 0; i < 3; ++i) EXPECT_EQ(run.step().outcome, StepVerdict::Outcome::applied);
   EXPECT_TRUE(run.guard.incidents().empty());
@@ -148,7 +149,7 @@ TEST(GuardRollback, GradientNormBeyondFloatRangeIsAppliedAndWatched) {
   EXPECT_EQ(warnings, 1) << "one warning per streak";
 }
 
-TEST(GuardRollback, WeightsOverflowingAfterANormOverflowAreBornInTheOptimizer) {
+TEST(GuardRepair, WeightsOverflowingAfterANormOverflowAreBornInTheOptimizer) {
   Overflowing run(1e21);  // the first update (1e39) overflows every weight
   EXPECT_EQ(run.step().outcome, StepVerdict::Outcome::applied);
   const StepVerdict second = run.step();  // its forced state check fails
@@ -159,6 +160,61 @@ TEST(GuardRollback, WeightsOverflowingAfterANormOverflowAreBornInTheOptimizer) {
   EXPECT_TRUE(ev.birth_found);
   EXPECT_EQ(ev.birth_phase, "optimizer");
   EXPECT_TRUE(torch::isfinite(run.w).all().item<bool>()) << "the rollback restores finite weights";
+}
+
+}  // namespace
+}  // namespace nanguard
+
+namespace nanguard {
+namespace {
+
+// A recurrent-looking weight whose gradient explodes in backward (inputs of 1e10 times an
+// upstream gradient of 1e30: the forward product stays small since the weight is 1e-20) beside
+// a head whose gradient stays ordinary.
+struct TwoPartImpl : torch::nn::Module {
+  TwoPartImpl() {
+    auto rnn = register_module("rnn", std::make_shared<torch::nn::Module>());
+    weight_hh = rnn->register_parameter("weight_hh", torch::full({4, 4}, 1e-20f));
+    head = register_module("head", torch::nn::Linear(4, 1));
+  }
+  at::Tensor weight_hh;
+  torch::nn::Linear head{nullptr};
+};
+TORCH_MODULE(TwoPart);
+
+TEST(GuardRepair, ExplodingGradientsAreClippedPerTensorLeavingOtherLayersAlone) {
+  torch::manual_seed(0);
+  TwoPart model;
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.01));
+  Guard guard(*model, opt);
+  at::Tensor head_grad;
+  auto step = [&](int64_t b, float upstream) {
+    data::Batch batch{torch::full({8, 4}, 1e10f), torch::zeros({8}, torch::kLong), torch::arange(8) + 8 * b};
+    return guard.step(batch, [&](const data::Batch& x) {
+      auto loss = model->head->forward(x.x * 1e-10f).sum() + (torch::matmul(x.x, model->weight_hh) * upstream).sum();
+      loss.backward();
+      head_grad = model->head->weight.grad().clone();
+      return loss;
+    });
+  };
+  // Healthy steps: no gradient reaches the weight (upstream 0), the head learns.
+  for (int64_t b = 0; b < 10; ++b) ASSERT_EQ(step(b, 0.0f).outcome, StepVerdict::Outcome::applied);
+  // Step 10: the weight's gradient x^T * 1e30 overflows inside the backward matrix product.
+  const StepVerdict exploded = step(10, 1e30f);
+  ASSERT_NE(exploded.incident, nullptr);
+  EXPECT_EQ(exploded.incident->evidence.birth_phase, "backward") << exploded.incident->summary();
+  ASSERT_EQ(exploded.incident->diagnosis.top().cause, cause::exploding_gradients);
+  EXPECT_TRUE(guard.clip_per_tensor());
+  ASSERT_GT(guard.clip_norm(), 0);
+  // Step 11: the weight's gradient (8e10 per element) is far past the clip, the head's is not:
+  // only the weight is scaled, the head's update is its own gradient times the learning rate.
+  const at::Tensor head_before = model->head->weight.detach().clone();
+  const at::Tensor weight_before = model->weight_hh.detach().clone();
+  ASSERT_EQ(step(11, 1.0f).outcome, StepVerdict::Outcome::applied);
+  ASSERT_LT(head_grad.norm().item<double>(), guard.clip_norm());
+  EXPECT_TRUE(torch::allclose(model->head->weight.detach(), head_before - 0.01 * head_grad));
+  const double weight_step = (model->weight_hh.detach() - weight_before).norm().item<double>();
+  EXPECT_NEAR(weight_step, 0.01 * guard.clip_norm(), 1e-3 * 0.01 * guard.clip_norm());
 }
 
 }  // namespace
