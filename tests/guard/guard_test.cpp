@@ -350,6 +350,12 @@ TEST(Guard, LearningRateTooHighIsRolledBackAndBackedOff) {  // Z1
   ASSERT_FALSE(g.incidents().empty());
   const Incident& first = *g.incidents().front();
   EXPECT_EQ(first.diagnosis.top().cause, cause::lr_too_high);
+  // The activations outgrow float32 before any weight does: the birth is a forward op
+  // (aten::addmm of the logits here) whose inputs are finite.
+  EXPECT_TRUE(first.evidence.birth_found) << first.summary();
+  EXPECT_EQ(first.evidence.birth_phase, "forward") << first.summary();
+  EXPECT_GT(first.evidence.weight_absmax, 1e4) << "the weights have run away";
+  EXPECT_NE(std::find(first.actions.begin(), first.actions.end(), "rerun_lost_steps"), first.actions.end());
   EXPECT_NE(std::find(first.actions.begin(), first.actions.end(), "rollback"), first.actions.end());
   EXPECT_NE(std::find(first.actions.begin(), first.actions.end(), "lr_backoff"), first.actions.end());
   EXPECT_LT(g.lr_scale(), 1.0);
