@@ -356,9 +356,13 @@ std::string Table::to_markdown() const {
       }
       const Scenario* s = find_scenario(a.scenario);
       const bool has_op = s && !s->expected_birth_op.empty();
+      // Scenarios judged by phase only (an overflow inside a backward node) have no op to compare.
+      const std::string judged = s && !has_op && !s->expected_phase.empty()
+                                     ? "n/a (judged by phase: " + s->expected_phase + ")"
+                                     : "n/a (no birth op: data or optimizer)";
       md << fmt::format("| {} | {} | {} | {} | {:.2f} | {} | {} |\n", a.scenario,
                         a.detected ? cell(a.op) : "nothing (no error)",
-                        !has_op ? "n/a (no birth op: data or optimizer)" : a.op_correct ? "yes" : "no",
+                        !has_op ? judged : a.op_correct ? "yes" : "no",
                         a.detected_step < 0 ? "-" : std::to_string(a.detected_step), a.seconds,
                         g ? cell(g->birth_op) : "-",
                         g && g->diagnosis_seconds >= 0 ? fmt::format("{:.3f}", g->diagnosis_seconds) : "-");
