@@ -153,11 +153,18 @@ void Guard::clip_gradients_to(double max_norm, bool per_tensor, double grad_norm
   if (max_norm <= 0) return;
   torch::NoGradGuard no_grad;
   if (per_tensor) {
+    std::vector<at::Tensor> grads, norms;
     for (auto& p : params_) {
       if (!p.grad().defined()) continue;
+      grads.push_back(p.grad());
       // In double: an exploding gradient's float32 norm can overflow.
-      const double norm = at::linalg_vector_norm(p.grad(), 2, c10::nullopt, false, at::kDouble).item<double>();
-      if (norm > max_norm) p.grad().mul_(max_norm / (norm + 1e-6));
+      norms.push_back(at::linalg_vector_norm(p.grad(), 2, c10::nullopt, false, at::kDouble).to(torch::kCPU));
+    }
+    if (grads.empty()) return;
+    const auto values = torch::stack(norms);  // one read of all the norms
+    const double* v = values.data_ptr<double>();
+    for (size_t i = 0; i < grads.size(); ++i) {
+      if (v[i] > max_norm) grads[i].mul_(max_norm / (v[i] + 1e-6));
     }
     return;
   }
@@ -349,18 +356,23 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
     push_bounded(grad_norm_history_, grad_norm, cap);
     history_steps_.push_back(t);
     if (history_steps_.size() > cap) history_steps_.erase(history_steps_.begin());
-    double clip = clip_norm_;
-    bool per_tensor = clip_per_tensor_;
+    // The repair's clip (per tensor after exploding gradients) and the monitor's adaptive clip
+    // of the total norm both apply.
+    double global_clip = clip_per_tensor_ ? 0.0 : clip_norm_;
     if (monitor_) {
       const double lr = optimizer_.param_groups().empty() ? 0.0 : optimizer_.param_groups()[0].options().get_lr();
       for (const auto& w : monitor_->observe_step(t, loss_value, grad_norm, lr)) emit_warning(w);
       if (!screen_trigger_.empty() || outlier_watch_)
         if (auto screened = screen_step(batch, closure)) return *screened;
       const double adaptive = monitor_->adaptive_clip_norm(grad_norm);
-      if (adaptive > 0 && (clip <= 0 || adaptive < clip)) clip = adaptive, per_tensor = false;
+      if (adaptive > 0 && (global_clip <= 0 || adaptive < global_clip)) global_clip = adaptive;
       if (sample) monitor_->begin_update();
     }
-    clip_gradients_to(clip, per_tensor, grad_norm);
+    if (clip_per_tensor_) {
+      clip_gradients_to(clip_norm_, /*per_tensor=*/true);
+      grad_norm = -1;  // changed by the per-tensor clip: recomputed if a global clip needs it
+    }
+    clip_gradients_to(global_clip, /*per_tensor=*/false, grad_norm);
     apply_optimizer_step();
     if (sample) {
       for (const auto& w : monitor_->end_update(t, &optimizer_, std::move(activations))) emit_warning(w);
@@ -932,6 +944,8 @@ StepVerdict Guard::repair_incident(const std::shared_ptr<Incident>& incident, co
     emit(e);
     incident->actions.push_back(to_string(a));
   };
+  std::optional<int64_t> rolled_back_to;
+  std::vector<RecentBatch> lost_steps;
   // Recomputes the step from the pre-step state (without quarantined samples); applies it if
   // finite.
   auto recompute = [&]() -> bool {
@@ -943,15 +957,21 @@ StepVerdict Guard::repair_incident(const std::shared_ptr<Incident>& incident, co
     std::vector<at::Tensor> check{again.detach()};
     for (const auto& p : params_) check.push_back(p.grad());
     if (!all_finite(check)) return false;
+    clip_gradients_to(clip_norm_, clip_per_tensor_);
     apply_optimizer_step();
     ++applied_;
     mark_applied(t);
+    // The state after a repaired update is checked with the next step's sync.
+    std::vector<at::Tensor> state = params_;
+    for (auto& st : detail::optimizer_state_tensors(optimizer_)) state.push_back(st);
+    pending_state_check_ = state_sum(state);
     verdict.loss = again.item<double>();
     return true;
   };
+  // After a rollback whose lost steps will be re-run, this step is recomputed once, after them
+  // (a recompute planned with the rollback is that one).
+  auto rerun_planned = [&] { return rolled_back_to && options_.rerun_lost_steps() && !lost_steps.empty(); };
 
-  std::optional<int64_t> rolled_back_to;
-  std::vector<RecentBatch> lost_steps;
   for (RepairAction a : actions) {
     switch (a) {
       case RepairAction::skip_step:
@@ -983,6 +1003,11 @@ StepVerdict Guard::repair_incident(const std::shared_ptr<Incident>& incident, co
         }
         ring_->discard_after(*restored);
         last_snapshot_step_ = *restored;
+        if (verdict.outcome == StepVerdict::Outcome::recomputed) {
+          // A recompute earlier in the plan was undone with the rest.
+          --applied_;
+          verdict.outcome = StepVerdict::Outcome::rolled_back;
+        }
         // The steps applied since the snapshot are lost unless re-run (after every action, so
         // with the repaired settings); that needs the batch of each of them.
         const bool covered = std::any_of(recent_batches_.begin(), recent_batches_.end(),
@@ -1035,13 +1060,14 @@ StepVerdict Guard::repair_incident(const std::shared_ptr<Incident>& incident, co
       case RepairAction::stable_loss: {
         const bool switched = hooks_.use_stable_loss && hooks_.use_stable_loss();
         action_event(a, switched ? "loss switched to its stable form" : "the loss cannot be switched");
-        if (switched && recompute()) {
+        if (switched && !rerun_planned() && recompute()) {
           verdict.outcome = StepVerdict::Outcome::recomputed;
           action_event(RepairAction::recompute, "step recomputed with the stable loss");
         }
         break;
       }
       case RepairAction::recompute: {
+        if (rerun_planned()) break;
         const bool ok = recompute();
         if (ok) verdict.outcome = StepVerdict::Outcome::recomputed;
         action_event(a, ok ? "step recomputed from the same state: finite, applied"
@@ -1055,7 +1081,7 @@ StepVerdict Guard::repair_incident(const std::shared_ptr<Incident>& incident, co
     }
     if (stopped_) break;
   }
-  if (rolled_back_to && !stopped_ && options_.rerun_lost_steps() && !lost_steps.empty()) {
+  if (!stopped_ && rerun_planned()) {
     // Re-run the lost steps from the snapshot, then this step, so the rollback costs no data.
     GuardEvent e;
     e.step = t;
@@ -1095,6 +1121,9 @@ StepVerdict Guard::repair_incident(const std::shared_ptr<Incident>& incident, co
     ledger_->record_applied_step();
   }
   zero_grad();
+  // A streak of overflowing gradient norms ends with its incident: later evidence must not
+  // inherit it.
+  norm_overflow_streak_ = false;
   incident->outcome = to_string(verdict.outcome);
   incidents_.push_back(incident);
   return verdict;

@@ -2,7 +2,10 @@
 // gradient norm beyond float32's range with finite gradients is applied and watched, not treated
 // as a NaN; clipping after exploding gradients bounds each tensor on its own.
 #include <cmath>
+#include <functional>
 #include <limits>
+#include <map>
+#include <memory>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -28,47 +31,81 @@ struct LoopResult {
   at::Tensor weight;
   int64_t applied = 0;
   int64_t rerun = 0;
+  int64_t counter = 0;  // the loop's own step counter (drives its learning-rate schedule)
   std::vector<GuardEvent> events;
   std::vector<std::string> actions;
+  std::vector<std::string> outcomes;
 };
 
-// A user's loop over 10 batches with Adam; with `fault_at` >= 0 one NaN is written into a
-// gradient on the first execution of that step, and the policy answers it with a rollback.
-LoopResult run_loop(int64_t fault_at, bool rerun) {
+struct LoopOptions {
+  // Writes a NaN into a gradient when it returns true for (batch, how often it ran before).
+  std::function<bool(int64_t batch, int64_t execution)> fault = [](int64_t, int64_t) { return false; };
+  std::vector<RepairAction> plan{RepairAction::rollback};  // the answer to a transient fault
+  bool rerun = true;
+};
+
+// A user's loop over 10 batches with Adam and its own schedule (lr 0.01 x 0.8^k at its k-th
+// applied step); the rollback's re-run advances the loop's counter through the hook.
+LoopResult run_loop(const LoopOptions& o) {
   torch::manual_seed(0);
   torch::nn::Linear model(kFeatures, kClasses);
   torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(0.01));
   RepairPolicy policy = RepairPolicy::automatic();
-  policy.actions["transient_fault"] = {RepairAction::rollback};
-  Guard guard(*model, opt, GuardOptions().snapshot_every(4).policy(policy).rerun_lost_steps(rerun));
+  policy.actions["transient_fault"] = o.plan;
+  int64_t counter = 0;
+  auto set_lr = [&] { static_cast<torch::optim::AdamOptions&>(opt.param_groups()[0].options()).lr(0.01 * std::pow(0.8, counter)); };
+  GuardHooks hooks;
+  hooks.save_extra = [&] { return std::vector<double>{static_cast<double>(counter)}; };
+  hooks.load_extra = [&](const std::vector<double>& v) { counter = static_cast<int64_t>(v.at(0)); };
+  hooks.rerun_step_applied = [&] {
+    ++counter;
+    set_lr();
+  };
+  Guard guard(*model, opt, GuardOptions().snapshot_every(4).policy(policy).rerun_lost_steps(o.rerun), hooks);
   auto ds = clusters(320, 3);
   data::BatchLoader loader(ds, 32, false);
-  bool injected = false;
+  std::map<int64_t, int64_t> executions;
+  LoopResult r;
   for (int64_t b = 0; b < loader.num_batches(); ++b) {
-    guard.step(loader.batch(b), [&](const data::Batch& batch) {
+    set_lr();
+    const StepVerdict v = guard.step(loader.batch(b), [&](const data::Batch& batch) {
       auto loss = torch::nll_loss(torch::log_softmax(model->forward(batch.x), 1), batch.y);
       loss.backward();
-      if (b == fault_at && !injected) {
+      // Batches are told apart by their first sample id (re-runs rebuild them).
+      const int64_t which = batch.ids[0].item<int64_t>() / 32;
+      if (o.fault(which, executions[which]++)) {
         torch::NoGradGuard no_grad;
         model->weight.grad()[1][2] = kNaN;
-        injected = true;
       }
       return loss;
     });
+    if (v.applied()) ++counter;
+    r.outcomes.push_back(to_string(v.outcome));
   }
-  LoopResult r{model->weight.clone(), guard.applied_steps(), guard.rerun_steps(), guard.events(), {}};
+  r.weight = model->weight.clone();
+  r.applied = guard.applied_steps();
+  r.rerun = guard.rerun_steps();
+  r.counter = counter;
+  r.events = guard.events();
   if (!guard.incidents().empty()) r.actions = guard.incidents().front()->actions;
   return r;
 }
 
+LoopOptions fault_once_at(int64_t batch) {
+  LoopOptions o;
+  o.fault = [batch](int64_t b, int64_t execution) { return b == batch && execution == 0; };
+  return o;
+}
+
 TEST(GuardRepair, ReRunsTheLostStepsAndEndsBitwiseWhereTheUnfaultedRunEnds) {
-  const LoopResult clean = run_loop(-1, true);
-  const LoopResult repaired = run_loop(6, true);
+  const LoopResult clean = run_loop(LoopOptions());
+  const LoopResult repaired = run_loop(fault_once_at(6));
   // Snapshots at steps 0 and 4: the rollback from step 6 loses steps 4 and 5, re-runs them,
   // then recomputes step 6 (the fault hit only its first execution).
   EXPECT_EQ(repaired.actions, (std::vector<std::string>{"rollback", "rerun_lost_steps"}));
   EXPECT_EQ(repaired.rerun, 2);
   EXPECT_EQ(repaired.applied, clean.applied + 2);  // applied_steps counts the re-run updates too
+  EXPECT_EQ(repaired.counter, 10);                 // the loop's schedule stands where the clean one does
   bool described = false;
   for (const auto& e : repaired.events) {
     if (e.action == "rerun_lost_steps") {
@@ -76,46 +113,98 @@ TEST(GuardRepair, ReRunsTheLostStepsAndEndsBitwiseWhereTheUnfaultedRunEnds) {
     }
   }
   EXPECT_TRUE(described);
+  // Bitwise: the same batches, in order, each at its own step's learning rate.
   EXPECT_TRUE(torch::equal(repaired.weight, clean.weight)) << "no data may be lost to the rollback";
 
   // Without the re-run the two steps are lost: the run ends elsewhere.
-  const LoopResult lossy = run_loop(6, false);
+  LoopOptions lossy_options = fault_once_at(6);
+  lossy_options.rerun = false;
+  const LoopResult lossy = run_loop(lossy_options);
   EXPECT_EQ(lossy.actions, std::vector<std::string>{"rollback"});
   EXPECT_EQ(lossy.rerun, 0);
   EXPECT_FALSE(torch::equal(lossy.weight, clean.weight));
 }
 
-TEST(GuardRepair, TrainerScheduleAdvancesWithTheReRunSteps) {
+TEST(GuardRepair, ARecomputePlannedWithTheRollbackRunsOnceAfterTheReRun) {
+  const LoopResult clean = run_loop(LoopOptions());
+  for (const auto& plan : {std::vector<RepairAction>{RepairAction::rollback, RepairAction::recompute},
+                           std::vector<RepairAction>{RepairAction::recompute, RepairAction::rollback}}) {
+    LoopOptions o = fault_once_at(6);
+    o.plan = plan;
+    const LoopResult r = run_loop(o);
+    EXPECT_EQ(r.applied, clean.applied + 2) << "step 6 is applied once";
+    EXPECT_EQ(r.outcomes[6], "recomputed");
+    EXPECT_TRUE(torch::equal(r.weight, clean.weight));
+  }
+}
+
+TEST(GuardRepair, AReRunThatFailsAgainStaysAtTheSnapshot) {
+  LoopOptions o;
+  // Batch 4 fails on its re-run (its second execution): the run stays at the snapshot of step 4.
+  o.fault = [](int64_t b, int64_t execution) { return (b == 6 && execution == 0) || (b == 4 && execution == 1); };
+  const LoopResult r = run_loop(o);
+  const LoopResult clean = run_loop(LoopOptions());
+  EXPECT_EQ(r.rerun, 0);
+  EXPECT_EQ(r.outcomes[6], "rolled_back");
+  // applied_steps counts updates as they happened (steps 4 and 5 were applied, then undone);
+  // step 6 never was.
+  EXPECT_EQ(r.applied, clean.applied - 1);
+  EXPECT_EQ(r.counter, 7) << "the loop's counter came back with the snapshot: steps 4, 5 and 6 are lost";
+  EXPECT_FALSE(torch::equal(r.weight, clean.weight));
+  bool described = false;
+  for (const auto& e : r.events) {
+    if (e.action == "rerun_lost_steps") described = e.detail.find("went non-finite again") != std::string::npos;
+  }
+  EXPECT_TRUE(described);
+  EXPECT_TRUE(torch::isfinite(r.weight).all().item<bool>());
+}
+
+// The trainer on data with one NaN sample (in batch 1, unshuffled) and a decaying schedule; the
+// policy answers bad_input_data with `second` after quarantining the sample.
+std::unique_ptr<Trainer> fit_with_bad_sample(RepairAction second) {
   auto train = clusters(320, 1);
   auto x = train.x().clone();
-  x[40][0] = kNaN;  // one bad sample: quarantined, then the policy rolls back
+  x[40][0] = kNaN;
   data::TensorDataset bad(x, train.y());
   CompileOptions c;
   c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
   c.optimizer = OptimizerSpec().type(OptimizerType::adam).learning_rate(0.01);
   c.schedule = ScheduleSpec().type(ScheduleType::exponential_decay).initial_learning_rate(0.01).decay_steps(5).decay_rate(0.5);
   RepairPolicy policy = RepairPolicy::automatic();
-  policy.actions["bad_input_data"] = {RepairAction::quarantine_samples, RepairAction::rollback};
+  policy.actions["bad_input_data"] = {RepairAction::quarantine_samples, second};
   c.guard = GuardOptions().policy(policy);
   ModelSpec spec;
   spec.input_shape = {kFeatures};
   spec.add(layers::dense(32, "relu")).add(layers::dense(kClasses, "softmax"));
   torch::manual_seed(0);
-  Trainer trainer(SequentialModel(spec), c);
+  auto trainer = std::make_unique<Trainer>(SequentialModel(spec), c);
   FitOptions f;
   f.epochs = 1;
   f.batch_size = 32;
-  f.shuffle = false;  // the bad sample is in batch 1: the rollback to step 0 re-runs step 0
-  trainer.fit(bad, nullptr, f);
-  Guard& g = *trainer.guard();
+  f.shuffle = false;
+  trainer->fit(bad, nullptr, f);
+  return trainer;
+}
+
+TEST(GuardRepair, TrainerScheduleAdvancesWithTheReRunSteps) {
+  // Rolling back to step 0 and re-running it, then recomputing step 1 without the sample, must
+  // give exactly what recomputing step 1 in place gives: step 0 re-run at its own learning rate,
+  // step 1 at step 1's (the schedule decays every step).
+  const auto rolled = fit_with_bad_sample(RepairAction::rollback);
+  const auto in_place = fit_with_bad_sample(RepairAction::recompute);
+  Guard& g = *rolled->guard();
   ASSERT_EQ(g.incidents().size(), 1u);
   EXPECT_EQ(g.incidents().front()->step, 1);
   EXPECT_EQ(g.rerun_steps(), 1);
   EXPECT_EQ(g.skipped_steps(), 0);
+  EXPECT_EQ(in_place->guard()->rerun_steps(), 0);
   // Every batch ended up applied once: the counter and the schedule stand where a run without
   // the rollback would (10 steps; the last one ran at global step 9).
-  EXPECT_EQ(trainer.global_step(), 10);
-  EXPECT_DOUBLE_EQ(trainer.learning_rate(), 0.01 * std::pow(0.5, 9.0 / 5.0));
+  EXPECT_EQ(rolled->global_step(), 10);
+  EXPECT_DOUBLE_EQ(rolled->learning_rate(), 0.01 * std::pow(0.5, 9.0 / 5.0));
+  const auto a = rolled->model()->parameters(), b = in_place->model()->parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
 }
 
 // Every gradient is 1e18 on 1000 weights: each is finite, but float32's squared norm (1e39)

@@ -110,7 +110,8 @@ class Guard {
   // gradient on its own (after exploding gradients) rather than their total norm.
   double clip_norm() const { return clip_norm_; }
   bool clip_per_tensor() const { return clip_per_tensor_; }
-  // Steps seen, applied and skipped.
+  // Steps seen, updates applied (as they happened: updates a rollback undid stay counted, steps
+  // it re-ran count again) and steps skipped.
   int64_t steps() const { return step_; }
   int64_t applied_steps() const { return applied_; }
   int64_t skipped_steps() const { return skipped_; }
