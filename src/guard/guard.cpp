@@ -579,8 +579,9 @@ void Guard::replay(const data::Batch& batch, const LossClosure& closure, Evidenc
   }
 }
 
-// The parameters went non-finite in an earlier optimizer step: restore the newest snapshot
-// and re-run the steps since, tracing the last one (forward, backward and optimizer).
+// The parameters or the optimizer state went non-finite in an earlier optimizer step: restore
+// the newest snapshot, re-run the steps since to find the update that failed, and trace that one
+// (forward, backward and optimizer).
 void Guard::replay_optimizer_step(const LossClosure& closure, Evidence& ev) {
   auto restored = ring_->restore_newest();
   if (!restored) return;
@@ -594,37 +595,62 @@ void Guard::replay_optimizer_step(const LossClosure& closure, Evidence& ev) {
   if (steps.empty() || recent_batches_.front().step > *restored) return;
   ev.replayed = true;
   ++ev.replays;
-  for (size_t i = 0; i < steps.size(); ++i) {
-    const data::Batch b = stored_batch(*steps[i].second);
-    const bool last = i + 1 == steps.size();
-    // The state before the failing optimizer step (step steps[i].first): what an offline
-    // replay needs. Filed under the incident's step, like every dump.
-    if (last && hooks_.dump_incident) {
-      detail::CpuRngState now;
-      now.capture();
-      hooks_.dump_incident(step_ - 1, b, now.to_tensor());
+  // The first parameter or optimizer-state tensor that is non-finite.
+  auto failing_state = [&]() -> std::optional<uintptr_t> {
+    for (const auto& p : params_) {
+      if (!all_finite({p})) return trace::tensor_id(p);
     }
-    std::unique_ptr<trace::OpTracer> tracer;
-    if (last) tracer = std::make_unique<trace::OpTracer>(trace::TracerOptions().batch_size(b.size()));
+    for (const auto& st : detail::optimizer_state_tensors(optimizer_)) {
+      if (!all_finite({st})) return trace::tensor_id(st);
+    }
+    return std::nullopt;
+  };
+  // Runs step i of the replay; false when its loss is already non-finite (a failure the
+  // optimizer did not cause).
+  auto run_step = [&](size_t i) {
     zero_grad();
-    at::Tensor loss = closure(b);
-    if (!last && !all_finite({loss.detach()})) return;
+    at::Tensor loss = closure(stored_batch(*steps[i].second));
+    if (!all_finite({loss.detach()})) return false;
     clip_gradients_to(clip_norm_, clip_per_tensor_);
     apply_optimizer_step();
-    if (!last) continue;
-    tracer->stop();
-    auto records = tracer->records();
-    std::optional<uintptr_t> failing;
-    for (const auto& p : params_) {
-      if (!all_finite({p})) {
-        failing = trace::tensor_id(p);
-        break;
+    return true;
+  };
+  // The deferred state check can come several steps after the update that failed: find that
+  // update first (the state is checked after each replayed one), then trace it.
+  size_t target = steps.size() - 1;
+  for (size_t i = 0; i < target; ++i) {
+    if (!run_step(i)) return;
+    if (failing_state()) {
+      target = i;
+      ring_->restore_newest();  // the snapshot replayed from: run up to the failing update again
+      for (size_t j = 0; j < target; ++j) {
+        if (!run_step(j)) return;
       }
+      break;
     }
-    if (!failing) return;
-    ev.reproduced = true;
-    fill_birth(trace::find_birth(records, failing), b, ev);
   }
+  const data::Batch b = stored_batch(*steps[target].second);
+  // The state before the failing optimizer step: what an offline replay needs. Filed under the
+  // incident's step, like every dump.
+  if (hooks_.dump_incident) {
+    detail::CpuRngState now;
+    now.capture();
+    hooks_.dump_incident(step_ - 1, b, now.to_tensor());
+  }
+  std::vector<trace::OpRecord> records;
+  {
+    trace::OpTracer tracer(trace::TracerOptions().batch_size(b.size()));
+    zero_grad();
+    at::Tensor loss = closure(b);
+    clip_gradients_to(clip_norm_, clip_per_tensor_);
+    apply_optimizer_step();
+    tracer.stop();
+    records = tracer.records();
+  }
+  const std::optional<uintptr_t> failing = failing_state();
+  if (!failing) return;
+  ev.reproduced = true;
+  fill_birth(trace::find_birth(records, *failing), b, ev);
 }
 
 // A remembered batch as the step saw it: rebuilt from its ids when only those were kept,

@@ -308,3 +308,35 @@ TEST(GuardRepair, ExplodingGradientsAreClippedPerTensorLeavingOtherLayersAlone) 
 
 }  // namespace
 }  // namespace nanguard
+
+namespace nanguard {
+namespace {
+
+TEST(GuardRepair, AStateFailureFoundStepsLaterIsTracedAtTheUpdateThatFailed) {
+  // Adagrad sums squared gradients: 1.5e19 squared is 2.25e38, finite once, Inf after two
+  // steps. The update then divides by Inf (zero change): weights and loss stay finite, so only
+  // the periodic state check (every 5 steps) sees it, three steps after the update that failed.
+  at::Tensor w = torch::zeros({1}, torch::requires_grad());
+  torch::optim::Adagrad opt(std::vector<at::Tensor>{w}, torch::optim::AdagradOptions(0.1));
+  Guard guard(std::vector<at::Tensor>{w}, {}, opt, GuardOptions().check_state_every(5));
+  std::shared_ptr<const Incident> incident;
+  for (int64_t b = 0; b < 8 && !incident; ++b) {
+    data::Batch batch{torch::zeros({2, 1}), torch::zeros({2}, torch::kLong), torch::arange(2) + 2 * b};
+    incident = guard.step(batch, [&](const data::Batch& x) {
+      auto loss = (w * 1.5e19f).sum() + x.x.sum();
+      loss.backward();
+      return loss;
+    }).incident;
+  }
+  ASSERT_NE(incident, nullptr);
+  const Evidence& ev = incident->evidence;
+  EXPECT_EQ(ev.failed_check, "optimizer_state");
+  EXPECT_TRUE(ev.reproduced);
+  // Tracing the last update would find the state already Inf on the way in: no birth.
+  ASSERT_TRUE(ev.birth_found) << incident->summary();
+  EXPECT_EQ(ev.birth_phase, "optimizer");
+  EXPECT_EQ(incident->diagnosis.top().cause, cause::optimizer_state_overflow) << incident->summary();
+}
+
+}  // namespace
+}  // namespace nanguard
