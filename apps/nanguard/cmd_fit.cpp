@@ -119,10 +119,12 @@ int run_fit(const FitArgs& args) {
     summary["guard"] = {{"steps", guard->steps()},
                         {"applied_steps", guard->applied_steps()},
                         {"skipped_steps", guard->skipped_steps()},
+                        {"rerun_steps", guard->rerun_steps()},
                         {"incidents", static_cast<int64_t>(guard->incidents().size())},
                         {"quarantined", guard->quarantined()},
                         {"lr_scale", guard->lr_scale()},
                         {"clip_norm", guard->clip_norm()},
+                        {"clip_per_tensor", guard->clip_per_tensor()},
                         {"stopped", guard->stopped()},
                         {"snapshot_bytes", guard->snapshots().memory_bytes()},
                         {"snapshot_seconds", guard->snapshots().last_take_seconds()}};

@@ -1180,6 +1180,7 @@ std::string Guard::summary() const {
   std::string s = fmt::format("guard: {} steps, {} applied, {} skipped, {} incidents", step_, applied_, skipped_,
                               incidents_.size());
   if (!quarantined_.empty()) s += fmt::format(", {} samples quarantined", quarantined_.size());
+  if (rerun_ > 0) s += fmt::format(", {} steps re-run after rollbacks", rerun_);
   if (lr_scale_ != 1.0) s += fmt::format(", learning rate scaled by {:.3g}", lr_scale_);
   if (clip_norm_ > 0) s += fmt::format(", gradient clipping at {:.3g}{}", clip_norm_, clip_per_tensor_ ? " per tensor" : "");
   if (stopped_) s += ", stopped";
