@@ -101,7 +101,8 @@ class Guard {
 
   // Runs the closure once on the batch from the current state and, if the check fails,
   // replays and diagnoses it without repairing anything or counting a step (offline replay).
-  // Returns null when the step is healthy.
+  // Returns null when the step is healthy. Meant for offline replay: to look at the optimizer
+  // step it takes a snapshot into the ring, which replaces the oldest one when the ring is full.
   std::shared_ptr<const Incident> examine(const data::Batch& batch, const LossClosure& closure);
 
   // Multiplier the guard applied to the learning rate (1 until an lr backoff).
