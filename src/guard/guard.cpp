@@ -158,10 +158,10 @@ void Guard::clip_gradients_to(double max_norm, bool per_tensor, double grad_norm
       if (!p.grad().defined()) continue;
       grads.push_back(p.grad());
       // In double: an exploding gradient's float32 norm can overflow.
-      norms.push_back(at::linalg_vector_norm(p.grad(), 2, c10::nullopt, false, at::kDouble).to(torch::kCPU));
+      norms.push_back(at::linalg_vector_norm(p.grad(), 2, c10::nullopt, false, at::kDouble));
     }
     if (grads.empty()) return;
-    const auto values = torch::stack(norms);  // one read of all the norms
+    const auto values = torch::stack(norms).to(torch::kCPU);  // one read of all the norms
     const double* v = values.data_ptr<double>();
     for (size_t i = 0; i < grads.size(); ++i) {
       if (v[i] > max_norm) grads[i].mul_(max_norm / (v[i] + 1e-6));
