@@ -158,7 +158,8 @@ void Guard::clip_gradients_to(double max_norm, bool per_tensor, double grad_norm
       if (!p.grad().defined()) continue;
       grads.push_back(p.grad());
       // In double: an exploding gradient's float32 norm can overflow.
-      norms.push_back(at::linalg_vector_norm(p.grad(), 2, c10::nullopt, false, at::kDouble));
+      auto norm = at::linalg_vector_norm(p.grad(), 2, c10::nullopt, false, at::kDouble);
+      norms.push_back(norms.empty() ? norm : norm.to(norms.front().device()));  // a model on several devices
     }
     if (grads.empty()) return;
     const auto values = torch::stack(norms).to(torch::kCPU);  // one read of all the norms
