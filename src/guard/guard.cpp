@@ -379,7 +379,7 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
       for (const auto& w : monitor_->end_update(t, &optimizer_, std::move(activations))) emit_warning(w);
     }
     ++applied_;
-    recent_batches_.back().applied = true;
+    mark_applied(t, global_clip);
     ledger_->record_applied_step();
     const bool snapshot_next = options_.snapshot_every() > 0 && applied_ % options_.snapshot_every() == 0;
     const bool check_now =
@@ -584,6 +584,16 @@ void Guard::replay(const data::Batch& batch, const LossClosure& closure, Evidenc
 // the newest snapshot, re-run the steps since to find the update that failed, and trace that one
 // (forward, backward and optimizer).
 void Guard::replay_optimizer_step(const LossClosure& closure, Evidence& ev) {
+  if (ring_->steps().empty()) return;
+  trace_failed_update(closure, ev);
+  // Whatever the replay did, the state is left at the snapshot it started from (parameters,
+  // optimizer, the caller's counters): consistent and finite even when no rollback follows, as
+  // when a spent budget stops the run.
+  ring_->restore_newest();
+  zero_grad();
+}
+
+void Guard::trace_failed_update(const LossClosure& closure, Evidence& ev) {
   auto restored = ring_->restore_newest();
   if (!restored) return;
   // Batches of the steps from the snapshot up to the one whose optimizer step failed (the
@@ -606,14 +616,27 @@ void Guard::replay_optimizer_step(const LossClosure& closure, Evidence& ev) {
     }
     return std::nullopt;
   };
+  // The learning rates step i ran with (the restored snapshot holds those of its own step).
+  auto use_recorded_learning_rates = [&](size_t i) {
+    const auto& lrs = steps[i].second->learning_rates;
+    auto& groups = optimizer_.param_groups();
+    for (size_t g = 0; g < groups.size() && g < lrs.size(); ++g) groups[g].options().set_lr(lrs[g]);
+  };
+  // Applies the gradients of step i as the run did: its learning rates and its clipping.
+  auto update_as_recorded = [&](size_t i) {
+    const RecentBatch& rb = *steps[i].second;
+    use_recorded_learning_rates(i);
+    if (clip_per_tensor_) clip_gradients_to(clip_norm_, /*per_tensor=*/true);
+    clip_gradients_to(rb.global_clip, /*per_tensor=*/false);
+    apply_optimizer_step();
+  };
   // Runs step i of the replay; false when its loss is already non-finite (a failure the
   // optimizer did not cause).
   auto run_step = [&](size_t i) {
     zero_grad();
     at::Tensor loss = closure(stored_batch(*steps[i].second));
     if (!all_finite({loss.detach()})) return false;
-    clip_gradients_to(clip_norm_, clip_per_tensor_);
-    apply_optimizer_step();
+    update_as_recorded(i);
     return true;
   };
   // The deferred state check can come several steps after the update that failed: find that
@@ -631,8 +654,9 @@ void Guard::replay_optimizer_step(const LossClosure& closure, Evidence& ev) {
     }
   }
   const data::Batch b = stored_batch(*steps[target].second);
-  // The state before the failing optimizer step: what an offline replay needs. Filed under the
-  // incident's step, like every dump.
+  // The state before the failing optimizer step (with its learning rates): what an offline
+  // replay needs. Filed under the incident's step, like every dump.
+  use_recorded_learning_rates(target);
   if (hooks_.dump_incident) {
     detail::CpuRngState now;
     now.capture();
@@ -643,8 +667,7 @@ void Guard::replay_optimizer_step(const LossClosure& closure, Evidence& ev) {
     trace::OpTracer tracer(trace::TracerOptions().batch_size(b.size()));
     zero_grad();
     at::Tensor loss = closure(b);
-    clip_gradients_to(clip_norm_, clip_per_tensor_);
-    apply_optimizer_step();
+    update_as_recorded(target);
     tracer.stop();
     records = tracer.records();
   }
@@ -660,10 +683,13 @@ data::Batch Guard::stored_batch(const RecentBatch& rb) const {
   return drop_quarantined(rb.batch.x.defined() ? rb.batch : hooks_.gather_batch(rb.batch.ids));
 }
 
-void Guard::mark_applied(int64_t step) {
+void Guard::mark_applied(int64_t step, double global_clip) {
   for (auto it = recent_batches_.rbegin(); it != recent_batches_.rend(); ++it) {
     if (it->step == step) {
       it->applied = true;
+      it->learning_rates.clear();
+      for (const auto& group : optimizer_.param_groups()) it->learning_rates.push_back(group.options().get_lr());
+      it->global_clip = global_clip;
       return;
     }
   }
@@ -689,7 +715,7 @@ int64_t Guard::rerun_lost_steps(const std::vector<RecentBatch>& lost, const Loss
     clip_gradients_to(clip_norm_, clip_per_tensor_);
     apply_optimizer_step();
     ++rerun;
-    mark_applied(rb.step);
+    mark_applied(rb.step, clip_per_tensor_ ? 0.0 : clip_norm_);
     if (hooks_.rerun_step_applied) hooks_.rerun_step_applied();
   }
   zero_grad();
@@ -987,7 +1013,7 @@ StepVerdict Guard::repair_incident(const std::shared_ptr<Incident>& incident, co
     clip_gradients_to(clip_norm_, clip_per_tensor_);
     apply_optimizer_step();
     ++applied_;
-    mark_applied(t);
+    mark_applied(t, clip_per_tensor_ ? 0.0 : clip_norm_);
     // The state after a repaired update is checked with the next step's sync.
     std::vector<at::Tensor> state = params_;
     for (auto& st : detail::optimizer_state_tensors(optimizer_)) state.push_back(st);
@@ -1035,6 +1061,7 @@ StepVerdict Guard::repair_incident(const std::shared_ptr<Incident>& incident, co
           --applied_;
           verdict.outcome = StepVerdict::Outcome::rolled_back;
         }
+        pending_state_check_ = at::Tensor();  // it was queued for a state that is gone
         // The steps applied since the snapshot are lost unless re-run (after every action, so
         // with the repaired settings); that needs the batch of each of them.
         const bool covered = std::any_of(recent_batches_.begin(), recent_batches_.end(),
@@ -1135,8 +1162,9 @@ StepVerdict Guard::repair_incident(const std::shared_ptr<Incident>& incident, co
     action_event(RepairAction::stop, "incident budget spent");
     stopped_ = true;
   }
+  const bool applied_now = verdict.applied();  // a stop after a recompute keeps its update
   if (stopped_) verdict.outcome = StepVerdict::Outcome::stopped;
-  if (!verdict.applied()) {
+  if (!applied_now) {
     ++skipped_;
     ledger_->record_skip();
     if (ledger_->skips_exhausted() && !stopped_) {

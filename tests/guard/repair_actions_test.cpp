@@ -312,23 +312,48 @@ TEST(GuardRepair, ExplodingGradientsAreClippedPerTensorLeavingOtherLayersAlone) 
 namespace nanguard {
 namespace {
 
-TEST(GuardRepair, AStateFailureFoundStepsLaterIsTracedAtTheUpdateThatFailed) {
-  // Adagrad sums squared gradients: 1.5e19 squared is 2.25e38, finite once, Inf after two
-  // steps. The update then divides by Inf (zero change): weights and loss stay finite, so only
-  // the periodic state check (every 5 steps) sees it, three steps after the update that failed.
+// Adagrad sums squared gradients: 1.5e19 squared is 2.25e38, finite once, Inf after two steps
+// (the update of step 1). The update then divides by Inf (zero change): weights and loss stay
+// finite, so only the periodic state check (every 5 steps) sees it, at step 5. The loop's own
+// schedule gives step b the learning rate 0.1 x (b + 1).
+struct AccumulatorOverflow {
   at::Tensor w = torch::zeros({1}, torch::requires_grad());
-  torch::optim::Adagrad opt(std::vector<at::Tensor>{w}, torch::optim::AdagradOptions(0.1));
-  Guard guard(std::vector<at::Tensor>{w}, {}, opt, GuardOptions().check_state_every(5));
-  std::shared_ptr<const Incident> incident;
-  for (int64_t b = 0; b < 8 && !incident; ++b) {
+  torch::optim::Adagrad opt{std::vector<at::Tensor>{w}, torch::optim::AdagradOptions(0.1)};
+  std::vector<std::pair<std::vector<int64_t>, double>> dumps;  // batch ids and learning rate
+  std::unique_ptr<Guard> guard;
+  explicit AccumulatorOverflow(int64_t max_rollbacks) {
+    RepairPolicy policy = RepairPolicy::automatic();
+    policy.budget.max_rollbacks = max_rollbacks;
+    GuardHooks hooks;
+    hooks.dump_incident = [this](int64_t, const data::Batch& b, const at::Tensor&) {
+      std::vector<int64_t> ids(b.ids.data_ptr<int64_t>(), b.ids.data_ptr<int64_t>() + b.ids.numel());
+      dumps.emplace_back(ids, opt.param_groups()[0].options().get_lr());
+    };
+    guard = std::make_unique<Guard>(std::vector<at::Tensor>{w}, std::vector<at::Tensor>{}, opt,
+                                    GuardOptions().check_state_every(5).policy(policy), hooks);
+  }
+  StepVerdict step(int64_t b) {
+    opt.param_groups()[0].options().set_lr(0.1 * static_cast<double>(b + 1));
     data::Batch batch{torch::zeros({2, 1}), torch::zeros({2}, torch::kLong), torch::arange(2) + 2 * b};
-    incident = guard.step(batch, [&](const data::Batch& x) {
+    return guard->step(batch, [&](const data::Batch& x) {
       auto loss = (w * 1.5e19f).sum() + x.x.sum();
       loss.backward();
       return loss;
-    }).incident;
+    });
   }
+  std::shared_ptr<const Incident> run() {
+    for (int64_t b = 0; b < 8; ++b) {
+      if (auto incident = step(b).incident) return incident;
+    }
+    return nullptr;
+  }
+};
+
+TEST(GuardRepair, AStateFailureFoundStepsLaterIsTracedAtTheUpdateThatFailed) {
+  AccumulatorOverflow run(/*max_rollbacks=*/5);
+  const auto incident = run.run();
   ASSERT_NE(incident, nullptr);
+  EXPECT_EQ(incident->step, 5);
   const Evidence& ev = incident->evidence;
   EXPECT_EQ(ev.failed_check, "optimizer_state");
   EXPECT_TRUE(ev.reproduced);
@@ -336,6 +361,23 @@ TEST(GuardRepair, AStateFailureFoundStepsLaterIsTracedAtTheUpdateThatFailed) {
   ASSERT_TRUE(ev.birth_found) << incident->summary();
   EXPECT_EQ(ev.birth_phase, "optimizer");
   EXPECT_EQ(incident->diagnosis.top().cause, cause::optimizer_state_overflow) << incident->summary();
+  // The dump holds the state before the update that failed: step 1's batch, at step 1's rate.
+  ASSERT_EQ(run.dumps.size(), 1u);
+  EXPECT_EQ(run.dumps[0].first, (std::vector<int64_t>{2, 3}));
+  EXPECT_DOUBLE_EQ(run.dumps[0].second, 0.2);
+}
+
+TEST(GuardRepair, AStopAfterAnOptimizerReplayLeavesTheSnapshotsState) {
+  AccumulatorOverflow run(/*max_rollbacks=*/0);  // no rollback allowed: the incident stops the run
+  const auto incident = run.run();
+  ASSERT_NE(incident, nullptr);
+  EXPECT_TRUE(run.guard->stopped());
+  // Not the replay's half-way state: the snapshot of step 0, finite, optimizer state included.
+  EXPECT_EQ(run.w.item<float>(), 0.0f);
+  for (const auto& st : run.opt.state()) {
+    const auto& s = static_cast<const torch::optim::AdagradParamState&>(*st.second);
+    EXPECT_TRUE(torch::isfinite(s.sum()).all().item<bool>());
+  }
 }
 
 }  // namespace

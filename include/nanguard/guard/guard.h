@@ -137,6 +137,10 @@ class Guard {
     int64_t step = 0;
     data::Batch batch;     // the tensors, or only the ids with a gather hook
     bool applied = false;  // its update is part of the current state
+    // How it was applied, for a faithful replay: each parameter group's learning rate and the
+    // global clip (the monitor's adaptive one, or the repair's when not per tensor; 0: none).
+    std::vector<double> learning_rates;
+    double global_clip = 0;
   };
 
   void init();
@@ -152,11 +156,12 @@ class Guard {
   void collect_batch_evidence(const data::Batch& batch, Evidence& ev) const;
   void replay(const data::Batch& batch, const LossClosure& closure, Evidence& ev);
   void replay_optimizer_step(const LossClosure& closure, Evidence& ev);
+  void trace_failed_update(const LossClosure& closure, Evidence& ev);
   void collect_tensor_evidence(const at::Tensor& loss, Evidence& ev) const;
   bool gradient_norm_overflows() const;
   double gradient_norm_in_double() const;
   data::Batch stored_batch(const RecentBatch& rb) const;
-  void mark_applied(int64_t step);
+  void mark_applied(int64_t step, double global_clip);
   int64_t rerun_lost_steps(const std::vector<RecentBatch>& lost, const LossClosure& closure);
   bool cpu_fast_path(const at::Tensor& loss) const;
   void clip_gradients_to(double max_norm, bool per_tensor, double grad_norm = -1);
