@@ -41,6 +41,14 @@ std::vector<int64_t> sample_ids(const data::Batch& batch) {
   return rows;
 }
 
+int64_t batch_bytes(const data::Batch& b) {
+  int64_t n = 0;
+  for (const auto* t : {&b.x, &b.y, &b.ids}) {
+    if (t->defined()) n += t->numel() * static_cast<int64_t>(t->element_size());
+  }
+  return n;
+}
+
 void push_bounded(std::vector<double>& v, double x, size_t cap) {
   v.push_back(x);
   if (v.size() > cap) v.erase(v.begin());
@@ -105,6 +113,7 @@ void Guard::init() {
   NANGUARD_CHECK(options_.snapshot_capacity() >= 1, "snapshot_capacity must be >= 1, got {}",
                  options_.snapshot_capacity());
   NANGUARD_CHECK(options_.history() > 1, "history must be > 1, got {}", options_.history());
+  NANGUARD_CHECK(options_.kept_batch_bytes() >= 0, "kept_batch_bytes must be >= 0, got {}", options_.kept_batch_bytes());
   options_.policy().validate();
   ledger_ = std::make_unique<RepairLedger>(options_.policy().budget);
 
@@ -235,10 +244,7 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
     last_snapshot_step_ = t;
     snapshot_due_ = false;
   }
-  // With a gather hook only the ids are kept (no batch tensors held back from reuse).
-  recent_batches_.push_back(
-      RecentBatch{t, hooks_.gather_batch ? data::Batch{at::Tensor(), at::Tensor(), batch.ids} : batch, false});
-  if (options_.snapshot_every() == 0 && recent_batches_.size() > 2) recent_batches_.erase(recent_batches_.begin());
+  remember_batch(t, batch);
   rng_before_step_->capture();
 
   zero_grad();
@@ -339,6 +345,8 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
       recent_batches_.erase(std::remove_if(recent_batches_.begin(), recent_batches_.end(),
                                            [keep_from](const RecentBatch& rb) { return rb.step < keep_from; }),
                             recent_batches_.end());
+      kept_batch_bytes_ = 0;
+      for (const auto& rb : recent_batches_) kept_batch_bytes_ += batch_bytes(rb.batch);
     }
     if (norm_overflow && !norm_overflow_streak_) {
       GuardEvent e;
@@ -675,6 +683,43 @@ void Guard::trace_failed_update(const LossClosure& closure, Evidence& ev) {
   if (!failing) return;
   ev.reproduced = true;
   fill_birth(trace::find_birth(records, *failing), b, ev);
+}
+
+// Remembers the batch of step t for replays and re-runs: only its ids with a gather hook, else
+// its tensors within the kept_batch_bytes budget (big batches on a device must not pile up).
+void Guard::remember_batch(int64_t t, const data::Batch& batch) {
+  if (last_snapshot_step_ == t && !keeping_batches_) {
+    keeping_batches_ = true;  // a new snapshot: a fresh start
+    recent_batches_.clear();
+    kept_batch_bytes_ = 0;
+  }
+  const data::Batch kept = hooks_.gather_batch ? data::Batch{at::Tensor(), at::Tensor(), batch.ids} : batch;
+  const int64_t bytes = batch_bytes(kept);
+  if (keeping_batches_ && kept_batch_bytes_ + bytes > options_.kept_batch_bytes()) {
+    keeping_batches_ = false;
+    recent_batches_.clear();
+    kept_batch_bytes_ = 0;
+    if (!warned_batch_budget_) {
+      warned_batch_budget_ = true;
+      GuardEvent e;
+      e.step = t;
+      e.cause = "kept_batches_budget";
+      e.explanation = fmt::format(
+          "the batches since the snapshot of step {} pass kept_batch_bytes ({:.3g} MB): until the next snapshot none "
+          "are kept, so a replay or a rollback's re-run from it is not possible",
+          last_snapshot_step_, static_cast<double>(options_.kept_batch_bytes()) / 1e6);
+      e.detail = "suggestion: pass GuardHooks::gather_batch (the guard then keeps only sample ids), snapshot more "
+                 "often, or raise kept_batch_bytes";
+      warn(e);
+    }
+  }
+  if (!keeping_batches_) return;
+  recent_batches_.push_back(RecentBatch{t, kept, false, {}, 0});
+  kept_batch_bytes_ += bytes;
+  if (options_.snapshot_every() == 0 && recent_batches_.size() > 2) {
+    kept_batch_bytes_ -= batch_bytes(recent_batches_.front().batch);
+    recent_batches_.erase(recent_batches_.begin());
+  }
 }
 
 // A remembered batch as the step saw it: rebuilt from its ids when only those were kept,

@@ -192,7 +192,7 @@ monitor::MonitorOptions parse_monitor(const toml::table& table, const std::strin
 GuardOptions parse_guard(const toml::table& table, const std::string& file) {
   TableReader r(table, "guard", file);
   r.reject_unknown({"enabled", "snapshot_every", "snapshot_capacity", "check_state_every", "replay", "repair",
-                    "rerun_lost_steps", "max_rollbacks", "rollback_window", "max_incidents", "max_consecutive_skips", "lr_factor",
+                    "rerun_lost_steps", "kept_batch_bytes", "max_rollbacks", "rollback_window", "max_incidents", "max_consecutive_skips", "lr_factor",
                     "lr_floor", "clip_norm", "policy", "monitor"});
   GuardOptions g;
   bool flag = true;
@@ -212,6 +212,7 @@ GuardOptions parse_guard(const toml::table& table, const std::string& file) {
   read_count("snapshot_every", 0, [&](int64_t v) { g.snapshot_every(v); });
   read_count("snapshot_capacity", 1, [&](int64_t v) { g.snapshot_capacity(v); });
   read_count("check_state_every", 0, [&](int64_t v) { g.check_state_every(v); });
+  read_count("kept_batch_bytes", 0, [&](int64_t v) { g.kept_batch_bytes(v); });
   RepairPolicy policy = RepairPolicy::automatic();
   read_count("max_rollbacks", 0, [&](int64_t v) { policy.budget.max_rollbacks = v; });
   read_count("rollback_window", 1, [&](int64_t v) { policy.budget.rollback_window = v; });

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "nanguard/core/error.h"
 #include "nanguard/guard/guard.h"
 #include "nanguard/train/trainer.h"
 
@@ -42,6 +43,7 @@ struct LoopOptions {
   std::function<bool(int64_t batch, int64_t execution)> fault = [](int64_t, int64_t) { return false; };
   std::vector<RepairAction> plan{RepairAction::rollback};  // the answer to a transient fault
   bool rerun = true;
+  int64_t kept_batch_bytes = GuardOptions().kept_batch_bytes();
 };
 
 // A user's loop over 10 batches with Adam and its own schedule (lr 0.01 x 0.8^k at its k-th
@@ -61,7 +63,8 @@ LoopResult run_loop(const LoopOptions& o) {
     ++counter;
     set_lr();
   };
-  Guard guard(*model, opt, GuardOptions().snapshot_every(4).policy(policy).rerun_lost_steps(o.rerun), hooks);
+  Guard guard(*model, opt, GuardOptions().snapshot_every(4).policy(policy).rerun_lost_steps(o.rerun).kept_batch_bytes(o.kept_batch_bytes),
+              hooks);
   auto ds = clusters(320, 3);
   data::BatchLoader loader(ds, 32, false);
   std::map<int64_t, int64_t> executions;
@@ -378,6 +381,34 @@ TEST(GuardRepair, AStopAfterAnOptimizerReplayLeavesTheSnapshotsState) {
     const auto& s = static_cast<const torch::optim::AdagradParamState&>(*st.second);
     EXPECT_TRUE(torch::isfinite(s.sum()).all().item<bool>());
   }
+}
+
+}  // namespace
+}  // namespace nanguard
+
+namespace nanguard {
+namespace {
+
+TEST(GuardRepair, BatchesPastTheByteBudgetAreNotKeptAndTheRollbackSaysSo) {
+  // Each batch of the loop is 32 x 20 floats + 32 labels + 32 ids = 3,072 bytes; a budget of
+  // 5,000 bytes keeps one. The rollback from step 6 then has no batches to re-run.
+  LoopOptions o = fault_once_at(6);
+  o.kept_batch_bytes = 5000;
+  const LoopResult r = run_loop(o);
+  EXPECT_EQ(r.actions, std::vector<std::string>{"rollback"});
+  EXPECT_EQ(r.rerun, 0);
+  int warnings = 0;
+  for (const auto& e : r.events) {
+    if (e.kind == "warning" && e.cause == "kept_batches_budget") ++warnings;
+  }
+  EXPECT_EQ(warnings, 1);
+  EXPECT_TRUE(torch::isfinite(r.weight).all().item<bool>());
+  EXPECT_THROW(run_loop([] {
+                 LoopOptions bad;
+                 bad.kept_batch_bytes = -1;
+                 return bad;
+               }()),
+               ValueError);
 }
 
 }  // namespace

@@ -99,6 +99,7 @@ TEST(RunConfig, GuardTableConfiguresTheGuard) {
 [guard]
 snapshot_every = 20
 rerun_lost_steps = false
+kept_batch_bytes = 1000000
 max_rollbacks = 2
 lr_factor = 0.5
 [guard.policy]
@@ -108,6 +109,7 @@ lr_too_high = ["rollback", "lr_backoff"]
   EXPECT_TRUE(c.compile.guard.enabled());
   EXPECT_EQ(c.compile.guard.snapshot_every(), 20);
   EXPECT_FALSE(c.compile.guard.rerun_lost_steps());
+  EXPECT_EQ(c.compile.guard.kept_batch_bytes(), 1000000);
   EXPECT_TRUE(parse_run_config(kGood, "g.toml").compile.guard.rerun_lost_steps());
   EXPECT_EQ(c.compile.guard.policy().budget.max_rollbacks, 2);
   EXPECT_DOUBLE_EQ(c.compile.guard.policy().budget.lr_factor, 0.5);
@@ -123,6 +125,8 @@ TEST(RunConfig, GuardTableErrorsNameKeyAndLine) {
                                       {"guard.lr_factor", "(0, 1]"}));
   EXPECT_TRUE(throws_with<ValueError>([&] { parse_run_config(base + "rerun_lost_steps = 1\n", "g.toml"); },
                                       {"guard.rerun_lost_steps", "true or false", "g.toml:"}));
+  EXPECT_TRUE(throws_with<ValueError>([&] { parse_run_config(base + "kept_batch_bytes = -5\n", "g.toml"); },
+                                      {"guard.kept_batch_bytes", ">= 0"}));
   EXPECT_TRUE(throws_with<ValueError>(
       [&] { parse_run_config(base + "[guard.policy]\nlr_too_high = [\"explode\"]\n", "g.toml"); },
       {"guard.policy.lr_too_high", "explode"}));

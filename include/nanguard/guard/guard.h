@@ -188,6 +188,10 @@ class Guard {
   // Batches since the newest validated snapshot (since the oldest one when only ids are kept),
   // to replay an optimizer step from it or re-run the steps a rollback lost.
   std::vector<RecentBatch> recent_batches_;
+  int64_t kept_batch_bytes_ = 0;   // bytes of batch tensors in recent_batches_
+  bool keeping_batches_ = true;    // false once kept_batch_bytes was passed, until the next snapshot
+  bool warned_batch_budget_ = false;
+  void remember_batch(int64_t step, const data::Batch& batch);
   std::vector<double> loss_history_, grad_norm_history_;
   std::vector<int64_t> history_steps_;
 

@@ -25,6 +25,10 @@ struct GuardOptions {
   // from the run. Needs every batch since the snapshot: kept as ids with a gather hook
   // (GuardHooks::gather_batch), else as tensors since the newest snapshot.
   TORCH_ARG(bool, rerun_lost_steps) = true;
+  // Without a gather hook the batches since the newest snapshot are kept as tensors (for
+  // replays and re-runs) up to this many bytes; past it none are kept until the next snapshot
+  // (a warning says so once), and replays and re-runs from that snapshot are off.
+  TORCH_ARG(int64_t, kept_batch_bytes) = int64_t{256} << 20;
   // Replay a failed step with the op tracer to find the birth op.
   TORCH_ARG(bool, replay) = true;
   // Repair automatically; false only detects, localizes, diagnoses and skips the step.
