@@ -7,7 +7,6 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
-#include <emmintrin.h>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -102,6 +101,23 @@ char* read_record_fast(char* p, char* e, char delimiter, int64_t ncols, double* 
   }
 }
 
+size_t index_separators_portable(const char* p, const char* e, char delimiter, uint32_t* out, bool* quoted) {
+  const char* const base = p;
+  size_t n = 0;
+  bool has_quote = false;
+  for (; p < e; ++p) {
+    if (*p == delimiter || *p == '\n') out[n++] = static_cast<uint32_t>(p - base);
+    has_quote |= *p == '"';
+  }
+  *quoted = has_quote;
+  return n;
+}
+
+#ifndef NANGUARD_CSV_X86
+size_t index_separators(const char* p, const char* e, char delimiter, uint32_t* out, bool* quoted) {
+  return index_separators_portable(p, e, delimiter, out, quoted);
+}
+#else
 // Compares 64 bytes at a time; positions come out of the bit mask 16 at a time without a
 // branch per position (x86-64-v3 has popcnt and tzcnt for that).
 __attribute__((target_clones("arch=x86-64-v3", "default"))) size_t index_separators(const char* p, const char* e,
@@ -138,6 +154,7 @@ __attribute__((target_clones("arch=x86-64-v3", "default"))) size_t index_separat
   *quoted = has_quote || _mm_movemask_epi8(quotes) != 0;
   return n;
 }
+#endif  // NANGUARD_CSV_X86
 
 namespace {
 
@@ -155,7 +172,11 @@ __attribute__((always_inline)) inline bool read_record_indexed_impl(const char* 
     double v;
     bool parsed;
     if constexpr (kFma) {
+#ifdef NANGUARD_CSV_X86
       parsed = e - p >= 18 && parse_decimal_cell_v3(p, cell_end, &v);
+#else
+      parsed = e - p >= 18 && parse_decimal_cell(p, cell_end, &v);  // not instantiated there
+#endif
     } else {
       parsed = e - p >= 18 && parse_decimal_cell(p, cell_end, &v);
     }
@@ -170,12 +191,14 @@ __attribute__((always_inline)) inline bool read_record_indexed_impl(const char* 
   return ok;
 }
 
+#ifdef NANGUARD_CSV_X86
 __attribute__((target("arch=x86-64-v3"))) bool read_record_indexed_v3(const char* p, const char* base,
                                                                       const uint32_t* ends, const char* e,
                                                                       char delimiter, int64_t ncols, double* out,
                                                                       int64_t stride) {
   return read_record_indexed_impl<true>(p, base, ends, e, delimiter, ncols, out, stride);
 }
+#endif
 
 bool read_record_indexed_baseline(const char* p, const char* base, const uint32_t* ends, const char* e,
                                   char delimiter, int64_t ncols, double* out, int64_t stride) {
@@ -186,11 +209,13 @@ bool read_record_indexed_baseline(const char* p, const char* base, const uint32_
 
 bool read_record_indexed(const char* p, const char* base, const uint32_t* ends, const char* e, char delimiter,
                          int64_t ncols, double* out, int64_t stride) {
+#ifdef NANGUARD_CSV_X86
   // The x86-64-v3 build (BMI2 shifts, FMA instead of a division per cell) where the CPU has it.
   static const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                          __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
-  return v3 ? read_record_indexed_v3(p, base, ends, e, delimiter, ncols, out, stride)
-            : read_record_indexed_baseline(p, base, ends, e, delimiter, ncols, out, stride);
+  if (v3) return read_record_indexed_v3(p, base, ends, e, delimiter, ncols, out, stride);
+#endif
+  return read_record_indexed_baseline(p, base, ends, e, delimiter, ncols, out, stride);
 }
 
 int64_t find_label_column(const std::vector<std::string>& names, const std::string& label, bool has_header,

@@ -4,7 +4,12 @@
 // mantissas, words, quotes, spaces) goes to the general parser, so results are bit-identical.
 #pragma once
 
+// x86-64 gets SSE2 separator scans and an x86-64-v3 build of the cell reader; other targets the
+// portable code below (which the tests also check against the SIMD versions).
+#if defined(__x86_64__) && !defined(NANGUARD_PORTABLE_CSV)
+#define NANGUARD_CSV_X86 1
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -162,6 +167,7 @@ inline bool parse_decimal_cell(const char* p, const char* end, double* value) {
   return true;
 }
 
+#ifdef NANGUARD_CSV_X86
 // parse_decimal_cell<true> for x86-64-v3 CPUs, on 16 bytes at once: the digits are checked,
 // moved past the point and right-aligned with one shuffle, and summed by multiply-adds.
 // Same results (any plain decimal of up to 16 characters after the sign).
@@ -198,12 +204,21 @@ __attribute__((target("arch=x86-64-v3"))) inline bool parse_decimal_cell_v3(cons
   return true;
 }
 
+#endif  // NANGUARD_CSV_X86
+
 // Writes the offsets from p of the delimiters and newlines in [p, e) to out (room for
 // e - p + 64 entries); returns how many. *quoted tells whether [p, e) holds a quote.
 size_t index_separators(const char* p, const char* e, char delimiter, uint32_t* out, bool* quoted);
+// The same, a byte at a time (targets without the SIMD version).
+size_t index_separators_portable(const char* p, const char* e, char delimiter, uint32_t* out, bool* quoted);
 
 // Counts the newlines in [p, e).
+inline int64_t count_newlines_portable(const char* p, const char* e) { return std::count(p, e, '\n'); }
+
 inline int64_t count_newlines(const char* p, const char* e) {
+#ifndef NANGUARD_CSV_X86
+  return count_newlines_portable(p, e);
+#else
   int64_t n = 0;
   const __m128i nl = _mm_set1_epi8('\n');
   while (e - p >= 16) {
@@ -218,6 +233,7 @@ inline int64_t count_newlines(const char* p, const char* e) {
   }
   while (p < e) n += *p++ == '\n';
   return n;
+#endif
 }
 
 }  // namespace nanguard::data::detail

@@ -31,6 +31,7 @@ uint64_t bits_of(double v) {
   return b;
 }
 
+#ifdef NANGUARD_CSV_X86
 bool cpu_has_v3() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
 }
@@ -38,6 +39,13 @@ bool cpu_has_v3() {
 __attribute__((target("arch=x86-64-v3"))) bool parse_cell_fma(const char* p, const char* end, double* v) {
   return detail::parse_decimal_cell<true>(p, end, v);
 }
+bool parse_cell_v3(const char* p, const char* end, double* v) { return detail::parse_decimal_cell_v3(p, end, v); }
+#else
+// Other targets have no x86-64-v3 readers: only the portable ones are checked.
+bool cpu_has_v3() { return false; }
+bool parse_cell_fma(const char* p, const char* end, double* v) { return detail::parse_decimal_cell(p, end, v); }
+bool parse_cell_v3(const char* p, const char* end, double* v) { return detail::parse_decimal_cell(p, end, v); }
+#endif
 
 // Every fast reader on text: parse_plain_decimal (to its end), parse_decimal_cell with and
 // without FMA. Each must either decline or give strtod's value bit for bit.
@@ -55,7 +63,7 @@ void expect_like_strtod(const std::string& text) {
   if (end == e) EXPECT_EQ(bits_of(v), bits_of(want));
   if (detail::parse_decimal_cell(b, e, &v)) EXPECT_EQ(bits_of(v), bits_of(want));
   if (cpu_has_v3() && parse_cell_fma(b, e, &v)) EXPECT_EQ(bits_of(v), bits_of(want));
-  if (cpu_has_v3() && detail::parse_decimal_cell_v3(b, e, &v)) EXPECT_EQ(bits_of(v), bits_of(want));
+  if (cpu_has_v3() && parse_cell_v3(b, e, &v)) EXPECT_EQ(bits_of(v), bits_of(want));
 }
 
 // Whether the cell reader takes text (the x86-64-v3 one must agree where both apply).
@@ -64,7 +72,7 @@ bool cell_accepted(const std::string& text) {
   double v;
   const bool taken = detail::parse_decimal_cell(padded.data(), padded.data() + text.size(), &v);
   if (cpu_has_v3() && text.size() <= 9) {
-    EXPECT_EQ(detail::parse_decimal_cell_v3(padded.data(), padded.data() + text.size(), &v), taken) << text;
+    EXPECT_EQ(parse_cell_v3(padded.data(), padded.data() + text.size(), &v), taken) << text;
   }
   return taken;
 }
@@ -109,18 +117,23 @@ TEST(CsvFast, CountNewlinesAndIndexSeparators) {
     const size_t n = rng() % 3000;
     std::string text(n, ' ');
     for (char& c : text) c = alphabet[rng() % (round % 2 ? alphabet.size() : alphabet.size() - 3)];
-    EXPECT_EQ(detail::count_newlines(text.data(), text.data() + n), std::count(text.begin(), text.end(), '\n'));
+    const auto newlines = std::count(text.begin(), text.end(), '\n');
+    EXPECT_EQ(detail::count_newlines(text.data(), text.data() + n), newlines);
+    EXPECT_EQ(detail::count_newlines_portable(text.data(), text.data() + n), newlines);
     const char delimiter = round % 3 == 0 ? ';' : ',';
-    std::vector<uint32_t> index(n + 64);
-    bool quoted = false;
-    const size_t found = detail::index_separators(text.data(), text.data() + n, delimiter, index.data(), &quoted);
     std::vector<uint32_t> want;
     for (size_t i = 0; i < n; ++i) {
       if (text[i] == delimiter || text[i] == '\n') want.push_back(static_cast<uint32_t>(i));
     }
-    index.resize(found);
-    EXPECT_EQ(index, want);
-    EXPECT_EQ(quoted, text.find('"') != std::string::npos);
+    // The build's version (SIMD on x86-64) and the portable one other targets use.
+    for (auto* index_separators : {&detail::index_separators, &detail::index_separators_portable}) {
+      std::vector<uint32_t> index(n + 64);
+      bool quoted = false;
+      const size_t found = index_separators(text.data(), text.data() + n, delimiter, index.data(), &quoted);
+      index.resize(found);
+      EXPECT_EQ(index, want);
+      EXPECT_EQ(quoted, text.find('"') != std::string::npos);
+    }
   }
 }
 
