@@ -349,15 +349,11 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
       for (const auto& rb : recent_batches_) kept_batch_bytes_ += batch_bytes(rb.batch);
     }
     if (norm_overflow && !norm_overflow_streak_) {
-      GuardEvent e;
-      e.step = t;
-      e.cause = "gradient_norm_overflow";
-      e.explanation = fmt::format(
-          "the gradient norm {:.3g} is beyond float32's range for its square (every gradient is still finite); "
-          "the parameters are checked after each update until it comes back",
-          grad_norm);
-      e.detail = "suggestion: lower the learning rate or clip the gradient norm";
-      warn(e);
+      warn_about(t, "gradient_norm_overflow",
+                 fmt::format("the gradient norm {:.3g} is beyond float32's range for its square (every gradient is "
+                             "still finite); the parameters are checked after each update until it comes back",
+                             grad_norm),
+                 "lower the learning rate or clip the gradient norm");
     }
     norm_overflow_streak_ = norm_overflow;
     const auto cap = static_cast<size_t>(options_.history());
@@ -701,16 +697,12 @@ void Guard::remember_batch(int64_t t, const data::Batch& batch) {
     kept_batch_bytes_ = 0;
     if (!warned_batch_budget_) {
       warned_batch_budget_ = true;
-      GuardEvent e;
-      e.step = t;
-      e.cause = "kept_batches_budget";
-      e.explanation = fmt::format(
-          "the batches since the snapshot of step {} pass kept_batch_bytes ({:.3g} MB): until the next snapshot none "
-          "are kept, so a replay or a rollback's re-run from it is not possible",
-          last_snapshot_step_, static_cast<double>(options_.kept_batch_bytes()) / 1e6);
-      e.detail = "suggestion: pass GuardHooks::gather_batch (the guard then keeps only sample ids), snapshot more "
-                 "often, or raise kept_batch_bytes";
-      warn(e);
+      warn_about(t, "kept_batches_budget",
+                 fmt::format("the batches since the snapshot of step {} pass kept_batch_bytes ({:.3g} MB): until the "
+                             "next snapshot none are kept, so a replay or a rollback's re-run from it is not possible",
+                             last_snapshot_step_, static_cast<double>(options_.kept_batch_bytes()) / 1e6),
+                 "pass GuardHooks::gather_batch (the guard then keeps only sample ids), snapshot more often, or raise "
+                 "kept_batch_bytes");
     }
   }
   if (!keeping_batches_) return;
@@ -849,6 +841,17 @@ void Guard::emit_warning(const monitor::Warning& w) {
   a.action = to_string(RepairAction::lr_backoff);
   a.detail = fmt::format("prevention: learning rate {:.3g} -> {:.3g}", before, before * factor);
   emit(a);
+}
+
+// A warning of the guard itself (not of the monitor), with what to do about it.
+void Guard::warn_about(int64_t step, const std::string& cause, const std::string& explanation,
+                       const std::string& suggestion) {
+  GuardEvent e;
+  e.step = step;
+  e.cause = cause;
+  e.explanation = explanation;
+  e.detail = "suggestion: " + suggestion;
+  warn(e);
 }
 
 void Guard::warn(const GuardEvent& event) {

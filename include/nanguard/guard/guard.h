@@ -171,6 +171,7 @@ class Guard {
   double automatic_clip_norm(double factor) const;
   void emit(const GuardEvent& event);
   void emit_warning(const monitor::Warning& warning);
+  void warn_about(int64_t step, const std::string& cause, const std::string& explanation, const std::string& suggestion);
   data::Batch drop_quarantined(const data::Batch& batch) const;
 
   std::vector<at::Tensor> params_;
