@@ -383,7 +383,7 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
       for (const auto& w : monitor_->end_update(t, &optimizer_, std::move(activations))) emit_warning(w);
     }
     ++applied_;
-    mark_applied(t, global_clip);
+    mark_applied(t, global_clip, repair_per_tensor_clip());
     ledger_->record_applied_step();
     const bool snapshot_next = options_.snapshot_every() > 0 && applied_ % options_.snapshot_every() == 0;
     const bool check_now =
@@ -630,7 +630,7 @@ void Guard::trace_failed_update(const LossClosure& closure, Evidence& ev) {
   auto update_as_recorded = [&](size_t i) {
     const RecentBatch& rb = *steps[i].second;
     use_recorded_learning_rates(i);
-    if (clip_per_tensor_) clip_gradients_to(clip_norm_, /*per_tensor=*/true);
+    clip_gradients_to(rb.per_tensor_clip, /*per_tensor=*/true);
     clip_gradients_to(rb.global_clip, /*per_tensor=*/false);
     apply_optimizer_step();
   };
@@ -691,7 +691,18 @@ void Guard::remember_batch(int64_t t, const data::Batch& batch) {
   }
   const data::Batch kept = hooks_.gather_batch ? data::Batch{at::Tensor(), at::Tensor(), batch.ids} : batch;
   const int64_t bytes = batch_bytes(kept);
-  if (keeping_batches_ && kept_batch_bytes_ + bytes > options_.kept_batch_bytes()) {
+  // Without periodic snapshots only the last two batches are kept: no budget needed.
+  const bool over = options_.snapshot_every() > 0 && kept_batch_bytes_ + bytes > options_.kept_batch_bytes();
+  if (keeping_batches_ && over && last_snapshot_step_ == t && !hooks_.gather_batch) {
+    // At a snapshot step the batches before it go once the snapshot passes its check: drop them
+    // now rather than stop keeping for a whole interval.
+    recent_batches_.erase(std::remove_if(recent_batches_.begin(), recent_batches_.end(),
+                                         [t](const RecentBatch& rb) { return rb.step < t; }),
+                          recent_batches_.end());
+    kept_batch_bytes_ = 0;
+    for (const auto& rb : recent_batches_) kept_batch_bytes_ += batch_bytes(rb.batch);
+  }
+  if (keeping_batches_ && options_.snapshot_every() > 0 && kept_batch_bytes_ + bytes > options_.kept_batch_bytes()) {
     keeping_batches_ = false;
     recent_batches_.clear();
     kept_batch_bytes_ = 0;
@@ -701,12 +712,13 @@ void Guard::remember_batch(int64_t t, const data::Batch& batch) {
                  fmt::format("the batches since the snapshot of step {} pass kept_batch_bytes ({:.3g} MB): until the "
                              "next snapshot none are kept, so a replay or a rollback's re-run from it is not possible",
                              last_snapshot_step_, static_cast<double>(options_.kept_batch_bytes()) / 1e6),
-                 "pass GuardHooks::gather_batch (the guard then keeps only sample ids), snapshot more often, or raise "
-                 "kept_batch_bytes");
+                 hooks_.gather_batch ? "snapshot more often or raise kept_batch_bytes"
+                                     : "pass GuardHooks::gather_batch (the guard then keeps only sample ids), snapshot "
+                                       "more often, or raise kept_batch_bytes");
     }
   }
   if (!keeping_batches_) return;
-  recent_batches_.push_back(RecentBatch{t, kept, false, {}, 0});
+  recent_batches_.push_back(RecentBatch{t, kept, false, {}, 0, 0});
   kept_batch_bytes_ += bytes;
   if (options_.snapshot_every() == 0 && recent_batches_.size() > 2) {
     kept_batch_bytes_ -= batch_bytes(recent_batches_.front().batch);
@@ -720,13 +732,14 @@ data::Batch Guard::stored_batch(const RecentBatch& rb) const {
   return drop_quarantined(rb.batch.x.defined() ? rb.batch : hooks_.gather_batch(rb.batch.ids));
 }
 
-void Guard::mark_applied(int64_t step, double global_clip) {
+void Guard::mark_applied(int64_t step, double global_clip, double per_tensor_clip) {
   for (auto it = recent_batches_.rbegin(); it != recent_batches_.rend(); ++it) {
     if (it->step == step) {
       it->applied = true;
       it->learning_rates.clear();
       for (const auto& group : optimizer_.param_groups()) it->learning_rates.push_back(group.options().get_lr());
       it->global_clip = global_clip;
+      it->per_tensor_clip = per_tensor_clip;
       return;
     }
   }
@@ -752,7 +765,7 @@ int64_t Guard::rerun_lost_steps(const std::vector<RecentBatch>& lost, const Loss
     clip_gradients_to(clip_norm_, clip_per_tensor_);
     apply_optimizer_step();
     ++rerun;
-    mark_applied(rb.step, clip_per_tensor_ ? 0.0 : clip_norm_);
+    mark_applied(rb.step, repair_global_clip(), repair_per_tensor_clip());
     if (hooks_.rerun_step_applied) hooks_.rerun_step_applied();
   }
   zero_grad();
@@ -885,7 +898,8 @@ std::shared_ptr<const Incident> Guard::examine(const data::Batch& batch, const L
   std::shared_ptr<Incident> incident;
   if (!all_finite(state)) {
     // Seen as the next step's deferred state check would see it; the replay runs the step again.
-    recent_batches_ = {RecentBatch{step_, batch, true}};
+    recent_batches_ = {RecentBatch{step_, batch, false, {}, 0, 0}};
+    mark_applied(step_, repair_global_clip(), repair_per_tensor_clip());  // as the update above ran
     step_ += 2;
     rng_before_step_->restore();
     incident = investigate(batch, closure, loss, /*state_failed=*/true);
@@ -1061,7 +1075,7 @@ StepVerdict Guard::repair_incident(const std::shared_ptr<Incident>& incident, co
     clip_gradients_to(clip_norm_, clip_per_tensor_);
     apply_optimizer_step();
     ++applied_;
-    mark_applied(t, clip_per_tensor_ ? 0.0 : clip_norm_);
+    mark_applied(t, repair_global_clip(), repair_per_tensor_clip());
     // The state after a repaired update is checked with the next step's sync.
     std::vector<at::Tensor> state = params_;
     for (auto& st : detail::optimizer_state_tensors(optimizer_)) state.push_back(st);

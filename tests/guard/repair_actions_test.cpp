@@ -403,6 +403,16 @@ TEST(GuardRepair, BatchesPastTheByteBudgetAreNotKeptAndTheRollbackSaysSo) {
   }
   EXPECT_EQ(warnings, 1);
   EXPECT_TRUE(torch::isfinite(r.weight).all().item<bool>());
+
+  // A budget that holds one interval (4 batches, 12,288 bytes) but not the snapshot step's batch
+  // on top: the batches before the snapshot are dropped first, so keeping goes on and the
+  // rollback re-runs its steps (stopping at step 4 would have left none to re-run).
+  LoopOptions fits = fault_once_at(6);
+  fits.kept_batch_bytes = 13000;
+  const LoopResult kept = run_loop(fits);
+  EXPECT_EQ(kept.rerun, 2);
+  EXPECT_TRUE(torch::equal(kept.weight, run_loop(LoopOptions()).weight));
+
   EXPECT_THROW(run_loop([] {
                  LoopOptions bad;
                  bad.kept_batch_bytes = -1;

@@ -141,6 +141,7 @@ class Guard {
     // global clip (the monitor's adaptive one, or the repair's when not per tensor; 0: none).
     std::vector<double> learning_rates;
     double global_clip = 0;
+    double per_tensor_clip = 0;
   };
 
   void init();
@@ -161,7 +162,10 @@ class Guard {
   bool gradient_norm_overflows() const;
   double gradient_norm_in_double() const;
   data::Batch stored_batch(const RecentBatch& rb) const;
-  void mark_applied(int64_t step, double global_clip);
+  void mark_applied(int64_t step, double global_clip, double per_tensor_clip);
+  // The clips a repaired update applies (per tensor after exploding gradients, else global).
+  double repair_global_clip() const { return clip_per_tensor_ ? 0.0 : clip_norm_; }
+  double repair_per_tensor_clip() const { return clip_per_tensor_ ? clip_norm_ : 0.0; }
   int64_t rerun_lost_steps(const std::vector<RecentBatch>& lost, const LossClosure& closure);
   bool cpu_fast_path(const at::Tensor& loss) const;
   void clip_gradients_to(double max_norm, bool per_tensor, double grad_norm = -1);
