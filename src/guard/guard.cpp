@@ -215,6 +215,35 @@ data::Batch Guard::drop_quarantined(const data::Batch& batch) const {
   return out;
 }
 
+// Parameters and optimizer state: what a state check covers.
+std::vector<at::Tensor> Guard::training_state() const {
+  std::vector<at::Tensor> state = params_;
+  for (auto& st : detail::optimizer_state_tensors(optimizer_)) state.push_back(st);
+  return state;
+}
+
+// Queues a check of the state after an update, read with the next step's sync. A sum is finite
+// iff its elements are (barring an overflow of the sum itself, which the exact check tells apart).
+void Guard::queue_state_check() { pending_state_check_ = state_sum(training_state()); }
+
+// Whether a closure run left a finite loss and finite gradients.
+bool Guard::loss_and_gradients_finite(const at::Tensor& loss) const {
+  std::vector<at::Tensor> check{loss.detach()};
+  for (const auto& p : params_) check.push_back(p.grad());
+  return all_finite(check);
+}
+
+// Clips (per tensor, then the total norm; 0: that clip off) and takes the optimizer step. The
+// total norm is computed unless the caller has it and no per-tensor clip changed it.
+void Guard::apply_update(double per_tensor_clip, double global_clip, double grad_norm) {
+  if (per_tensor_clip > 0) {
+    clip_gradients_to(per_tensor_clip, /*per_tensor=*/true);
+    grad_norm = -1;
+  }
+  clip_gradients_to(global_clip, /*per_tensor=*/false, grad_norm);
+  apply_optimizer_step();
+}
+
 void Guard::apply_optimizer_step() {
   trace::PhaseScope phase(trace::Phase::optimizer);
   optimizer_.step();
@@ -314,9 +343,7 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
   pending_state_check_ = at::Tensor();
   if (state_failed) {
     // Rare path: confirm with an exact check (a sum can overflow on large finite values).
-    std::vector<at::Tensor> state = params_;
-    for (auto& st : detail::optimizer_state_tensors(optimizer_)) state.push_back(st);
-    state_failed = !all_finite(state);
+    state_failed = !all_finite(training_state());
   }
 
   double grad_norm = std::sqrt(static_cast<double>(grad_sq_value));
@@ -341,12 +368,7 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
       // replay from it. Ids are cheap: with a gather hook they are kept back to the oldest
       // snapshot, so a rollback to any of them can re-run the steps it loses.
       const auto steps = ring_->steps();
-      const int64_t keep_from = hooks_.gather_batch && !steps.empty() ? steps.front() : t;
-      recent_batches_.erase(std::remove_if(recent_batches_.begin(), recent_batches_.end(),
-                                           [keep_from](const RecentBatch& rb) { return rb.step < keep_from; }),
-                            recent_batches_.end());
-      kept_batch_bytes_ = 0;
-      for (const auto& rb : recent_batches_) kept_batch_bytes_ += batch_bytes(rb.batch);
+      drop_batches_before(hooks_.gather_batch && !steps.empty() ? steps.front() : t);
     }
     if (norm_overflow && !norm_overflow_streak_) {
       warn_about(t, "gradient_norm_overflow",
@@ -363,7 +385,7 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
     if (history_steps_.size() > cap) history_steps_.erase(history_steps_.begin());
     // The repair's clip (per tensor after exploding gradients) and the monitor's adaptive clip
     // of the total norm both apply.
-    double global_clip = clip_per_tensor_ ? 0.0 : clip_norm_;
+    double global_clip = repair_global_clip();
     if (monitor_) {
       const double lr = optimizer_.param_groups().empty() ? 0.0 : optimizer_.param_groups()[0].options().get_lr();
       for (const auto& w : monitor_->observe_step(t, loss_value, grad_norm, lr)) emit_warning(w);
@@ -373,12 +395,7 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
       if (adaptive > 0 && (global_clip <= 0 || adaptive < global_clip)) global_clip = adaptive;
       if (sample) monitor_->begin_update();
     }
-    if (clip_per_tensor_) {
-      clip_gradients_to(clip_norm_, /*per_tensor=*/true);
-      grad_norm = -1;  // changed by the per-tensor clip: recomputed if a global clip needs it
-    }
-    clip_gradients_to(global_clip, /*per_tensor=*/false, grad_norm);
-    apply_optimizer_step();
+    apply_update(repair_per_tensor_clip(), global_clip, grad_norm);
     if (sample) {
       for (const auto& w : monitor_->end_update(t, &optimizer_, std::move(activations))) emit_warning(w);
     }
@@ -388,14 +405,8 @@ StepVerdict Guard::step(const data::Batch& input_batch, const LossClosure& closu
     const bool snapshot_next = options_.snapshot_every() > 0 && applied_ % options_.snapshot_every() == 0;
     const bool check_now =
         norm_overflow || (options_.check_state_every() > 0 && applied_ % options_.check_state_every() == 0);
-    if (snapshot_next || check_now) {
-      // Deferred: read with the next step's sync. A snapshot is only kept if this passes.
-      std::vector<at::Tensor> state = params_;
-      for (auto& s : detail::optimizer_state_tensors(optimizer_)) state.push_back(s);
-      // A sum is finite iff its elements are (barring an overflow of the sum itself, which the
-      // exact check tells apart).
-      pending_state_check_ = state_sum(state);
-    }
+    // A snapshot is only kept if this check passes.
+    if (snapshot_next || check_now) queue_state_check();
     snapshot_due_ = snapshot_next;
     return StepVerdict{StepVerdict::Outcome::applied, loss_value, nullptr};
   }
@@ -612,11 +623,8 @@ void Guard::trace_failed_update(const LossClosure& closure, Evidence& ev) {
   ++ev.replays;
   // The first parameter or optimizer-state tensor that is non-finite.
   auto failing_state = [&]() -> std::optional<uintptr_t> {
-    for (const auto& p : params_) {
-      if (!all_finite({p})) return trace::tensor_id(p);
-    }
-    for (const auto& st : detail::optimizer_state_tensors(optimizer_)) {
-      if (!all_finite({st})) return trace::tensor_id(st);
+    for (const auto& t : training_state()) {
+      if (!all_finite({t})) return trace::tensor_id(t);
     }
     return std::nullopt;
   };
@@ -630,9 +638,7 @@ void Guard::trace_failed_update(const LossClosure& closure, Evidence& ev) {
   auto update_as_recorded = [&](size_t i) {
     const RecentBatch& rb = *steps[i].second;
     use_recorded_learning_rates(i);
-    clip_gradients_to(rb.per_tensor_clip, /*per_tensor=*/true);
-    clip_gradients_to(rb.global_clip, /*per_tensor=*/false);
-    apply_optimizer_step();
+    apply_update(rb.per_tensor_clip, rb.global_clip);
   };
   // Runs step i of the replay; false when its loss is already non-finite (a failure the
   // optimizer did not cause).
@@ -696,11 +702,7 @@ void Guard::remember_batch(int64_t t, const data::Batch& batch) {
   if (keeping_batches_ && over && last_snapshot_step_ == t && !hooks_.gather_batch) {
     // At a snapshot step the batches before it go once the snapshot passes its check: drop them
     // now rather than stop keeping for a whole interval.
-    recent_batches_.erase(std::remove_if(recent_batches_.begin(), recent_batches_.end(),
-                                         [t](const RecentBatch& rb) { return rb.step < t; }),
-                          recent_batches_.end());
-    kept_batch_bytes_ = 0;
-    for (const auto& rb : recent_batches_) kept_batch_bytes_ += batch_bytes(rb.batch);
+    drop_batches_before(t);
   }
   if (keeping_batches_ && options_.snapshot_every() > 0 && kept_batch_bytes_ + bytes > options_.kept_batch_bytes()) {
     keeping_batches_ = false;
@@ -724,6 +726,14 @@ void Guard::remember_batch(int64_t t, const data::Batch& batch) {
     kept_batch_bytes_ -= batch_bytes(recent_batches_.front().batch);
     recent_batches_.erase(recent_batches_.begin());
   }
+}
+
+void Guard::drop_batches_before(int64_t step) {
+  recent_batches_.erase(std::remove_if(recent_batches_.begin(), recent_batches_.end(),
+                                       [step](const RecentBatch& rb) { return rb.step < step; }),
+                        recent_batches_.end());
+  kept_batch_bytes_ = 0;
+  for (const auto& rb : recent_batches_) kept_batch_bytes_ += batch_bytes(rb.batch);
 }
 
 // A remembered batch as the step saw it: rebuilt from its ids when only those were kept,
@@ -755,26 +765,18 @@ int64_t Guard::rerun_lost_steps(const std::vector<RecentBatch>& lost, const Loss
     const data::Batch b = stored_batch(rb);
     if (b.size() == 0) continue;
     zero_grad();
-    at::Tensor loss = closure(b);
-    std::vector<at::Tensor> check{loss.detach()};
-    for (const auto& p : params_) check.push_back(p.grad());
-    if (!all_finite(check)) {
+    if (!loss_and_gradients_finite(closure(b))) {
       finite = false;
       break;
     }
-    clip_gradients_to(clip_norm_, clip_per_tensor_);
-    apply_optimizer_step();
+    apply_update(repair_per_tensor_clip(), repair_global_clip());
     ++rerun;
     mark_applied(rb.step, repair_global_clip(), repair_per_tensor_clip());
     if (hooks_.rerun_step_applied) hooks_.rerun_step_applied();
   }
   zero_grad();
-  if (finite) {
-    // The last update is checked here: the next step must not start from a poisoned state.
-    std::vector<at::Tensor> state = params_;
-    for (auto& st : detail::optimizer_state_tensors(optimizer_)) state.push_back(st);
-    finite = all_finite(state);
-  }
+  // The last update is checked here: the next step must not start from a poisoned state.
+  if (finite) finite = all_finite(training_state());
   if (!finite) {
     ring_->restore_newest();  // the snapshot rolled back to: newer ones were discarded
     for (auto& rb : recent_batches_) rb.applied = false;
@@ -877,10 +879,8 @@ std::shared_ptr<const Incident> Guard::examine(const data::Batch& batch, const L
   rng_before_step_->capture();
   zero_grad();
   at::Tensor loss = closure(batch);
-  std::vector<at::Tensor> check{loss.detach()};
-  for (const auto& p : params_) check.push_back(p.grad());
   const bool params_bad = !all_finite(params_);
-  if (!all_finite(check) || params_bad) {
+  if (!loss_and_gradients_finite(loss) || params_bad) {
     auto incident = investigate(batch, closure, loss, /*state_failed=*/false);
     zero_grad();
     return incident;
@@ -891,12 +891,9 @@ std::shared_ptr<const Incident> Guard::examine(const data::Batch& batch, const L
   const int64_t saved_step = step_;
   const auto saved_batches = recent_batches_;
   ring_->take(step_);
-  clip_gradients_to(clip_norm_, clip_per_tensor_);
-  apply_optimizer_step();
-  std::vector<at::Tensor> state = params_;
-  for (auto& st : detail::optimizer_state_tensors(optimizer_)) state.push_back(st);
+  apply_update(repair_per_tensor_clip(), repair_global_clip());
   std::shared_ptr<Incident> incident;
-  if (!all_finite(state)) {
+  if (!all_finite(training_state())) {
     // Seen as the next step's deferred state check would see it; the replay runs the step again.
     recent_batches_ = {RecentBatch{step_, batch, false, {}, 0, 0}};
     mark_applied(step_, repair_global_clip(), repair_per_tensor_clip());  // as the update above ran
@@ -934,10 +931,7 @@ std::shared_ptr<Incident> Guard::investigate(const data::Batch& batch, const Los
         std::find(ev.nonfinite_tensors.begin(), ev.nonfinite_tensors.end(), "loss") != ev.nonfinite_tensors.end();
     const bool grads_failed = std::any_of(ev.nonfinite_tensors.begin(), ev.nonfinite_tensors.end(),
                                           [](const std::string& n) { return n.size() > 5 && n.substr(n.size() - 5) == ".grad"; });
-    ev.failed_check = loss_failed                    ? "loss"
-                      : grads_failed                 ? "gradients"
-                      : ev.gradient_norm_overflow    ? "gradient_norm"
-                                                     : "gradients";
+    ev.failed_check = loss_failed ? "loss" : !grads_failed && ev.gradient_norm_overflow ? "gradient_norm" : "gradients";
     // Non-finite inputs explain the incident before any op runs; otherwise replay.
     if (options_.replay() && ev.nonfinite_samples.empty()) replay(batch, closure, ev);
   }
@@ -1069,17 +1063,11 @@ StepVerdict Guard::repair_incident(const std::shared_ptr<Incident>& incident, co
     rng_before_step_->restore();
     zero_grad();
     at::Tensor again = closure(kept);
-    std::vector<at::Tensor> check{again.detach()};
-    for (const auto& p : params_) check.push_back(p.grad());
-    if (!all_finite(check)) return false;
-    clip_gradients_to(clip_norm_, clip_per_tensor_);
-    apply_optimizer_step();
+    if (!loss_and_gradients_finite(again)) return false;
+    apply_update(repair_per_tensor_clip(), repair_global_clip());
     ++applied_;
     mark_applied(t, repair_global_clip(), repair_per_tensor_clip());
-    // The state after a repaired update is checked with the next step's sync.
-    std::vector<at::Tensor> state = params_;
-    for (auto& st : detail::optimizer_state_tensors(optimizer_)) state.push_back(st);
-    pending_state_check_ = state_sum(state);
+    queue_state_check();  // the state after a repaired update is checked with the next step's sync
     verdict.loss = again.item<double>();
     return true;
   };

@@ -170,6 +170,11 @@ class Guard {
   bool cpu_fast_path(const at::Tensor& loss) const;
   void clip_gradients_to(double max_norm, bool per_tensor, double grad_norm = -1);
   void apply_optimizer_step();
+  void apply_update(double per_tensor_clip, double global_clip, double grad_norm = -1);
+  std::vector<at::Tensor> training_state() const;
+  void queue_state_check();
+  bool loss_and_gradients_finite(const at::Tensor& loss) const;
+  void drop_batches_before(int64_t step);
   void set_learning_rates(double factor);
   int64_t trend_start_step() const;
   double automatic_clip_norm(double factor) const;
