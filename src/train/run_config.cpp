@@ -192,8 +192,8 @@ monitor::MonitorOptions parse_monitor(const toml::table& table, const std::strin
 GuardOptions parse_guard(const toml::table& table, const std::string& file) {
   TableReader r(table, "guard", file);
   r.reject_unknown({"enabled", "snapshot_every", "snapshot_capacity", "check_state_every", "replay", "repair",
-                    "rerun_lost_steps", "kept_batch_bytes", "max_rollbacks", "rollback_window", "max_incidents", "max_consecutive_skips", "lr_factor",
-                    "lr_floor", "clip_norm", "policy", "monitor"});
+                    "rerun_lost_steps", "kept_batch_bytes", "max_rollbacks", "rollback_window", "max_incidents",
+                    "max_consecutive_skips", "lr_factor", "lr_floor", "clip_norm", "policy", "monitor"});
   GuardOptions g;
   bool flag = true;
   int64_t n = 0;

@@ -75,7 +75,7 @@ Trainer::Trainer(SequentialModel model, CompileOptions options)
     // A rollback that re-runs the steps it lost advances the counter and the schedule with them.
     hooks.rerun_step_applied = [this] {
       ++global_step_;
-      set_learning_rate(*optimizer_, schedule_->learning_rate(global_step_) * guard_->lr_scale());
+      apply_scheduled_learning_rate();
     };
     hooks.gather_batch = [this](const at::Tensor& ids) {
       NANGUARD_INTERNAL_ASSERT(train_data_ != nullptr, "a replay outside fit");
@@ -127,6 +127,12 @@ void Trainer::zero_grad() {
   }
 }
 
+// The schedule's rate at the current step, times the guard's backoff.
+void Trainer::apply_scheduled_learning_rate() {
+  const double scale = guard_ ? guard_->lr_scale() : 1.0;
+  set_learning_rate(*optimizer_, schedule_->learning_rate(global_step_) * scale);
+}
+
 data::Batch Trainer::on_device(const data::Batch& batch) const {
   if (options_.device.is_cpu() && (!batch.x.defined() || batch.x.is_cpu())) return batch;
   data::Batch moved = batch;
@@ -166,8 +172,7 @@ std::shared_ptr<const Incident> Trainer::examine(const data::Batch& batch) {
 void Trainer::set_incident_dump_dir(std::filesystem::path dir) { incident_dump_dir_ = std::move(dir); }
 
 StepResult Trainer::step_on_batch(const data::Batch& batch, at::Tensor* logits_out) {
-  const double scale = guard_ ? guard_->lr_scale() : 1.0;
-  set_learning_rate(*optimizer_, schedule_->learning_rate(global_step_) * scale);
+  apply_scheduled_learning_rate();
   at::Tensor logits;
   auto forward_backward = [&](const data::Batch& b) { return forward_backward_on(b, &logits); };
   if (!guard_) {

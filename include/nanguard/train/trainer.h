@@ -128,6 +128,7 @@ class Trainer {
   std::vector<Metric> make_metrics() const;
   void update_metrics(std::vector<Metric>& metrics, const at::Tensor& logits, const at::Tensor& target);
   void zero_grad();
+  void apply_scheduled_learning_rate();
   // The batch's inputs and labels on the training device.
   data::Batch on_device(const data::Batch& batch) const;
   // Sparse labels must index the model's outputs; checked once per dataset, not per step.
