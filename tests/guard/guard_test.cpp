@@ -9,32 +9,14 @@
 
 #include "nanguard/core/error.h"
 #include "nanguard/trace/scope.h"
+#include "clusters.h"
 #include "support/test_support.h"
 #include "nanguard/train/trainer.h"
 
 namespace nanguard {
 namespace {
 
-constexpr int64_t kClasses = 10;
-constexpr int64_t kFeatures = 20;
-const float kNaN = std::numeric_limits<float>::quiet_NaN();
-
-// Ten Gaussian clusters: learnable to high accuracy in a few epochs.
-data::TensorDataset clusters(int64_t n, uint64_t seed, double scale = 1.0) {
-  auto centers_gen = at::detail::createCPUGenerator(1234);
-  auto centers = torch::randn({kClasses, kFeatures}, centers_gen) * 2.0;
-  auto gen = at::detail::createCPUGenerator(seed);
-  auto y = torch::randint(0, kClasses, {n}, gen, torch::kLong);
-  auto x = (centers.index_select(0, y) + torch::randn({n, kFeatures}, gen)) * scale;
-  return data::TensorDataset(x, y);
-}
-
-ModelSpec mlp() {
-  ModelSpec spec;
-  spec.input_shape = {kFeatures};
-  spec.add(layers::dense(32, "relu")).add(layers::dense(kClasses, "softmax"));
-  return spec;
-}
+using namespace guard_test;
 
 CompileOptions adam(GuardOptions guard = GuardOptions()) {
   CompileOptions c;

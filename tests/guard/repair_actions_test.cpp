@@ -14,19 +14,12 @@
 #include "nanguard/guard/guard.h"
 #include "nanguard/train/trainer.h"
 
+#include "clusters.h"
+
 namespace nanguard {
 namespace {
 
-constexpr int64_t kClasses = 10;
-constexpr int64_t kFeatures = 20;
-const float kNaN = std::numeric_limits<float>::quiet_NaN();
-
-data::TensorDataset clusters(int64_t n, uint64_t seed) {
-  auto centers = torch::randn({kClasses, kFeatures}, at::detail::createCPUGenerator(1234)) * 2.0;
-  auto gen = at::detail::createCPUGenerator(seed);
-  auto y = torch::randint(0, kClasses, {n}, gen, torch::kLong);
-  return data::TensorDataset(centers.index_select(0, y) + torch::randn({n, kFeatures}, gen), y);
-}
+using namespace guard_test;
 
 struct LoopResult {
   at::Tensor weight;
@@ -176,11 +169,8 @@ std::unique_ptr<Trainer> fit_with_bad_sample(RepairAction second) {
   RepairPolicy policy = RepairPolicy::automatic();
   policy.actions["bad_input_data"] = {RepairAction::quarantine_samples, second};
   c.guard = GuardOptions().policy(policy);
-  ModelSpec spec;
-  spec.input_shape = {kFeatures};
-  spec.add(layers::dense(32, "relu")).add(layers::dense(kClasses, "softmax"));
   torch::manual_seed(0);
-  auto trainer = std::make_unique<Trainer>(SequentialModel(spec), c);
+  auto trainer = std::make_unique<Trainer>(SequentialModel(mlp()), c);
   FitOptions f;
   f.epochs = 1;
   f.batch_size = 32;
