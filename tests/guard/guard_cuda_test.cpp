@@ -10,23 +10,15 @@
 #include "nanguard/trace/scope.h"
 #include "nanguard/train/trainer.h"
 
+#include "clusters.h"
+
 namespace nanguard {
 namespace {
 
 #define SKIP_WITHOUT_CUDA() \
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device here"
 
-constexpr int64_t kClasses = 10;
-constexpr int64_t kFeatures = 20;
-
-data::TensorDataset clusters(int64_t n, uint64_t seed) {
-  auto centers_gen = at::detail::createCPUGenerator(1234);
-  auto centers = torch::randn({kClasses, kFeatures}, centers_gen) * 2.0;
-  auto gen = at::detail::createCPUGenerator(seed);
-  auto y = torch::randint(0, kClasses, {n}, gen, torch::kLong);
-  auto x = centers.index_select(0, y) + torch::randn({n, kFeatures}, gen);
-  return data::TensorDataset(x, y);
-}
+using namespace guard_test;
 
 CompileOptions adam_on(c10::Device device) {
   CompileOptions c;
@@ -34,13 +26,6 @@ CompileOptions adam_on(c10::Device device) {
   c.optimizer = OptimizerSpec().type(OptimizerType::adam).learning_rate(0.01);
   c.device = device;
   return c;
-}
-
-ModelSpec mlp() {
-  ModelSpec spec;
-  spec.input_shape = {kFeatures};
-  spec.add(layers::dense(32, "relu")).add(layers::dense(kClasses, "softmax"));
-  return spec;
 }
 
 FitOptions three_epochs() {
