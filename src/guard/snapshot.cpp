@@ -2,20 +2,14 @@
 
 #include <chrono>
 #include <cstring>
-#include <map>
-#include <type_traits>
 
 #include <torch/torch.h>
 
 #include "core/check.h"
-#include "guard/optimizer_state.h"
+#include "nanguard/guard/optimizer_adapter.h"
 
 namespace nanguard {
 namespace {
-
-// The optimizer's state map is keyed by std::string in LibTorch 1.13 and by void* in 2.x.
-using StateMap = std::remove_reference_t<decltype(std::declval<torch::optim::Optimizer&>().state())>;
-using StateKey = typename StateMap::key_type;
 
 // Copies src into dst, allocating dst only the first time (or when the shape changed).
 void copy_into(at::Tensor& dst, const at::Tensor& src) {
@@ -53,14 +47,12 @@ struct SnapshotRing::Slot {
   int64_t step = -1;
   std::vector<at::Tensor> parameters;
   std::vector<at::Tensor> buffers;
-  struct OptState {
-    std::vector<at::Tensor> tensors;
-    int64_t step = 0;
-  };
-  std::map<StateKey, OptState> optimizer;
+  // Per optimizer: the state of each parameter (copies in buffers reused by later takes) and
+  // each group's learning rate.
+  std::vector<std::vector<OptimizerParamStateView>> optimizer;
+  std::vector<std::vector<double>> group_lrs;
   std::vector<std::pair<c10::Device, at::Tensor>> rng;
   std::vector<double> extra;
-  std::vector<double> group_lrs;
 };
 
 SnapshotRing::SnapshotRing(TrainingStateRefs state, int64_t capacity) : state_(std::move(state)) {
@@ -83,21 +75,24 @@ void SnapshotRing::take(int64_t step) {
   next_ = (next_ + 1) % capacity();
   for (size_t i = 0; i < state_.parameters.size(); ++i) copy_into(slot.parameters[i], state_.parameters[i]);
   for (size_t i = 0; i < state_.buffers.size(); ++i) copy_into(slot.buffers[i], state_.buffers[i]);
-  if (state_.optimizer != nullptr) {
-    auto& live = state_.optimizer->state();
-    // Forget entries the optimizer no longer has; keep (and reuse) the buffers of the rest.
-    for (auto it = slot.optimizer.begin(); it != slot.optimizer.end();) {
-      it = live.count(it->first) ? std::next(it) : slot.optimizer.erase(it);
+  slot.optimizer.resize(state_.optimizers.size());
+  slot.group_lrs.resize(state_.optimizers.size());
+  for (size_t o = 0; o < state_.optimizers.size(); ++o) {
+    const auto live = state_.optimizers[o]->state();
+    auto& saved = slot.optimizer[o];
+    // Reuse the buffers of the entry saved for the same parameter last time.
+    std::vector<OptimizerParamStateView> next(live.size());
+    size_t reuse = 0;
+    for (size_t i = 0; i < live.size(); ++i) {
+      while (reuse < saved.size() && saved[reuse].param < live[i].param) ++reuse;
+      if (reuse < saved.size() && saved[reuse].param == live[i].param) next[i] = std::move(saved[reuse]);
+      next[i].param = live[i].param;
+      next[i].step = live[i].step;
+      next[i].tensors.resize(live[i].tensors.size());
+      for (size_t k = 0; k < live[i].tensors.size(); ++k) copy_into(next[i].tensors[k], live[i].tensors[k]);
     }
-    for (auto& [key, st] : live) {
-      detail::ParamStateView v = detail::view_state(*st);
-      auto& saved = slot.optimizer[key];
-      saved.tensors.resize(v.tensors.size());
-      for (size_t i = 0; i < v.tensors.size(); ++i) copy_into(saved.tensors[i], *v.tensors[i]);
-      saved.step = v.step ? *v.step : 0;
-    }
-    slot.group_lrs.clear();
-    for (auto& group : state_.optimizer->param_groups()) slot.group_lrs.push_back(group.options().get_lr());
+    saved = std::move(next);
+    slot.group_lrs[o] = state_.optimizers[o]->learning_rates();
   }
   slot.rng.clear();
   for (const auto& device : generator_devices(state_)) {
@@ -115,31 +110,9 @@ void SnapshotRing::restore(const Slot& slot) {
   for (size_t i = 0; i < state_.buffers.size(); ++i) {
     if (state_.buffers[i].defined()) state_.buffers[i].copy_(slot.buffers[i]);
   }
-  if (state_.optimizer != nullptr) {
-    auto& live = state_.optimizer->state();
-    // State created after the snapshot (e.g. before the first step) must disappear, so the
-    // optimizer behaves exactly as it did then.
-    for (auto it = live.begin(); it != live.end();) {
-      if (slot.optimizer.count(it->first) == 0) {
-        it = live.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    for (auto& [key, st] : live) {
-      detail::ParamStateView v = detail::view_state(*st);
-      const auto& saved = slot.optimizer.at(key);
-      for (size_t i = 0; i < v.tensors.size(); ++i) {
-        if (saved.tensors[i].defined() && v.tensors[i]->defined()) {
-          v.tensors[i]->copy_(saved.tensors[i]);
-        } else {
-          *v.tensors[i] = saved.tensors[i].defined() ? saved.tensors[i].clone() : at::Tensor();
-        }
-      }
-      if (v.step) *v.step = saved.step;
-    }
-    auto& groups = state_.optimizer->param_groups();
-    for (size_t g = 0; g < groups.size() && g < slot.group_lrs.size(); ++g) groups[g].options().set_lr(slot.group_lrs[g]);
+  for (size_t o = 0; o < state_.optimizers.size() && o < slot.optimizer.size(); ++o) {
+    state_.optimizers[o]->load_state(slot.optimizer[o]);
+    state_.optimizers[o]->set_learning_rates(slot.group_lrs[o]);
   }
   for (const auto& [device, rng_state] : slot.rng) {
     at::Generator generator = at::globalContext().defaultGenerator(device);  // shares the default one
@@ -179,8 +152,10 @@ int64_t SnapshotRing::memory_bytes() const {
   for (const auto& s : slots_) {
     for (const auto& t : s->parameters) add(t);
     for (const auto& t : s->buffers) add(t);
-    for (const auto& [key, st] : s->optimizer) {
-      for (const auto& t : st.tensors) add(t);
+    for (const auto& per_optimizer : s->optimizer) {
+      for (const auto& st : per_optimizer) {
+        for (const auto& t : st.tensors) add(t);
+      }
     }
   }
   return bytes;

@@ -110,7 +110,7 @@ void Monitor::begin_update() {
   have_before_ = true;
 }
 
-std::vector<Warning> Monitor::end_update(int64_t step, const torch::optim::Optimizer* optimizer,
+std::vector<Warning> Monitor::end_update(int64_t step, const std::vector<at::Tensor>& second_moments,
                                          std::vector<ActivationStats> activations) {
   if (!options_.enabled()) return {};
   auto layers = layer_signals(names_, params_, have_before_ ? before_ : std::vector<at::Tensor>{});
@@ -124,8 +124,7 @@ std::vector<Warning> Monitor::end_update(int64_t step, const torch::optim::Optim
     s.sampled = true;
     s.layers = std::move(layers);
     s.activations = std::move(activations);
-    if (optimizer != nullptr) s.optimizer_state = optimizer_state_stats(*optimizer);
-    else s.optimizer_state = {std::nan(""), std::nan("")};
+    s.optimizer_state = optimizer_state_stats(second_moments);
   }
   return keep(std::move(found));
 }

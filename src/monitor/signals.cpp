@@ -169,18 +169,11 @@ std::vector<LayerSignals> layer_signals(const std::vector<std::string>& names, c
   return out;
 }
 
-OptimizerStateStats optimizer_state_stats(const torch::optim::Optimizer& optimizer) {
-  using namespace torch::optim;
+OptimizerStateStats optimizer_state_stats(const std::vector<at::Tensor>& second_moments) {
   torch::NoGradGuard no_grad;
   double max = -1, sum = 0;
   int64_t count = 0;
-  for (const auto& entry : optimizer.state()) {
-    const OptimizerParamState* base = entry.second.get();
-    at::Tensor t;
-    if (auto* a = dynamic_cast<const AdamParamState*>(base)) t = a->exp_avg_sq();
-    else if (auto* aw = dynamic_cast<const AdamWParamState*>(base)) t = aw->exp_avg_sq();
-    else if (auto* r = dynamic_cast<const RMSpropParamState*>(base)) t = r->square_avg();
-    else if (auto* g = dynamic_cast<const AdagradParamState*>(base)) t = g->sum();
+  for (const auto& t : second_moments) {
     if (!t.defined() || t.numel() == 0) continue;
     count += t.numel();
     if (plain_cpu_float(t)) {

@@ -203,4 +203,20 @@ std::vector<RepairAction> plan_repair(const Diagnosis& diagnosis, const Evidence
   return plan;
 }
 
+std::vector<RepairAction> adapt_plan(std::vector<RepairAction> planned, const Evidence& evidence,
+                                     bool caught_before_update, const RepairLedger& ledger) {
+  if (planned.empty()) planned.push_back(RepairAction::skip_step);
+  std::vector<RepairAction> out;
+  for (RepairAction a : planned) {
+    const RepairAction b = caught_before_update && a == RepairAction::rollback ? RepairAction::recompute : a;
+    if (std::find(out.begin(), out.end(), b) == out.end()) out.push_back(b);
+  }
+  const bool state_bad = evidence.params_nonfinite_before_step || evidence.optimizer_state_nonfinite;
+  const auto has = [&](RepairAction a) { return std::find(out.begin(), out.end(), a) != out.end(); };
+  if (state_bad && !has(RepairAction::rollback) && !has(RepairAction::stop)) {
+    out.insert(out.begin(), ledger.can_rollback(evidence.step) ? RepairAction::rollback : RepairAction::stop);
+  }
+  return out;
+}
+
 }  // namespace nanguard

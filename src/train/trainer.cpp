@@ -77,6 +77,8 @@ Trainer::Trainer(SequentialModel model, CompileOptions options)
       ++global_step_;
       apply_scheduled_learning_rate();
     };
+    // The spec's clipnorm / clipvalue run after the guard's check, before each update.
+    hooks.clip_gradients = [this] { clip_gradients(options_.optimizer, parameters_); };
     hooks.gather_batch = [this](const at::Tensor& ids) {
       NANGUARD_INTERNAL_ASSERT(train_data_ != nullptr, "a replay outside fit");
       return on_device(train_data_->gather_ids(ids));
@@ -158,7 +160,6 @@ at::Tensor Trainer::forward_backward_on(const data::Batch& batch, at::Tensor* lo
     loss = compute_loss(loss_spec, logits, model_->output_activation(), batch.y);
   }
   loss.backward();
-  clip_gradients(options_.optimizer, parameters_);
   if (logits_out != nullptr) *logits_out = logits;
   return loss;
 }
@@ -178,6 +179,7 @@ StepResult Trainer::step_on_batch(const data::Batch& batch, at::Tensor* logits_o
   if (!guard_) {
     zero_grad();
     auto loss = forward_backward(batch);
+    clip_gradients(options_.optimizer, parameters_);
     optimizer_->step();
     ++global_step_;
     if (logits_out != nullptr) *logits_out = logits.detach();

@@ -99,7 +99,7 @@ void train(const Scenario& scenario, const RunOptions& options, bool fault, cons
   data::BatchLoader loader(run.train, run.batch_size, /*shuffle=*/true, options.seed());
   int64_t step = 0;
   std::map<int64_t, int64_t> executions;  // per step: how often its closure ran
-  LossClosure closure = [&](const data::Batch& b) {
+  BatchClosure closure = [&](const data::Batch& b) {
     run.model->train();
     auto out = run.forward(b.x);
     at::Tensor loss;
@@ -117,6 +117,7 @@ void train(const Scenario& scenario, const RunOptions& options, bool fault, cons
   std::mt19937_64 rng(options.seed() * 7919 + 17);
   if (is_guarded(baseline)) {
     GuardHooks hooks;
+    hooks.on_event = [](const GuardEvent&) {};  // the table reads events() after the run
     if (run.use_stable_loss) {
       // The loss is the scenario's own: unstable until the guard switches it.
       hooks.use_stable_loss = [&run, &stable_loss] { return stable_loss = run.use_stable_loss(); };

@@ -101,7 +101,8 @@ TEST(Guard, BatchWithoutIdsNamesItsRows) {
   ASSERT_NE(v.incident, nullptr);
   EXPECT_EQ(v.incident->diagnosis.top().cause, cause::bad_input_data);
   ASSERT_EQ(v.incident->evidence.nonfinite_samples.size(), 1u);
-  EXPECT_EQ(v.incident->evidence.nonfinite_samples[0].id, 5);
+  EXPECT_EQ(v.incident->evidence.nonfinite_samples[0].row, 5);
+  EXPECT_EQ(v.incident->evidence.nonfinite_samples[0].id, -1) << "a row is not a dataset id";
 }
 
 TEST(Guard, TransientFaultIsRecomputedAndLeavesNoTrace) {  // Z6

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "nanguard/core/error.h"
+#include "nanguard/guard/optimizer_adapter.h"
 
 namespace nanguard {
 namespace {
@@ -53,7 +54,8 @@ TEST(SnapshotRing, RestoreIsBitwiseExactAndContinuesIdentically) {
   Net net;
   torch::optim::Adam opt(net.parameters(), torch::optim::AdamOptions(1e-2));
   double extra_value = 7;
-  TrainingStateRefs refs{net.parameters(), net.buffers(), &opt, [&] { return std::vector<double>{extra_value}; },
+  auto adapter = make_optimizer_adapter(opt);
+  TrainingStateRefs refs{net.parameters(), net.buffers(), {adapter.get()}, [&] { return std::vector<double>{extra_value}; },
                          [&](const std::vector<double>& v) { extra_value = v.at(0); }};
   SnapshotRing ring(refs, 2);
   train_steps(net, opt, 3);
@@ -76,7 +78,8 @@ TEST(SnapshotRing, RestoringASnapshotFromBeforeTheFirstStepClearsOptimizerState)
   torch::manual_seed(0);
   Net net;
   torch::optim::Adam opt(net.parameters(), torch::optim::AdamOptions(1e-2));
-  SnapshotRing ring({net.parameters(), net.buffers(), &opt, nullptr, nullptr}, 1);
+  auto adapter = make_optimizer_adapter(opt);
+  SnapshotRing ring({net.parameters(), net.buffers(), {adapter.get()}, nullptr, nullptr}, 1);
   ring.take(0);
   train_steps(net, opt, 1);
   EXPECT_FALSE(opt.state().empty());
@@ -88,7 +91,8 @@ TEST(SnapshotRing, KeepsTheNewestCapacitySnapshotsAndPicksByStep) {
   torch::manual_seed(0);
   Net net;
   torch::optim::SGD opt(net.parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
-  SnapshotRing ring({net.parameters(), net.buffers(), &opt, nullptr, nullptr}, 3);
+  auto adapter = make_optimizer_adapter(opt);
+  SnapshotRing ring({net.parameters(), net.buffers(), {adapter.get()}, nullptr, nullptr}, 3);
   for (int64_t step : {0, 10, 20, 30}) {
     ring.take(step);
     train_steps(net, opt, 1);
@@ -99,7 +103,7 @@ TEST(SnapshotRing, KeepsTheNewestCapacitySnapshotsAndPicksByStep) {
   ring.discard_after(10);
   EXPECT_EQ(ring.steps(), (std::vector<int64_t>{10}));
   EXPECT_GT(ring.memory_bytes(), 0);
-  EXPECT_THROW(SnapshotRing({net.parameters(), {}, &opt, nullptr, nullptr}, 0), ValueError);
+  EXPECT_THROW(SnapshotRing({net.parameters(), {}, {adapter.get()}, nullptr, nullptr}, 0), ValueError);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include "nanguard/core/error.h"
 #include <torch/torch.h>
 
+#include "nanguard/guard/optimizer_adapter.h"
 #include "support/test_support.h"
 
 namespace nanguard::monitor {
@@ -63,7 +64,7 @@ TEST(Monitor, PerLayerSignalsOfASampledStepMatchTheGradients) {
     for (auto& p : net.parameters()) before.push_back(p.detach().clone());
     if (sample) m.begin_update();
     adam.step();
-    if (sample) m.end_update(step, &adam);
+    if (sample) m.end_update(step, make_optimizer_adapter(adam)->second_moments());
     if (!sample) continue;
     const StepSignals& s = m.history().back();
     ASSERT_TRUE(s.sampled);

@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "nanguard/trace/scope.h"
+#include "nanguard/guard/optimizer_adapter.h"
 #include "support/test_support.h"
 
 namespace nanguard::monitor {
@@ -79,16 +80,17 @@ TEST(LayerSignals, NormsAndUpdateRatioPerLayer) {
 TEST(OptimizerStateStats, AdamSecondMoment) {
   auto p = torch::ones({3}, torch::requires_grad());
   torch::optim::Adam adam({p}, torch::optim::AdamOptions(0.1));
-  EXPECT_TRUE(std::isnan(optimizer_state_stats(adam).max));  // no state before the first step
+  auto adapter = make_optimizer_adapter(adam);
+  EXPECT_TRUE(std::isnan(optimizer_state_stats(adapter->second_moments()).max));  // no state before the first step
   p.mutable_grad() = torch::tensor({1.0f, 2.0f, 3.0f});
   adam.step();
-  auto s = optimizer_state_stats(adam);
+  auto s = optimizer_state_stats(adapter->second_moments());
   // exp_avg_sq = (1 - 0.999) * g^2
   EXPECT_NEAR(s.max, 0.001 * 9, 1e-7);
   EXPECT_NEAR(s.mean, 0.001 * 14 / 3, 1e-7);
   torch::optim::SGD sgd({p}, torch::optim::SGDOptions(0.1));
   sgd.step();
-  EXPECT_TRUE(std::isnan(optimizer_state_stats(sgd).mean));
+  EXPECT_TRUE(std::isnan(optimizer_state_stats(make_optimizer_adapter(sgd)->second_moments()).mean));
 }
 
 TEST(ActivationRecorder, RecordsActivationsWithTheirScope) {

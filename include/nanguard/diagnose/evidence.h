@@ -34,8 +34,11 @@ struct Evidence {
   int64_t step = 0;   // global step of the failed check
   int64_t epoch = -1;
   // What failed the cheap check: "loss", "gradients", "parameters" (after the previous
-  // optimizer step) or "optimizer_state".
+  // optimizer step) or "optimizer_state"; "exception" when the closure threw.
   std::string failed_check;
+  // The closure threw: its message, and the op that threw (it read non-finite values).
+  std::string exception_message;
+  std::string exception_op;
   // Names of the tensors that are non-finite (e.g. "layers.1.dense.weight.grad").
   std::vector<std::string> nonfinite_tensors;
   // The gradient norm was beyond float32's range for its square (above ~1.8e19) on this step
@@ -65,6 +68,9 @@ struct Evidence {
 
   // The batch.
   int64_t batch_size = 0;
+  // Whether the batch carried dataset ids (without them samples are named by row and cannot
+  // be quarantined).
+  bool batch_has_ids = true;
   std::vector<SampleEvidence> nonfinite_samples;  // samples with NaN/Inf inputs
   std::vector<SampleEvidence> outlier_samples;    // finite but extreme samples
   bool labels_out_of_range = false;

@@ -11,37 +11,73 @@
 //   }
 //
 // The closure runs forward, loss and backward (no zero_grad, no optimizer step: the guard
-// does both). Per step the cheap path costs one read of the gradients and one host sync; on a failed check the guard replays the step with the op tracer to find the op
-// that created the first non-finite value, diagnoses the cause and repairs the run.
+// does both). It may run more than once for one batch (a replay under the op tracer, a
+// recompute, the re-run of a step a rollback lost), so it must compute from its batch alone:
+// nothing carried over from an earlier run (a graph, generated samples, a counter). A closure
+// that takes a StepContext is told which run it is.
+//
+// Loops that own their optimizer step use the lower API that step() is built on, in the
+// spirit of GradScaler's scale / step / update:
+//
+//   auto b = guard.begin_step(batch, closure);   // closure optional: it enables replays
+//   auto loss = ...; loss.backward();
+//   nanguard::Decision d = guard.check(loss);    // one host sync
+//   guard.apply(d);                              // the update, or the repair of an incident
+//
+// Per step the cheap path costs one read of the gradients and one host sync; on a failed
+// check the guard replays the step with the op tracer to find the op that created the first
+// non-finite value, diagnoses the cause and repairs the run.
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
-#include <torch/nn/module.h>
-#include <torch/optim/optimizer.h>
+#include <ATen/core/Tensor.h>
 
 #include "nanguard/data/dataset.h"
 #include "nanguard/guard/incident.h"
 #include "nanguard/guard/options.h"
+#include "nanguard/repair/policy.h"
+
+namespace torch::nn {
+class Module;
+}
+namespace torch::optim {
+class Optimizer;
+}
 
 namespace nanguard {
 
+class Consensus;
+class OptimizerAdapter;
 class SnapshotRing;
-namespace detail {
-class CpuRngState;
-}
 namespace monitor {
 class Monitor;
-struct Warning;
-}  // namespace monitor
+}
 
-// Computes the loss of a batch and runs backward; returns the loss.
-using LossClosure = std::function<at::Tensor(const data::Batch&)>;
+// Which run of a step's closure this is.
+struct StepContext {
+  enum class Run {
+    first,      // the step as the loop gives it
+    replay,     // re-run under the op tracer to localize an incident (its update is not kept)
+    recompute,  // re-run from the pre-step state as a repair (transient fault, quarantine)
+    rerun,      // a step a rollback lost, re-run with the repaired settings
+  };
+  Run run = Run::first;
+  int64_t step = 0;     // the guard's step the batch belongs to
+  bool traced = false;  // the op tracer records this run
+};
+const char* to_string(StepContext::Run run);
+
+// Computes the loss of a batch and runs backward; returns the loss (a scalar, or one loss per
+// model for several models: their sum is checked and reported).
+using StepClosure = std::function<at::Tensor(const data::Batch&, const StepContext&)>;
+// The same without the context.
+using BatchClosure = std::function<at::Tensor(const data::Batch&)>;
 
 struct StepVerdict {
   enum class Outcome { applied, skipped, rolled_back, recomputed, stopped };
@@ -52,6 +88,21 @@ struct StepVerdict {
   bool stopped() const { return outcome == Outcome::stopped; }
 };
 const char* to_string(StepVerdict::Outcome outcome);
+
+// What the guard decided about a step after its check; apply() carries it out.
+struct Decision {
+  enum class Kind {
+    update,    // healthy: apply the update
+    incident,  // the check failed (or the screen found extreme samples): repair with `plan`
+    skip,      // nothing to train on (every sample quarantined) or the guard has stopped
+  };
+  Kind kind = Kind::update;
+  int64_t step = -1;
+  double loss = 0;       // the step's loss (NaN when non-finite)
+  double grad_norm = 0;  // the total gradient norm
+  std::shared_ptr<const Incident> incident;  // kind incident: investigated and diagnosed
+  std::vector<RepairAction> plan;            // kind incident: the actions apply() takes
+};
 
 // What a trainer lets the guard change besides parameters and optimizer state. All optional.
 struct GuardHooks {
@@ -67,6 +118,10 @@ struct GuardHooks {
   // Rebuilds a batch from its sample ids. With it the guard remembers only the ids of the
   // batches since the last snapshot (for replaying an optimizer step), not their tensors.
   std::function<data::Batch(const at::Tensor& ids)> gather_batch;
+  // The caller's own gradient clipping (e.g. Keras clipnorm / clipvalue), run by the guard
+  // before every update, after the check: a clip inside the closure would turn a +Inf
+  // gradient finite before the check sees it.
+  std::function<void()> clip_gradients;
   // Called after each step that a rollback re-ran was applied (GuardOptions::rerun_lost_steps),
   // so the caller's step counter and schedule advance as they did the first time (set the
   // learning rate of the next step here). Epoch-level schedule events are not replayed.
@@ -74,7 +129,8 @@ struct GuardHooks {
   // Called on each incident with the pre-step state still in place (parameters, the batch and
   // the CPU RNG state before the step), to dump it for an offline replay.
   std::function<void(int64_t step, const data::Batch& batch, const at::Tensor& rng_state)> dump_incident;
-  // Called with every event as it happens (events.jsonl, console).
+  // Called with every event as it happens (events.jsonl, console). Without it every event is
+  // printed through the library's log sink (set_log_sink).
   std::function<void(const GuardEvent&)> on_event;
   // Replaces the repair actions planned for an incident (to compare repair policies); an empty
   // result means skip_step. Non-finite parameters still force a rollback or a stop.
@@ -86,141 +142,89 @@ struct GuardHooks {
   bool model_reports_activations = false;
 };
 
+// One model and its optimizer, for a guard over several (a GAN's generator and
+// discriminator): one snapshot, one decision and one rollback for all of them.
+struct GuardedModel {
+  GuardedModel(torch::nn::Module& module, torch::optim::Optimizer& optimizer, std::string name = "")
+      : module(&module), optimizer(&optimizer), name(std::move(name)) {}
+  torch::nn::Module* module;
+  torch::optim::Optimizer* optimizer;
+  std::string name;  // prefix of its parameter names in reports ("generator.0.weight")
+};
+
 class Guard {
  public:
   Guard(torch::nn::Module& module, torch::optim::Optimizer& optimizer, GuardOptions options = {},
         GuardHooks hooks = {});
+  // Several models, each with its own optimizer. A step's closure computes every model's
+  // gradients from the pre-step state; after one check the guard steps every optimizer.
+  explicit Guard(const std::vector<GuardedModel>& models, GuardOptions options = {}, GuardHooks hooks = {});
   Guard(std::vector<at::Tensor> parameters, std::vector<at::Tensor> buffers, torch::optim::Optimizer& optimizer,
         GuardOptions options = {}, GuardHooks hooks = {});
+  // Any optimizer behind its adapter (the seam for optimizers of other front ends).
+  Guard(std::vector<std::string> names, std::vector<at::Tensor> parameters, std::vector<at::Tensor> buffers,
+        std::vector<std::shared_ptr<OptimizerAdapter>> optimizers, GuardOptions options = {}, GuardHooks hooks = {});
   ~Guard();
   Guard(const Guard&) = delete;
   Guard& operator=(const Guard&) = delete;
 
-  // Runs one guarded training step on the batch.
-  StepVerdict step(const data::Batch& batch, const LossClosure& closure);
+  // Runs one guarded training step on the batch: begin_step, the closure, check, apply.
+  // An exception from the closure whose failing op read non-finite values is an incident like
+  // a non-finite loss; any other exception propagates unchanged.
+  StepVerdict step(const data::Batch& batch, const StepClosure& closure);
+  StepVerdict step(const data::Batch& batch, const BatchClosure& closure);
+
+  // The lower API. begin_step prepares a step (snapshot when due, batch memory, RNG state)
+  // and returns the batch to train on: quarantined samples dropped; empty when none are left
+  // (check then decides skip). The closure, when given, lets the guard replay and repair the
+  // step; without it incidents are diagnosed from their evidence only.
+  data::Batch begin_step(const data::Batch& batch, StepClosure closure = {});
+  // After backward: the cheap check; on a failure the incident is investigated and a repair
+  // planned. Call once per begin_step.
+  Decision check(const at::Tensor& loss);
+  // After an exception from the step's forward or backward: an incident when the failing op
+  // read non-finite values (rethrows the exception otherwise).
+  Decision check_exception(std::exception_ptr error);
+  // Carries the decision out: the update (clipping, optimizer step, bookkeeping) or the repair.
+  StepVerdict apply(const Decision& decision);
 
   // Runs the closure once on the batch from the current state and, if the check fails,
   // replays and diagnoses it without repairing anything or counting a step (offline replay).
-  // Returns null when the step is healthy. Meant for offline replay: to look at the optimizer
-  // step it takes a snapshot into the ring, which replaces the oldest one when the ring is full.
-  std::shared_ptr<const Incident> examine(const data::Batch& batch, const LossClosure& closure);
+  // Returns null when the step is healthy. The state is left as it was.
+  std::shared_ptr<const Incident> examine(const data::Batch& batch, const BatchClosure& closure);
+
+  // The consensus of a data-parallel run (every process takes the same decision); none: local.
+  void set_consensus(std::shared_ptr<Consensus> consensus);
 
   // Multiplier the guard applied to the learning rate (1 until an lr backoff).
-  double lr_scale() const { return lr_scale_; }
+  double lr_scale() const;
   // Gradient-norm clipping the guard enabled (0 = off), and whether it bounds each parameter's
   // gradient on its own (after exploding gradients) rather than their total norm.
-  double clip_norm() const { return clip_norm_; }
-  bool clip_per_tensor() const { return clip_per_tensor_; }
+  double clip_norm() const;
+  bool clip_per_tensor() const;
   // Steps seen, updates applied (as they happened: updates a rollback undid stay counted, steps
   // it re-ran count again) and steps skipped.
-  int64_t steps() const { return step_; }
-  int64_t applied_steps() const { return applied_; }
-  int64_t skipped_steps() const { return skipped_; }
+  int64_t steps() const;
+  int64_t applied_steps() const;
+  int64_t skipped_steps() const;
   // Steps re-run after rollbacks (counted in applied_steps too).
-  int64_t rerun_steps() const { return rerun_; }
-  bool stopped() const { return stopped_; }
-  const std::vector<std::shared_ptr<const Incident>>& incidents() const { return incidents_; }
-  const std::vector<GuardEvent>& events() const { return events_; }
+  int64_t rerun_steps() const;
+  bool stopped() const;
+  const std::vector<std::shared_ptr<const Incident>>& incidents() const;
+  const std::vector<GuardEvent>& events() const;
   // Quarantined dataset ids, ascending.
-  const std::vector<int64_t>& quarantined() const { return quarantined_; }
-  const SnapshotRing& snapshots() const { return *ring_; }
-  const GuardOptions& options() const { return options_; }
+  const std::vector<int64_t>& quarantined() const;
+  const SnapshotRing& snapshots() const;
+  const GuardOptions& options() const;
   // Plain-language summary of the run so far.
   std::string summary() const;
-  // Logs a warning event (used by monitors).
-  void warn(const GuardEvent& event);
   // The training monitor (null when GuardOptions::monitor is disabled).
-  const monitor::Monitor* monitor() const { return monitor_.get(); }
+  const monitor::Monitor* monitor() const;
+
+  struct Impl;
 
  private:
-  struct RecentBatch {
-    int64_t step = 0;
-    data::Batch batch;     // the tensors, or only the ids with a gather hook
-    bool applied = false;  // its update is part of the current state
-    // How it was applied, for a faithful replay: each parameter group's learning rate and the
-    // global clip (the monitor's adaptive one, or the repair's when not per tensor; 0: none).
-    std::vector<double> learning_rates;
-    double global_clip = 0;
-    double per_tensor_clip = 0;
-  };
-
-  void init();
-  void zero_grad();
-  std::shared_ptr<Incident> investigate(const data::Batch& batch, const LossClosure& closure, const at::Tensor& loss,
-                                        bool state_failed);
-  StepVerdict handle_incident(const data::Batch& batch, const LossClosure& closure, const at::Tensor& loss,
-                              bool params_failed);
-  StepVerdict repair_incident(const std::shared_ptr<Incident>& incident, const data::Batch& batch,
-                              const LossClosure& closure, bool caught_before_update);
-  std::optional<StepVerdict> screen_step(const data::Batch& batch, const LossClosure& closure);
-  void collect_run_evidence(Evidence& ev) const;
-  void collect_batch_evidence(const data::Batch& batch, Evidence& ev) const;
-  void replay(const data::Batch& batch, const LossClosure& closure, Evidence& ev);
-  void replay_optimizer_step(const LossClosure& closure, Evidence& ev);
-  void trace_failed_update(const LossClosure& closure, Evidence& ev);
-  void collect_tensor_evidence(const at::Tensor& loss, Evidence& ev) const;
-  bool gradient_norm_overflows() const;
-  double gradient_norm_in_double() const;
-  data::Batch stored_batch(const RecentBatch& rb) const;
-  void mark_applied(int64_t step, double global_clip, double per_tensor_clip);
-  // The clips a repaired update applies (per tensor after exploding gradients, else global).
-  double repair_global_clip() const { return clip_per_tensor_ ? 0.0 : clip_norm_; }
-  double repair_per_tensor_clip() const { return clip_per_tensor_ ? clip_norm_ : 0.0; }
-  int64_t rerun_lost_steps(const std::vector<RecentBatch>& lost, const LossClosure& closure);
-  bool cpu_fast_path(const at::Tensor& loss) const;
-  void clip_gradients_to(double max_norm, bool per_tensor, double grad_norm = -1);
-  void apply_optimizer_step();
-  void apply_update(double per_tensor_clip, double global_clip, double grad_norm = -1);
-  std::vector<at::Tensor> training_state() const;
-  void queue_state_check();
-  bool loss_and_gradients_finite(const at::Tensor& loss) const;
-  void drop_batches_before(int64_t step);
-  void set_learning_rates(double factor);
-  int64_t trend_start_step() const;
-  double automatic_clip_norm(double factor) const;
-  void emit(const GuardEvent& event);
-  void emit_warning(const monitor::Warning& warning);
-  void warn_about(int64_t step, const std::string& cause, const std::string& explanation, const std::string& suggestion);
-  data::Batch drop_quarantined(const data::Batch& batch) const;
-
-  std::vector<at::Tensor> params_;
-  std::vector<std::string> param_names_;
-  std::vector<at::Tensor> buffers_;
-  torch::optim::Optimizer& optimizer_;
-  GuardOptions options_;
-  GuardHooks hooks_;
-  std::unique_ptr<SnapshotRing> ring_;
-  std::unique_ptr<RepairLedger> ledger_;
-  std::unique_ptr<monitor::Monitor> monitor_;
-
-  at::Tensor pending_state_check_;   // deferred parameter/optimizer-state check (no sync yet)
-  std::unique_ptr<detail::CpuRngState> rng_before_step_;  // CPU generator state before the closure ran
-  // Batches since the newest validated snapshot (since the oldest one when only ids are kept),
-  // to replay an optimizer step from it or re-run the steps a rollback lost.
-  std::vector<RecentBatch> recent_batches_;
-  int64_t kept_batch_bytes_ = 0;   // bytes of batch tensors in recent_batches_
-  bool keeping_batches_ = true;    // false once kept_batch_bytes was passed, until the next snapshot
-  bool warned_batch_budget_ = false;
-  void remember_batch(int64_t step, const data::Batch& batch);
-  std::vector<double> loss_history_, grad_norm_history_;
-  std::vector<int64_t> history_steps_;
-
-  int64_t step_ = 0;
-  int64_t applied_ = 0;
-  int64_t skipped_ = 0;
-  int64_t rerun_ = 0;
-  bool norm_overflow_streak_ = false;  // the gradient norm is beyond float32's range (warned once)
-  int64_t last_snapshot_step_ = -1;
-  double lr_scale_ = 1.0;
-  double clip_norm_ = 0.0;
-  bool clip_per_tensor_ = false;  // clip_norm_ bounds each gradient on its own (exploding gradients)
-  bool stopped_ = false;
-  bool snapshot_due_ = false;
-  std::string screen_trigger_;  // a spike warning of this step: screen its batch for extreme samples
-  bool outlier_watch_ = false;  // extreme samples were found: screen every batch
-  std::vector<std::shared_ptr<const Incident>> incidents_;
-  std::vector<GuardEvent> events_;
-  std::vector<int64_t> quarantined_;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace nanguard

@@ -12,15 +12,17 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
-#include <torch/optim/optimizer.h>
 
 namespace nanguard {
+
+class OptimizerAdapter;
 
 // What a snapshot covers. Tensors are referenced, not owned.
 struct TrainingStateRefs {
   std::vector<at::Tensor> parameters;
   std::vector<at::Tensor> buffers;
-  torch::optim::Optimizer* optimizer = nullptr;
+  // The optimizers whose state (and learning rates) a snapshot holds.
+  std::vector<OptimizerAdapter*> optimizers;
   // Extra state of the caller (schedule state, counters), saved and restored as numbers.
   std::function<std::vector<double>()> save_extra;
   std::function<void(const std::vector<double>&)> load_extra;

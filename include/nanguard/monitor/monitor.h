@@ -9,7 +9,7 @@
 //   for (auto& w : mon.observe_step(step, loss, grad_norm, lr)) std::cout << w.message;
 //   if (mon.sample_due(step)) mon.begin_update();
 //   optimizer.step();
-//   if (mon.sample_due(step)) for (auto& w : mon.end_update(step, &optimizer)) ...;
+//   if (mon.sample_due(step)) for (auto& w : mon.end_update(step, second_moments)) ...;
 #pragma once
 
 #include <cstdint>
@@ -19,7 +19,6 @@
 #include <vector>
 
 #include <torch/nn/module.h>
-#include <torch/optim/optimizer.h>
 
 #include "nanguard/monitor/detectors.h"
 #include "nanguard/monitor/options.h"
@@ -53,7 +52,7 @@ class Monitor {
   // Sampled steps, after the optimizer step (gradients still in place): per-layer signals,
   // optimizer-state statistics, activation statistics recorded for this step; runs the
   // vanishing-gradient, dying-ReLU and saturation detectors and returns their warnings.
-  std::vector<Warning> end_update(int64_t step, const torch::optim::Optimizer* optimizer,
+  std::vector<Warning> end_update(int64_t step, const std::vector<at::Tensor>& second_moments,
                                   std::vector<ActivationStats> activations = {});
   // After a rollback: the spike windows and growth runs restart (the history stays).
   void reset_trends();

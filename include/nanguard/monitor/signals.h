@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
 namespace nanguard::monitor {
@@ -58,7 +57,7 @@ ActivationStats activation_stats(const at::Tensor& output, const std::string& ki
 std::vector<LayerSignals> layer_signals(const std::vector<std::string>& names, const std::vector<at::Tensor>& params,
                                         const std::vector<at::Tensor>& before);
 
-OptimizerStateStats optimizer_state_stats(const torch::optim::Optimizer& optimizer);
+OptimizerStateStats optimizer_state_stats(const std::vector<at::Tensor>& second_moments);
 
 // Where a recorder gets activations from: op callbacks see every ReLU, sigmoid and tanh op of
 // any model, but make every op of the step pay for the callback; a model that reports its own

@@ -118,4 +118,16 @@ class RepairLedger {
 std::vector<RepairAction> plan_repair(const Diagnosis& diagnosis, const Evidence& evidence,
                                       const RepairPolicy& policy, const RepairLedger& ledger);
 
+// The plan as the guard carries it out: `planned` (plan_repair's, or a replacement of the
+// caller's) adapted to the state the incident left:
+//   - empty becomes skip_step;
+//   - caught before the update (a screened batch): the pre-step state is intact, so rollback
+//     becomes recompute (of the step without the quarantined samples);
+//   - non-finite parameters or optimizer state (evidence) cannot be kept: without a rollback
+//     or stop in the plan, one is put first (rollback within the budget at evidence.step,
+//     else stop).
+// Duplicates are dropped (first one kept).
+std::vector<RepairAction> adapt_plan(std::vector<RepairAction> planned, const Evidence& evidence,
+                                     bool caught_before_update, const RepairLedger& ledger);
+
 }  // namespace nanguard

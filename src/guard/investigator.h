@@ -1,0 +1,69 @@
+// Evidence and replays for an incident, from explicit inputs: the failing step, its batch and
+// closure, what the check saw, and what the run looked like before it. It leaves the training
+// state as it found it (or, after an optimizer-step replay, at the snapshot it replayed from).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "nanguard/guard/guard.h"
+
+namespace nanguard::detail {
+
+class BatchMemory;
+class CpuRngState;
+class TrainingState;
+
+struct FailedStep {
+  int64_t step = 0;
+  data::Batch batch;
+  const StepClosure* closure = nullptr;  // null: no replay possible
+  at::Tensor loss;                        // undefined after an exception
+  bool state_failed = false;              // the deferred state check failed
+  bool overflow_streak = false;           // the gradient norm was beyond float32 before
+  std::string exception;                  // the closure's exception message, if it threw
+};
+
+struct InvestigatorHooks {
+  // Fills the run's evidence (histories, learning rate, clipping, warnings, audit flags).
+  std::function<void(Evidence&)> run_evidence;
+  std::function<void(int64_t step, const data::Batch& batch, const at::Tensor& rng_state)> dump_incident;
+};
+
+class Investigator {
+ public:
+  Investigator(TrainingState& state, SnapshotRing& ring, const BatchMemory& memory, CpuRngState& rng_before_step,
+               bool replay, InvestigatorHooks hooks);
+  ~Investigator();
+
+  // A failed check: evidence, replays, diagnosis.
+  std::shared_ptr<Incident> investigate(const FailedStep& failed);
+  // The closure threw: an incident when the op that threw read non-finite values (or the batch
+  // holds them), else null (the exception is the caller's to rethrow).
+  std::shared_ptr<Incident> investigate_exception(const FailedStep& failed);
+  // A healthy step whose batch may hold finite but extreme samples: an incident when the
+  // diagnosis is data_outlier, else null.
+  std::shared_ptr<Incident> screen(int64_t step, const data::Batch& batch, const std::string& trigger);
+
+ private:
+  void collect_batch_evidence(const data::Batch& batch, Evidence& ev) const;
+  void collect_tensor_evidence(const at::Tensor& loss, Evidence& ev) const;
+  void replay(const FailedStep& failed, Evidence& ev);
+  void replay_optimizer_step(const FailedStep& failed, Evidence& ev);
+  void trace_failed_update(const FailedStep& failed, Evidence& ev);
+  void check_environment(Evidence& ev) const;
+
+  TrainingState& state_;
+  SnapshotRing& ring_;
+  const BatchMemory& memory_;
+  CpuRngState& rng_;
+  bool replay_;
+  InvestigatorHooks hooks_;
+  // The state before an optimizer-step replay, put back if the closure throws during it;
+  // allocated at the first such replay.
+  std::unique_ptr<SnapshotRing> before_replay_;
+};
+
+}  // namespace nanguard::detail
