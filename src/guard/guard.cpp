@@ -22,7 +22,8 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 Guard::Impl::Impl(detail::Named named, std::vector<std::shared_ptr<OptimizerAdapter>> optimizers, GuardOptions opts,
                   GuardHooks h)
-    : options(std::move(opts)),
+    : named_models(named.models),
+      options(std::move(opts)),
       hooks(std::move(h)),
       state(std::move(named.names), std::move(named.params), std::move(named.buffers), std::move(optimizers)),
       log(hooks.on_event),
@@ -60,7 +61,10 @@ Guard::Impl::Impl(detail::Named named, std::vector<std::shared_ptr<OptimizerAdap
     if (saved_scale > 0 && scale != saved_scale) state.scale_learning_rates(scale / saved_scale);
   };
   ring = std::make_unique<SnapshotRing>(std::move(refs), options.snapshot_capacity());
-  if (options.monitor().enabled()) monitor = std::make_unique<monitor::Monitor>(state.names(), state.params(), options.monitor());
+  if (options.monitor().enabled()) {
+    monitor = std::make_unique<monitor::Monitor>(state.names(), state.params(), options.monitor());
+    monitor->set_models(named_models);
+  }
   detail::InvestigatorHooks ih;
   ih.run_evidence = [this](Evidence& ev) { run_evidence(ev); };
   ih.dump_incident = hooks.dump_incident;

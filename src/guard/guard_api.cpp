@@ -64,7 +64,10 @@ Guard::Guard(const std::vector<GuardedModel>& models, GuardOptions options, Guar
   std::vector<torch::optim::Optimizer*> optimizers;
   for (const auto& m : models) {
     NANGUARD_CHECK(m.module != nullptr && m.optimizer != nullptr, "a guarded model needs its module and optimizer");
-    add_module(named, *m.module, models.size() > 1 && m.name.empty() ? fmt::format("model{}", optimizers.size()) : m.name);
+    const std::string prefix =
+        models.size() > 1 && m.name.empty() ? fmt::format("model{}", optimizers.size()) : m.name;
+    add_module(named, *m.module, prefix);
+    if (models.size() > 1) named.models.push_back(prefix);
     optimizers.push_back(m.optimizer);
   }
   impl_ = std::make_unique<Impl>(std::move(named), adapt(optimizers), std::move(options), std::move(hooks));

@@ -27,6 +27,7 @@ namespace detail {
 struct Named {
   std::vector<std::string> names;
   std::vector<at::Tensor> params, buffers;
+  std::vector<std::string> models;  // name prefixes of several guarded models (none for one)
 };
 
 // The step begin_step opened, until apply closes it.
@@ -70,6 +71,7 @@ struct Guard::Impl {
   void agree(std::vector<double>& values) const;
   const StepClosure* closure() const { return open.closure ? &open.closure : nullptr; }
 
+  std::vector<std::string> named_models;
   GuardOptions options;
   GuardHooks hooks;
   detail::TrainingState state;

@@ -116,7 +116,16 @@ std::vector<Warning> Monitor::end_update(int64_t step, const std::vector<at::Ten
   auto layers = layer_signals(names_, params_, have_before_ ? before_ : std::vector<at::Tensor>{});
   have_before_ = false;
   std::vector<Warning> found;
-  if (auto w = vanishing_.update(step, layers)) found.push_back(std::move(*w));
+  if (models_.empty()) {
+    if (auto w = vanishing_.update(step, layers)) found.push_back(std::move(*w));
+  }
+  for (const auto& model : models_) {
+    std::vector<LayerSignals> own;
+    for (const auto& l : layers) {
+      if (l.layer.rfind(model + ".", 0) == 0) own.push_back(l);
+    }
+    if (auto w = vanishing_.update(step, own)) found.push_back(std::move(*w));
+  }
   for (auto& w : dying_relu_.update(step, activations)) found.push_back(std::move(w));
   for (auto& w : saturation_.update(step, activations)) found.push_back(std::move(w));
   if (!history_.empty() && history_.back().step == step) {

@@ -54,6 +54,10 @@ class Monitor {
   // vanishing-gradient, dying-ReLU and saturation detectors and returns their warnings.
   std::vector<Warning> end_update(int64_t step, const std::vector<at::Tensor>& second_moments,
                                   std::vector<ActivationStats> activations = {});
+  // Several models trained together (a GAN's generator and discriminator): the prefixes of
+  // their layer names ("generator", "discriminator"). Vanishing gradients then compare the first
+  // and last layer of each model, not one model's first layer with another's last.
+  void set_models(std::vector<std::string> prefixes) { models_ = std::move(prefixes); }
   // After a rollback: the spike windows and growth runs restart (the history stays).
   void reset_trends();
 
@@ -82,6 +86,7 @@ class Monitor {
   ActivationDetector dying_relu_, saturation_;
   std::vector<StepSignals> history_;
   std::vector<Warning> warnings_;
+  std::vector<std::string> models_;
 };
 
 }  // namespace nanguard::monitor
