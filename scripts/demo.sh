@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --data
-scripts/build.sh
+scripts/build.sh nanguard_cli   # the CLI only: the tests and benchmarks are not needed here
 build/nanguard fit examples/mnist_mlp.toml --out runs/mnist_mlp "$@"

@@ -8,8 +8,20 @@ scripts/setup.sh --data
 scripts/build.sh
 (cd build && ctest --output-on-failure -j2 --timeout 300)
 cmake --install build --prefix build/install >/dev/null
-cmake -S examples -B build/examples -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$PWD/build/install" >/dev/null
+build/install/bin/nanguard --help >/dev/null  # the installed CLI finds the installed library
+# A user of the package needs LibTorch and nothing else. The package asks for Torch only and its
+# target's link interface names nothing else (this also covers protobuf, which Debian's LibTorch
+# config asks for itself), and the consumer is configured with find_package of the libraries
+# nanguard links privately disabled.
+pkg=build/install/lib/cmake/nanguard
+if grep -n 'find_dependency' "$pkg/nanguardConfig.cmake" | grep -v 'find_dependency(Torch)' ||
+   grep -nE 'INTERFACE_LINK_LIBRARIES.*(fmt|nlohmann|toml|ZLIB|protobuf)' "$pkg/nanguardTargets.cmake"; then
+  echo "test.sh: the installed package asks for more than LibTorch" >&2; exit 1
+fi
+cmake -S examples -B build/examples -G Ninja -DCMAKE_BUILD_TYPE=Release --no-warn-unused-cli \
+  -DCMAKE_PREFIX_PATH="$PWD/build/install" \
+  -DCMAKE_DISABLE_FIND_PACKAGE_fmt=ON -DCMAKE_DISABLE_FIND_PACKAGE_nlohmann_json=ON \
+  -DCMAKE_DISABLE_FIND_PACKAGE_tomlplusplus=ON -DCMAKE_DISABLE_FIND_PACKAGE_ZLIB=ON >/dev/null
 ninja -C build/examples
 echo "examples built against the installed package: $(ls build/examples | grep -E '^(mnist_mlp|custom_loop|zoo_custom_scenario)$' | tr '\n' ' ')"
 build/examples/zoo_custom_scenario
