@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds nanguard and runs the whole test suite (with MNIST, so the zoo's Z0/Z3/Z5 run), then
 # installs it, builds the standalone consumer in examples/ against the installed package and
-# runs its scenario of its own through the zoo's harness.
+# runs its scenario of its own through the zoo's harness and its GAN loop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --data
@@ -23,5 +23,7 @@ cmake -S examples -B build/examples -G Ninja -DCMAKE_BUILD_TYPE=Release --no-war
   -DCMAKE_DISABLE_FIND_PACKAGE_fmt=ON -DCMAKE_DISABLE_FIND_PACKAGE_nlohmann_json=ON \
   -DCMAKE_DISABLE_FIND_PACKAGE_tomlplusplus=ON -DCMAKE_DISABLE_FIND_PACKAGE_ZLIB=ON >/dev/null
 ninja -C build/examples
-echo "examples built against the installed package: $(ls build/examples | grep -E '^(mnist_mlp|custom_loop|zoo_custom_scenario)$' | tr '\n' ' ')"
+echo "examples built against the installed package: $(ls build/examples | grep -E '^(mnist_mlp|custom_loop|zoo_custom_scenario|gan)$' | tr '\n' ' ')"
 build/examples/zoo_custom_scenario
+# A GAN under one guard: survives a NaN record and a saturating loss, and must have learned.
+build/examples/gan
