@@ -11,6 +11,7 @@
 #include "nanguard/data/idx.h"
 #include "nanguard/data/npy.h"
 #include "nanguard/data/source.h"
+#include "nanguard/data/torch_data.h"
 #include "nanguard/diagnose/diagnosis.h"
 #include "nanguard/env/blas.h"
 #include "nanguard/env/cpu.h"
