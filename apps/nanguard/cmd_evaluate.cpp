@@ -42,7 +42,8 @@ Command add_evaluate(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("evaluate", "Evaluate saved weights on the config's test (or train) data");
   sub->add_option("config", args->config, "Run config (TOML) the weights were trained with")->required();
   sub->add_option("--weights", args->weights, "Weights file written by fit (weights.pt)")->required();
-  sub->add_option("--batch-size", args->batch_size, "Evaluation batch size")->check(CLI::PositiveNumber);
+  sub->add_option("--batch-size", args->batch_size, "Evaluation batch size")
+      ->check(integer_at_least(1, "a positive integer", "POSITIVE"));
   sub->add_option("--device", args->device, "Override device: cpu, cuda or cuda:N");
   sub->add_option("--split", args->split, "Which split to evaluate")->check(CLI::IsMember({"test", "train"}));
   return [args] { return run_evaluate(*args); };

@@ -175,9 +175,12 @@ Command add_fit(CLI::App& app) {
   auto args = std::make_shared<FitArgs>();
   CLI::App* sub = app.add_subcommand("fit", "Train and evaluate a model described by a TOML config");
   sub->add_option("config", args->config, "Run config (TOML), e.g. examples/mnist_mlp.toml")->required();
-  sub->add_option("--epochs", args->overrides.epochs, "Override fit.epochs")->check(CLI::PositiveNumber);
-  sub->add_option("--batch-size", args->overrides.batch_size, "Override fit.batch_size")->check(CLI::PositiveNumber);
-  sub->add_option("--seed", args->overrides.seed, "Override fit.seed")->check(CLI::NonNegativeNumber);
+  sub->add_option("--epochs", args->overrides.epochs, "Override fit.epochs")
+      ->check(integer_at_least(1, "a positive integer", "POSITIVE"));
+  sub->add_option("--batch-size", args->overrides.batch_size, "Override fit.batch_size")
+      ->check(integer_at_least(1, "a positive integer", "POSITIVE"));
+  sub->add_option("--seed", args->overrides.seed, "Override fit.seed")
+      ->check(integer_at_least(0, "a non-negative integer", "NONNEGATIVE"));
   sub->add_option("--device", args->overrides.device, "Override device: cpu, cuda or cuda:N");
   sub->add_option("--out", args->out, "Run folder (default: runs/<name>)");
   sub->add_flag("--quiet", args->quiet, "No progress output");

@@ -20,9 +20,12 @@ struct ReplayArgs {
 int run_replay(const ReplayArgs& args) {
   const std::filesystem::path dir = args.dir;
   IncidentDump dump = read_incident_dump(dir);
-  // Dumps live in RUN_DIR/incidents/step_N, beside the run's copy of its config.
+  // Dumps live in RUN_DIR/incidents/step_N, beside the run's copy of its config. The folder is
+  // made absolute and normal first, so "step_N/" (as shells complete it) and "." find it too.
+  std::filesystem::path normal = std::filesystem::absolute(dir).lexically_normal();
+  if (!normal.has_filename()) normal = normal.parent_path();
   const std::filesystem::path config =
-      args.config.empty() ? dir.parent_path().parent_path() / "config.toml" : std::filesystem::path(args.config);
+      args.config.empty() ? normal.parent_path().parent_path() / "config.toml" : std::filesystem::path(args.config);
   if (!std::filesystem::exists(config)) {
     throw IoError("no config for " + dir.string() + ": " + config.string() + " does not exist (pass --config)");
   }

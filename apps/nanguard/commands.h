@@ -2,13 +2,28 @@
 // the CLI11 app and returns the function main() runs when that subcommand is chosen.
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <string>
 
 #include <CLI/CLI.hpp>
 
 namespace nanguard::cli {
 
 using Command = std::function<int()>;
+
+// A flag check for integers of at least `min`, whose message says what was expected: "--epochs:
+// expected a positive integer, found '0'" (CLI11's PositiveNumber reports 0 as "not in range
+// 0.000000 to 1797...", its smallest double and largest). `desc` is shown in --help.
+inline CLI::Validator integer_at_least(int64_t min, const std::string& expected, const std::string& desc) {
+  return CLI::Validator(
+      [min, expected](std::string& text) -> std::string {
+        int64_t value = 0;
+        if (CLI::detail::lexical_cast(text, value) && value >= min) return {};
+        return "expected " + expected + ", found '" + text + "'";
+      },
+      desc);
+}
 
 Command add_fit(CLI::App& app);
 Command add_evaluate(CLI::App& app);

@@ -1,11 +1,40 @@
 // nanguard: keeps deep-learning training finite. Errors are caught once, here, and mapped
 // to the documented exit codes.
+#include <algorithm>
 #include <iostream>
+#include <string>
 
 #include <c10/util/Exception.h>
 
 #include "commands.h"
 #include "nanguard/core/error.h"
+
+namespace {
+
+// CLI11 reports a misspelt subcommand ("nanguard data chek") as "A subcommand is required";
+// this names it and the expected ones instead. Empty when the words before the first flag are
+// known subcommands.
+std::string unknown_subcommand(CLI::App& app, int argc, char** argv) {
+  CLI::App* current = &app;
+  std::string path = "nanguard";
+  for (int i = 1; i < argc && current->get_require_subcommand_min() > 0; ++i) {
+    const std::string word = argv[i];
+    if (word.empty() || word[0] == '-') return {};
+    const auto subcommands = current->get_subcommands([](CLI::App*) { return true; });
+    const auto found = std::find_if(subcommands.begin(), subcommands.end(),
+                                    [&](CLI::App* sub) { return sub->get_name() == word; });
+    if (found == subcommands.end()) {
+      std::string names;
+      for (CLI::App* sub : subcommands) names += (names.empty() ? "" : ", ") + sub->get_name();
+      return "unknown subcommand '" + word + "' of '" + path + "' (expected one of: " + names + ")";
+    }
+    current = *found;
+    path += " " + word;
+  }
+  return {};
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace nanguard::cli;
@@ -24,6 +53,10 @@ int main(int argc, char** argv) {
       {"report", add_report(app)},
   };
 
+  if (const std::string unknown = unknown_subcommand(app, argc, argv); !unknown.empty()) {
+    std::cerr << "nanguard: " << unknown << "\n";
+    return kBadInput;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,106 @@
+// nanguard zoo list|run|table: 0 when the scenarios ran, 2 for an unknown scenario, baseline or
+// flag, 3 when MNIST or the output folder cannot be used. Runs use a tiny stand-in for MNIST
+// written here (random 28x28 images), never the real data set.
+#include <cstdint>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/cli_run.h"
+
+namespace nanguard::cli_test {
+namespace {
+namespace fs = std::filesystem;
+
+// IDX bytes: zeros, the type code, the number of dimensions, each dimension as a big-endian
+// int32, then the values.
+std::string idx(uint8_t dims, std::initializer_list<uint32_t> shape, const std::string& values) {
+  std::string out{'\0', '\0', '\x08', static_cast<char>(dims)};
+  for (uint32_t d : shape) {
+    for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((d >> shift) & 0xff));
+  }
+  return out + values;
+}
+
+// The four MNIST files in DIR, with `train` and `test` pseudo-random images and labels 0-9.
+void write_fake_mnist(const fs::path& dir, uint32_t train, uint32_t test) {
+  fs::create_directories(dir);
+  uint32_t state = 3;
+  auto images = [&](uint32_t n) {
+    std::string pixels(size_t{n} * 28 * 28, '\0');
+    for (char& p : pixels) p = static_cast<char>((state = state * 1664525u + 1013904223u) >> 24);
+    return idx(3, {n, 28, 28}, pixels);
+  };
+  auto labels = [](uint32_t n) {
+    std::string values(n, '\0');
+    for (uint32_t i = 0; i < n; ++i) values[i] = static_cast<char>(i % 10);
+    return idx(1, {n}, values);
+  };
+  write_bytes(dir / "train-images-idx3-ubyte", images(train));
+  write_bytes(dir / "train-labels-idx1-ubyte", labels(train));
+  write_bytes(dir / "t10k-images-idx3-ubyte", images(test));
+  write_bytes(dir / "t10k-labels-idx1-ubyte", labels(test));
+}
+
+TEST(CliZoo, ListNamesEveryScenario) {
+  TempDir dir;
+  const CliResult r = run_cli({"zoo", "list"}, dir.path());
+  EXPECT_EQ(r.code, 0) << describe(r);
+  EXPECT_TRUE(contains_all(r.out, {"Z0", "Z1", "Z2", "Z3", "Z4", "Z5", "Z6", "Z7", "Z8", "healthy MLP"}));
+}
+
+TEST(CliZoo, RunWritesItsResult) {
+  TempDir dir;
+  write_fake_mnist(dir / "mnist", 128, 64);
+  const CliResult r = run_cli({"zoo", "run", "Z0", "--baseline", "none", "--mnist", "mnist", "--train-samples", "128",
+                               "--epochs", "1", "--out", "z0"},
+                              dir.path());
+  ASSERT_EQ(r.code, 0) << describe(r);
+  EXPECT_TRUE(contains_all(r.out, {"Z0 none seed 0", "z0/result.json"}));
+  const auto result = nlohmann::json::parse(read_bytes(dir / "z0" / "result.json"));
+  EXPECT_EQ(result["scenario"], "Z0");
+}
+
+TEST(CliZoo, RunRejectsUnknownScenarioAndBaseline) {
+  TempDir dir;
+  CliResult r = run_cli({"zoo", "run", "Z99", "--out", "out"}, dir.path());
+  EXPECT_EQ(r.code, 2) << describe(r);
+  EXPECT_TRUE(contains_all(r.err, {"'Z99'", "Z0", "Z8"}));
+  r = run_cli({"zoo", "run", "Z0", "--baseline", "hope", "--out", "out"}, dir.path());
+  EXPECT_EQ(r.code, 2) << describe(r);
+  EXPECT_TRUE(contains_all(r.err, {"'hope'", "nanguard"}));
+}
+
+TEST(CliZoo, RunWithoutMnistIsAnIoError) {
+  TempDir dir;
+  const CliResult r = run_cli({"zoo", "run", "Z0", "--mnist", "no-mnist-here", "--out", "out"}, dir.path());
+  EXPECT_EQ(r.code, 3) << describe(r);
+  EXPECT_TRUE(contains_all(r.err, {"no-mnist-here", "train-images-idx3-ubyte", "--mnist"}));
+}
+
+TEST(CliZoo, TableOfOneScenarioWritesTheTable) {
+  TempDir dir;
+  write_fake_mnist(dir / "mnist", 128, 64);
+  const CliResult r = run_cli({"zoo", "table", "--only", "Z0", "--baselines", "none,nanguard", "--seeds", "1",
+                               "--train-samples", "128", "--epochs", "1", "--mnist", "mnist", "--python",
+                               (dir / "no-python").string(), "--out", "table"},
+                              dir.path());
+  ASSERT_EQ(r.code, 0) << describe(r);
+  EXPECT_TRUE(fs::exists(dir / "table" / "table.md"));
+  EXPECT_TRUE(fs::exists(dir / "table" / "table.json"));
+  EXPECT_TRUE(contains_all(r.out, {"table/table.md"}));
+}
+
+TEST(CliZoo, TableRejectsBadSelections) {
+  TempDir dir;
+  CliResult r = run_cli({"zoo", "table", "--only", "Z0,Z42", "--out", "table"}, dir.path());
+  EXPECT_EQ(r.code, 2) << describe(r);
+  EXPECT_TRUE(contains_all(r.err, {"'Z42'"}));
+  r = run_cli({"zoo", "table", "--seeds", "0", "--out", "table"}, dir.path());
+  EXPECT_EQ(r.code, 2) << describe(r);
+  EXPECT_TRUE(contains_all(r.err, {"--seeds"}));
+}
+
+}  // namespace
+}  // namespace nanguard::cli_test
