@@ -80,6 +80,13 @@ std::optional<uintptr_t> failing_state_tensor(const TrainingState& state) {
   return std::nullopt;
 }
 
+std::shared_ptr<Incident> new_incident(int64_t step) {
+  auto incident = std::make_shared<Incident>();
+  incident->step = step;
+  incident->evidence.step = step;
+  return incident;
+}
+
 StepContext context(StepContext::Run run, int64_t step, bool traced) {
   StepContext c;
   c.run = run;
@@ -313,10 +320,8 @@ void Investigator::check_environment(Evidence& ev) const {
 
 std::shared_ptr<Incident> Investigator::investigate(const FailedStep& failed) {
   const auto detected = Clock::now();
-  auto incident = std::make_shared<Incident>();
-  incident->step = failed.step;
+  auto incident = new_incident(failed.step);
   Evidence& ev = incident->evidence;
-  ev.step = failed.step;
   if (hooks_.run_evidence) hooks_.run_evidence(ev);
   collect_batch_evidence(failed.batch, ev);
   collect_tensor_evidence(failed.loss, ev);
@@ -346,10 +351,8 @@ std::shared_ptr<Incident> Investigator::investigate(const FailedStep& failed) {
 
 std::shared_ptr<Incident> Investigator::investigate_exception(const FailedStep& failed) {
   const auto detected = Clock::now();
-  auto incident = std::make_shared<Incident>();
-  incident->step = failed.step;
+  auto incident = new_incident(failed.step);
   Evidence& ev = incident->evidence;
-  ev.step = failed.step;
   ev.failed_check = "exception";
   ev.exception_message = failed.exception;
   collect_batch_evidence(failed.batch, ev);
