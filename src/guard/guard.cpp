@@ -260,19 +260,24 @@ Decision Guard::Impl::incident_decision(std::shared_ptr<Incident> incident, bool
 Decision Guard::Impl::check_exception(std::exception_ptr error) {
   NANGUARD_CHECK(open.step >= 0, "check_exception() without begin_step()");
   open.recorder.reset();
+  // An exception that is not an incident closes the step and reaches the caller unchanged.
+  auto propagate = [&]() -> Decision {
+    open.close();
+    std::rethrow_exception(error);
+  };
   std::string message;
   try {
     std::rethrow_exception(error);
   } catch (const std::exception& e) {
     message = e.what();
   } catch (...) {
-    throw;  // not an op's error
+    return propagate();  // not an op's error
   }
   state.zero_grad();
-  if (!options.enabled() || executor->state().stopped || open.batch.size() == 0) std::rethrow_exception(error);
+  if (!options.enabled() || executor->state().stopped || open.batch.size() == 0) return propagate();
   detail::FailedStep failed{open.step, open.batch, closure(), at::Tensor(), false, overflow_streak, message};
   auto incident = investigator->investigate_exception(failed);
-  if (!incident) std::rethrow_exception(error);
+  if (!incident) return propagate();
   return incident_decision(std::move(incident), /*caught_before_update=*/false);
 }
 

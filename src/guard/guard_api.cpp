@@ -111,6 +111,9 @@ StepVerdict Guard::step(const data::Batch& batch, const StepClosure& closure) {
     loss = closure(b, first);
   } catch (const std::exception&) {
     return apply(check_exception(std::current_exception()));
+  } catch (...) {
+    impl_->open.close();  // not an op's error: the step ends here
+    throw;
   }
   return apply(check(loss));
 }

@@ -200,6 +200,8 @@ TEST(GuardApi, ShapeErrorPropagatesUnchanged) {
   EXPECT_TRUE(torch::equal(net->weight, before));
   // Exceptions that are not std::exception propagate too.
   EXPECT_THROW(guard.step(batch, [](const data::Batch&) -> at::Tensor { throw 7; }), int);
+  // The failed step is closed: check() now needs a new begin_step().
+  EXPECT_TRUE(testing::throws_with<ValueError>([&] { guard.check(torch::zeros({})); }, {"begin_step"}));
 }
 
 // A closure that throws while the guard replays an optimizer step leaves the model and the
