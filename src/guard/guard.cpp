@@ -60,12 +60,14 @@ Guard::Impl::Impl(detail::Named named, std::vector<std::shared_ptr<OptimizerAdap
     const double scale = executor->state().lr_scale;
     if (saved_scale > 0 && scale != saved_scale) state.scale_learning_rates(scale / saved_scale);
   };
+  detail::InvestigatorHooks ih;
+  ih.save_extra = refs.save_extra;
+  ih.load_extra = refs.load_extra;
   ring = std::make_unique<SnapshotRing>(std::move(refs), options.snapshot_capacity());
   if (options.monitor().enabled()) {
     monitor = std::make_unique<monitor::Monitor>(state.names(), state.params(), options.monitor());
     monitor->set_models(named_models);
   }
-  detail::InvestigatorHooks ih;
   ih.run_evidence = [this](Evidence& ev) { run_evidence(ev); };
   ih.dump_incident = hooks.dump_incident;
   investigator = std::make_unique<detail::Investigator>(state, *ring, memory, rng_before_step, options.replay(), ih);
@@ -121,6 +123,8 @@ data::Batch Guard::Impl::begin_step(const data::Batch& input, StepClosure closur
 
 Decision Guard::Impl::check(const at::Tensor& loss) {
   NANGUARD_CHECK(open.step >= 0, "check() without begin_step()");
+  NANGUARD_CHECK(!open.checked, "check() runs once per begin_step()");
+  open.checked = true;
   Decision d;
   d.step = open.step;
   if (open.recorder) {
@@ -152,7 +156,7 @@ Decision Guard::Impl::check(const at::Tensor& loss) {
   if (r.healthy()) {
     open.norm_overflow = r.norm_overflow;
     after_healthy_check(r);
-    if (!screen_trigger.empty() || executor->state().outlier_watch) {
+    if (monitor && (!screen_trigger.empty() || executor->state().outlier_watch)) {
       const std::string trigger = screen_trigger.empty() ? std::string("sample_screen") : screen_trigger;
       screen_trigger.clear();
       if (auto incident = investigator->screen(t, open.batch, trigger)) {
@@ -259,6 +263,8 @@ Decision Guard::Impl::incident_decision(std::shared_ptr<Incident> incident, bool
 
 Decision Guard::Impl::check_exception(std::exception_ptr error) {
   NANGUARD_CHECK(open.step >= 0, "check_exception() without begin_step()");
+  NANGUARD_CHECK(!open.checked, "check_exception() runs once per begin_step(), instead of check()");
+  open.checked = true;
   open.recorder.reset();
   // An exception that is not an incident closes the step and reaches the caller unchanged.
   auto propagate = [&]() -> Decision {

@@ -1,5 +1,6 @@
 // The Guard's construction, its public API (built on the state machine of guard.cpp), offline
 // examination and the plain-language summaries.
+#include <algorithm>
 #include <limits>
 
 #include <fmt/format.h>
@@ -64,6 +65,11 @@ Guard::Guard(const std::vector<GuardedModel>& models, GuardOptions options, Guar
   std::vector<torch::optim::Optimizer*> optimizers;
   for (const auto& m : models) {
     NANGUARD_CHECK(m.module != nullptr && m.optimizer != nullptr, "a guarded model needs its module and optimizer");
+    // One optimizer over two models would step twice per update.
+    NANGUARD_CHECK(std::find(optimizers.begin(), optimizers.end(), m.optimizer) == optimizers.end(),
+                   "guarded model '{}' shares its optimizer with another one: give each model its own, or guard "
+                   "them as one module",
+                   m.name);
     const std::string prefix =
         models.size() > 1 && m.name.empty() ? fmt::format("model{}", optimizers.size()) : m.name;
     add_module(named, *m.module, prefix);
@@ -103,19 +109,23 @@ StepVerdict Guard::step(const data::Batch& batch, const StepClosure& closure) {
     return StepVerdict{StepVerdict::Outcome::stopped, kNaN, nullptr};
   }
   const data::Batch b = begin_step(batch, closure);
-  if (b.size() == 0 && impl_->options.enabled()) return apply(check(at::Tensor()));
-  StepContext first;
-  first.step = impl_->open.step;
-  at::Tensor loss;
+  // Whatever leaves this step by an exception (the closure's own, or one the guard's replays
+  // and repairs rethrow) closes it: no step stays open holding the caller's closure.
   try {
-    loss = closure(b, first);
-  } catch (const std::exception&) {
-    return apply(check_exception(std::current_exception()));
+    if (b.size() == 0 && impl_->options.enabled()) return apply(check(at::Tensor()));
+    StepContext first;
+    first.step = impl_->open.step;
+    at::Tensor loss;
+    try {
+      loss = closure(b, first);
+    } catch (const std::exception&) {
+      return apply(check_exception(std::current_exception()));
+    }
+    return apply(check(loss));
   } catch (...) {
-    impl_->open.close();  // not an op's error: the step ends here
+    impl_->open.close();
     throw;
   }
-  return apply(check(loss));
 }
 
 StepVerdict Guard::step(const data::Batch& batch, const BatchClosure& closure) {

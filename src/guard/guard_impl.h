@@ -40,13 +40,14 @@ struct OpenStep {
   std::vector<monitor::ActivationStats> activations;
   bool norm_overflow = false;
   bool caught_before_update = false;  // the incident is a screened batch
+  bool checked = false;               // check() or check_exception() ran
   std::shared_ptr<Incident> incident;
 
   void close() {
     step = -1;
     batch = data::Batch{};
     closure = nullptr;
-    sampled = norm_overflow = caught_before_update = false;
+    sampled = norm_overflow = caught_before_update = checked = false;
     recorder.reset();
     activations.clear();
     incident.reset();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <optional>
 
 #include <torch/torch.h>
@@ -232,6 +233,8 @@ void Investigator::replay_optimizer_step(const FailedStep& failed, Evidence& ev)
     refs.parameters = state_.params();
     refs.buffers = state_.buffers();
     refs.optimizers = state_.optimizers();
+    refs.save_extra = hooks_.save_extra;  // the caller's counters and schedule come back too
+    refs.load_extra = hooks_.load_extra;
     before_replay_ = std::make_unique<SnapshotRing>(std::move(refs), 1);
   }
   before_replay_->take(failed.step);
@@ -378,30 +381,35 @@ std::shared_ptr<Incident> Investigator::investigate_exception(const FailedStep& 
     state_.zero_grad();
     ++ev.replays;
     ev.replayed = true;
-    if (threw) {
-      // An op the exception left ends without outputs: the latest such op that read a
-      // non-finite value is the one that refused it (ops it started, like the allocation of its
-      // output, may have ended after it began).
-      const trace::OpRecord* thrower = nullptr;
-      for (auto it = records.rbegin(); it != records.rend(); ++it) {
-        if (!it->outputs.empty()) continue;
-        if (!it->inputs_finite()) {
-          thrower = &*it;
-          break;
-        }
+    // An exception that does not come back is no NaN of this step's: the caller's to see.
+    if (!threw || records.empty()) return nullptr;
+    // The ops still open when the exception left are the last one started and its enclosing
+    // ops (the ops it started itself, like the allocation of its output, ended with outputs).
+    // The innermost of them without outputs that read a non-finite value refused it.
+    std::map<int64_t, size_t> at_index;
+    for (size_t k = 0; k < records.size(); ++k) at_index[records[k].index] = k;
+    const trace::OpRecord* thrower = nullptr;
+    for (int64_t i = records.back().index; i >= 0;) {
+      auto found = at_index.find(i);
+      if (found == at_index.end()) break;
+      const trace::OpRecord& op = records[found->second];
+      if (op.outputs.empty() && !op.inputs_finite()) {
+        thrower = &op;
+        break;
       }
-      if (thrower == nullptr) return nullptr;  // finite inputs: a bug or a shape error
-      ev.reproduced = true;
-      ev.exception_op = thrower->name;
-      std::optional<uintptr_t> failing;
-      for (size_t k = 0; k < thrower->inputs.size() && k < thrower->input_ids.size(); ++k) {
-        if (!thrower->inputs[k].finite()) {
-          failing = thrower->input_ids[k];
-          break;
-        }
-      }
-      fill_birth(trace::find_birth(records, failing), failed.batch, ev);
+      i = op.parent;
     }
+    if (thrower == nullptr) return nullptr;  // finite inputs: a bug or a shape error
+    ev.reproduced = true;
+    ev.exception_op = thrower->name;
+    std::optional<uintptr_t> failing;
+    for (size_t k = 0; k < thrower->inputs.size() && k < thrower->input_ids.size(); ++k) {
+      if (!thrower->inputs[k].finite()) {
+        failing = thrower->input_ids[k];
+        break;
+      }
+    }
+    fill_birth(trace::find_birth(records, failing), failed.batch, ev);
   }
   if (hooks_.run_evidence) hooks_.run_evidence(ev);
   collect_tensor_evidence(at::Tensor(), ev);

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "nanguard/guard/guard.h"
 
@@ -30,6 +31,9 @@ struct InvestigatorHooks {
   // Fills the run's evidence (histories, learning rate, clipping, warnings, audit flags).
   std::function<void(Evidence&)> run_evidence;
   std::function<void(int64_t step, const data::Batch& batch, const at::Tensor& rng_state)> dump_incident;
+  // The extra state snapshots carry (the caller's counters and schedule, the lr scale).
+  std::function<std::vector<double>()> save_extra;
+  std::function<void(const std::vector<double>&)> load_extra;
 };
 
 class Investigator {

@@ -2,6 +2,7 @@
 // construction; every later call casts its state statically.
 #include <cmath>
 #include <limits>
+#include <sstream>
 #include <type_traits>
 
 #include <torch/torch.h>
@@ -49,7 +50,9 @@ using StateKey = typename StateMap::key_type;
 template <typename Key = StateKey>
 Key key_of(const at::Tensor& p) {
   if constexpr (std::is_same_v<Key, std::string>) {
-    return c10::guts::to_string(p.unsafeGetTensorImpl());
+    std::ostringstream key;  // as LibTorch 1.13 writes it: the TensorImpl's address
+    key << p.unsafeGetTensorImpl();
+    return key.str();
   } else {
     return p.unsafeGetTensorImpl();
   }

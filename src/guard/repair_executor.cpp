@@ -135,7 +135,12 @@ bool RepairExecutor::recompute(Run& r) {
   if (kept.size() == 0) return false;
   p_.rng_before_step.restore();
   p_.state.zero_grad();
-  at::Tensor again = (*r.closure)(kept, context(StepContext::Run::recompute, r.step));
+  at::Tensor again;
+  try {
+    again = (*r.closure)(kept, context(StepContext::Run::recompute, r.step));
+  } catch (const std::exception&) {
+    return false;  // as good as non-finite again (an op refused a NaN): the step is dropped
+  }
   if (!p_.state.loss_and_gradients_finite(again)) return false;
   p_.state.apply_update(s_.per_tensor_clip(), s_.global_clip());
   ++s_.applied;
@@ -152,7 +157,13 @@ int64_t RepairExecutor::rerun_lost_steps(Run& r) {
     const data::Batch b = p_.memory.stored(rb);
     if (b.size() == 0) continue;
     p_.state.zero_grad();
-    if (!p_.state.loss_and_gradients_finite((*r.closure)(b, context(StepContext::Run::rerun, rb.step)))) {
+    bool ok = false;
+    try {
+      ok = p_.state.loss_and_gradients_finite((*r.closure)(b, context(StepContext::Run::rerun, rb.step)));
+    } catch (const std::exception&) {
+      ok = false;  // an op refused a non-finite value: the re-run failed like a NaN
+    }
+    if (!ok) {
       finite = false;
       break;
     }

@@ -204,6 +204,61 @@ TEST(GuardApi, ShapeErrorPropagatesUnchanged) {
   EXPECT_TRUE(testing::throws_with<ValueError>([&] { guard.check(torch::zeros({})); }, {"begin_step"}));
 }
 
+// An exception that the traced replay does not reproduce is no NaN of this step's: it reaches
+// the caller. A finished op that read an -inf earlier (a logged minimum) does not make a later
+// shape error an incident.
+TEST(GuardApi, ExceptionsThatAreNotIncidentsPropagate) {
+  torch::nn::Linear net(kFeatures, kClasses);
+  torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(0.1));
+  Guard guard(*net, sgd);
+  auto batch = with_ids(clusters(8, 1));
+  int calls = 0;
+  EXPECT_TRUE(testing::throws_with<std::runtime_error>(
+      [&] {
+        guard.step(batch, [&](const data::Batch& b) -> at::Tensor {
+          if (calls++ == 0) throw std::runtime_error("once only");
+          return cross_entropy_step(net, b);
+        });
+      },
+      {"once only"}));
+  EXPECT_EQ(calls, 2) << "the replay ran once";
+  EXPECT_THROW(guard.step(batch,
+                          [&](const data::Batch& b) {
+                            auto scores = torch::full({4}, -std::numeric_limits<float>::infinity());
+                            (void)scores.min().item<float>();  // finished, read an -inf
+                            auto loss = torch::mm(b.x, torch::ones({kFeatures + 1, 2})).sum();
+                            loss.backward();
+                            return loss;
+                          }),
+               c10::Error);
+  EXPECT_TRUE(guard.incidents().empty());
+}
+
+// A closure that throws in the repair's recompute: the recompute failed, the step is dropped,
+// the incident is recorded and the loop goes on.
+TEST(GuardApi, ExceptionInARecomputeDropsTheStep) {
+  torch::nn::Linear net(kFeatures, kClasses);
+  torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(0.1));
+  GuardHooks quiet;
+  quiet.on_event = [](const GuardEvent&) {};
+  Guard guard(*net, sgd, GuardOptions(), quiet);
+  auto batch = with_ids(clusters(8, 1));
+  StepVerdict v = guard.step(batch, [&](const data::Batch& b, const StepContext& ctx) {
+    if (ctx.run == StepContext::Run::recompute) throw std::runtime_error("no recompute");
+    auto loss = cross_entropy_step(net, b);
+    if (ctx.run == StepContext::Run::first) {
+      torch::NoGradGuard no_grad;
+      net->weight.grad()[0][0] = kNaN;  // transient: the replays are finite
+    }
+    return loss;
+  });
+  ASSERT_NE(v.incident, nullptr);
+  EXPECT_EQ(v.incident->diagnosis.top().cause, cause::transient_fault);
+  EXPECT_FALSE(v.applied());
+  EXPECT_EQ(guard.incidents().size(), 1u);
+  EXPECT_TRUE(guard.step(batch, [&](const data::Batch& b) { return cross_entropy_step(net, b); }).applied());
+}
+
 // A closure that throws while the guard replays an optimizer step leaves the model and the
 // optimizer as they were before the replay, and the exception reaches the caller.
 TEST(GuardApi, ClosureThrowingInAReplayLeavesTheStateAsItWas) {
