@@ -6,14 +6,10 @@
 #include <torch/torch.h>
 
 #include "guard/event_log.h"
+#include "guard/training_state.h"
 
 namespace nanguard::detail {
 namespace {
-
-std::vector<int64_t> to_vector(const at::Tensor& t) {
-  auto c = t.to(torch::kCPU).to(torch::kLong).contiguous();
-  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
-}
 
 int64_t batch_bytes(const data::Batch& b) {
   int64_t n = 0;

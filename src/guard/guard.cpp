@@ -39,10 +39,7 @@ Guard::Impl::Impl(detail::Named named, std::vector<std::shared_ptr<OptimizerAdap
   NANGUARD_CHECK(options.kept_batch_bytes() >= 0, "kept_batch_bytes must be >= 0, got {}", options.kept_batch_bytes());
   state.set_user_clip(hooks.clip_gradients);
   if (!options.enabled()) return;  // a plain optimizer step: no snapshots, no copies
-  TrainingStateRefs refs;
-  refs.parameters = state.params();
-  refs.buffers = state.buffers();
-  refs.optimizers = state.optimizers();
+  TrainingStateRefs refs = state.snapshot_refs();
   // The guard's learning-rate scale travels with each snapshot so a restore can re-apply any
   // backoff decided after it; the caller's own state follows.
   refs.save_extra = [this] {
@@ -88,11 +85,6 @@ void Guard::Impl::run_evidence(Evidence& ev) const {
   if (hooks.audit_flagged_samples) ev.audit_flagged_samples = hooks.audit_flagged_samples();
   ev.prior_warnings = log.warning_causes();
   if (monitor) ev.monitor_warnings = monitor->warnings();
-}
-
-// Every process takes the maximum: one rank's failure is every rank's. Local: nothing to do.
-void Guard::Impl::agree(std::vector<double>& values) const {
-  if (consensus && consensus->world_size() > 1) consensus->all_max(values);
 }
 
 data::Batch Guard::Impl::begin_step(const data::Batch& input, StepClosure closure) {
@@ -143,9 +135,9 @@ Decision Guard::Impl::check(const at::Tensor& loss) {
   NANGUARD_CHECK(loss.defined() && loss.numel() >= 1, "the guard's closure must return the loss");
   const at::Tensor total = loss.numel() == 1 ? loss : loss.sum();
   detail::CheckResult r = sentinel.check(total);
-  {
+  if (consensus && consensus->world_size() > 1) {
     std::vector<double> failed{r.loss_finite ? 0.0 : 1.0, r.grads_finite ? 0.0 : 1.0, r.state_failed ? 1.0 : 0.0};
-    agree(failed);
+    consensus->all_max(failed);  // one rank's failure is every rank's
     r.loss_finite = failed[0] == 0;
     r.grads_finite = failed[1] == 0;
     r.state_failed = failed[2] != 0;

@@ -113,11 +113,9 @@ StepVerdict Guard::step(const data::Batch& batch, const StepClosure& closure) {
   // and repairs rethrow) closes it: no step stays open holding the caller's closure.
   try {
     if (b.size() == 0 && impl_->options.enabled()) return apply(check(at::Tensor()));
-    StepContext first;
-    first.step = impl_->open.step;
     at::Tensor loss;
     try {
-      loss = closure(b, first);
+      loss = closure(b, detail::step_context(StepContext::Run::first, impl_->open.step));
     } catch (const std::exception&) {
       return apply(check_exception(std::current_exception()));
     }
@@ -150,11 +148,7 @@ std::shared_ptr<const Incident> Guard::examine(const data::Batch& batch, const B
   // Forward and backward are finite: the failure may be born in the optimizer step (dumps of
   // optimizer-phase incidents hold the state before it). Take the step from a scratch snapshot
   // and remembered batch, look at the new state, and put the state back whatever happened.
-  TrainingStateRefs refs;
-  refs.parameters = g.state.params();
-  refs.buffers = g.state.buffers();
-  refs.optimizers = g.state.optimizers();
-  SnapshotRing scratch(std::move(refs), 1);
+  SnapshotRing scratch(g.state.snapshot_refs(), 1);
   scratch.take(t);
   g.state.apply_update(g.executor->state().per_tensor_clip(), g.executor->state().global_clip());
   if (!all_finite(g.state.state_tensors())) {

@@ -69,7 +69,6 @@ struct Guard::Impl {
   void after_healthy_check(const detail::CheckResult& r);
   void emit_warnings(const std::vector<monitor::Warning>& warnings);
   void run_evidence(Evidence& ev) const;
-  void agree(std::vector<double>& values) const;
   const StepClosure* closure() const { return open.closure ? &open.closure : nullptr; }
 
   std::vector<std::string> named_models;

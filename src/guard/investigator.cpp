@@ -23,11 +23,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr size_t kMaxFeaturesListed = 5;
 
-std::vector<int64_t> to_vector(const at::Tensor& t) {
-  auto c = t.to(torch::kCPU).to(torch::kLong).contiguous();
-  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
-}
-
 // Dataset ids of a batch's rows; -1 for each row of a batch without ids.
 std::vector<int64_t> sample_ids(const data::Batch& batch) {
   if (batch.ids.defined()) return to_vector(batch.ids);
@@ -86,14 +81,6 @@ std::shared_ptr<Incident> new_incident(int64_t step) {
   incident->step = step;
   incident->evidence.step = step;
   return incident;
-}
-
-StepContext context(StepContext::Run run, int64_t step, bool traced) {
-  StepContext c;
-  c.run = run;
-  c.step = step;
-  c.traced = traced;
-  return c;
 }
 
 }  // namespace
@@ -189,7 +176,7 @@ void Investigator::replay(const FailedStep& failed, Evidence& ev) {
     {
       trace::OpTracer tracer(trace::TracerOptions().batch_size(batch.size()));
       try {
-        loss = (*failed.closure)(batch, context(StepContext::Run::replay, failed.step, true));
+        loss = (*failed.closure)(batch, step_context(StepContext::Run::replay, failed.step, true));
       } catch (...) {
         state_.zero_grad();
         throw;
@@ -229,10 +216,7 @@ void Investigator::replay(const FailedStep& failed, Evidence& ev) {
 void Investigator::replay_optimizer_step(const FailedStep& failed, Evidence& ev) {
   if (ring_.steps().empty()) return;
   if (!before_replay_) {
-    TrainingStateRefs refs;
-    refs.parameters = state_.params();
-    refs.buffers = state_.buffers();
-    refs.optimizers = state_.optimizers();
+    TrainingStateRefs refs = state_.snapshot_refs();
     refs.save_extra = hooks_.save_extra;  // the caller's counters and schedule come back too
     refs.load_extra = hooks_.load_extra;
     before_replay_ = std::make_unique<SnapshotRing>(std::move(refs), 1);
@@ -269,7 +253,7 @@ void Investigator::trace_failed_update(const FailedStep& failed, Evidence& ev) {
   // optimizer did not cause).
   auto run_step = [&](size_t i) {
     state_.zero_grad();
-    at::Tensor loss = closure(memory_.stored(steps[i]), context(StepContext::Run::replay, steps[i].step, false));
+    at::Tensor loss = closure(memory_.stored(steps[i]), step_context(StepContext::Run::replay, steps[i].step, false));
     if (!all_finite({loss.detach()})) return false;
     update_as_recorded(i);
     return true;
@@ -301,7 +285,7 @@ void Investigator::trace_failed_update(const FailedStep& failed, Evidence& ev) {
   {
     trace::OpTracer tracer(trace::TracerOptions().batch_size(b.size()));
     state_.zero_grad();
-    at::Tensor loss = closure(b, context(StepContext::Run::replay, steps[target].step, true));
+    at::Tensor loss = closure(b, step_context(StepContext::Run::replay, steps[target].step, true));
     update_as_recorded(target);
     tracer.stop();
     records = tracer.records();
@@ -371,7 +355,7 @@ std::shared_ptr<Incident> Investigator::investigate_exception(const FailedStep& 
     {
       trace::OpTracer tracer(trace::TracerOptions().batch_size(failed.batch.size()));
       try {
-        (*failed.closure)(failed.batch, context(StepContext::Run::replay, failed.step, true));
+        (*failed.closure)(failed.batch, step_context(StepContext::Run::replay, failed.step, true));
       } catch (const std::exception&) {
         threw = true;
       }

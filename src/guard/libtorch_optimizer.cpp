@@ -158,26 +158,12 @@ class LibTorchOptimizer final : public OptimizerAdapter {
   void set_learning_rate(size_t g, double lr) override { optimizer_.param_groups()[g].options().set_lr(lr); }
 
   double epsilon(size_t g) const override {
-    auto& o = const_cast<Optimizer&>(optimizer_).param_groups()[g].options();
-    switch (kind_) {
-      case Kind::sgd: return std::numeric_limits<double>::quiet_NaN();
-      case Kind::adam: return static_cast<AdamOptions&>(o).eps();
-      case Kind::adamw: return static_cast<AdamWOptions&>(o).eps();
-      case Kind::rmsprop: return static_cast<RMSpropOptions&>(o).eps();
-      case Kind::adagrad: return static_cast<AdagradOptions&>(o).eps();
-    }
-    return std::numeric_limits<double>::quiet_NaN();
+    const double* eps = epsilon_of(const_cast<Optimizer&>(optimizer_).param_groups()[g].options());
+    return eps ? *eps : std::numeric_limits<double>::quiet_NaN();
   }
 
   void set_epsilon(size_t g, double eps) override {
-    auto& o = optimizer_.param_groups()[g].options();
-    switch (kind_) {
-      case Kind::sgd: break;
-      case Kind::adam: static_cast<AdamOptions&>(o).eps(eps); break;
-      case Kind::adamw: static_cast<AdamWOptions&>(o).eps(eps); break;
-      case Kind::rmsprop: static_cast<RMSpropOptions&>(o).eps(eps); break;
-      case Kind::adagrad: static_cast<AdagradOptions&>(o).eps(eps); break;
-    }
+    if (double* field = epsilon_of(optimizer_.param_groups()[g].options())) *field = eps;
   }
 
   std::vector<OptimizerParamStateView> state() override {
@@ -236,6 +222,18 @@ class LibTorchOptimizer final : public OptimizerAdapter {
   }
 
  private:
+  // A group's epsilon field; null for SGD, which has none.
+  double* epsilon_of(OptimizerOptions& o) const {
+    switch (kind_) {
+      case Kind::sgd: return nullptr;
+      case Kind::adam: return &static_cast<AdamOptions&>(o).eps();
+      case Kind::adamw: return &static_cast<AdamWOptions&>(o).eps();
+      case Kind::rmsprop: return &static_cast<RMSpropOptions&>(o).eps();
+      case Kind::adagrad: return &static_cast<AdagradOptions&>(o).eps();
+    }
+    return nullptr;
+  }
+
   Optimizer& optimizer_;
   Kind kind_;
   std::vector<at::Tensor> params_;

@@ -21,12 +21,6 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-StepContext context(StepContext::Run run, int64_t step) {
-  StepContext c;
-  c.run = run;
-  c.step = step;
-  return c;
-}
 
 }  // namespace
 
@@ -137,7 +131,7 @@ bool RepairExecutor::recompute(Run& r) {
   p_.state.zero_grad();
   at::Tensor again;
   try {
-    again = (*r.closure)(kept, context(StepContext::Run::recompute, r.step));
+    again = (*r.closure)(kept, step_context(StepContext::Run::recompute, r.step));
   } catch (const std::exception&) {
     return false;  // as good as non-finite again (an op refused a NaN): the step is dropped
   }
@@ -159,7 +153,7 @@ int64_t RepairExecutor::rerun_lost_steps(Run& r) {
     p_.state.zero_grad();
     bool ok = false;
     try {
-      ok = p_.state.loss_and_gradients_finite((*r.closure)(b, context(StepContext::Run::rerun, rb.step)));
+      ok = p_.state.loss_and_gradients_finite((*r.closure)(b, step_context(StepContext::Run::rerun, rb.step)));
     } catch (const std::exception&) {
       ok = false;  // an op refused a non-finite value: the re-run failed like a NaN
     }

@@ -30,6 +30,27 @@ TrainingState::TrainingState(std::vector<std::string> names, std::vector<at::Ten
   }
 }
 
+std::vector<int64_t> to_vector(const at::Tensor& t) {
+  auto c = t.to(torch::kCPU).to(torch::kLong).contiguous();
+  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
+}
+
+StepContext step_context(StepContext::Run run, int64_t step, bool traced) {
+  StepContext c;
+  c.run = run;
+  c.step = step;
+  c.traced = traced;
+  return c;
+}
+
+TrainingStateRefs TrainingState::snapshot_refs() const {
+  TrainingStateRefs refs;
+  refs.parameters = params_;
+  refs.buffers = buffers_;
+  refs.optimizers = optimizers();
+  return refs;
+}
+
 std::vector<OptimizerAdapter*> TrainingState::optimizers() const {
   std::vector<OptimizerAdapter*> out;
   for (const auto& o : optimizers_) out.push_back(o.get());

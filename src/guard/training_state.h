@@ -11,9 +11,16 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "nanguard/guard/guard.h"
 #include "nanguard/guard/optimizer_adapter.h"
+#include "nanguard/guard/snapshot.h"
 
 namespace nanguard::detail {
+
+// A tensor of integers (sample ids, row indices) read on the host.
+std::vector<int64_t> to_vector(const at::Tensor& t);
+// The context of a run of the step's closure the guard makes itself.
+StepContext step_context(StepContext::Run run, int64_t step, bool traced = false);
 
 class TrainingState {
  public:
@@ -24,6 +31,8 @@ class TrainingState {
   const std::vector<std::string>& names() const { return names_; }
   const std::vector<at::Tensor>& buffers() const { return buffers_; }
   std::vector<OptimizerAdapter*> optimizers() const;
+  // What a snapshot of this state covers (no extra state: the caller adds it).
+  TrainingStateRefs snapshot_refs() const;
 
   // Drops the gradients: backward then hands its fresh buffers over without an extra add.
   void zero_grad();
