@@ -20,6 +20,7 @@
 #include "nanguard/report/history_files.h"
 #include "nanguard/report/html_report.h"
 #include "nanguard/report/tensorboard_callback.h"
+#include "nanguard/report/verdict.h"
 #include "nanguard/train/progress.h"
 #include "run_folder.h"
 
@@ -39,6 +40,46 @@ nlohmann::json logs_json(const Logs& logs) {
   nlohmann::json j = nlohmann::json::object();
   for (const auto& [k, v] : logs.items()) j[k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
   return j;
+}
+
+// ReLU layers with every unit dead at the monitor's last sampled step.
+std::vector<std::string> dead_layers(const Trainer& trainer) {
+  std::vector<std::string> dead;
+  const Guard* guard = const_cast<Trainer&>(trainer).guard();
+  if (guard == nullptr || guard->monitor() == nullptr) return dead;
+  const auto& history = guard->monitor()->history();
+  for (auto it = history.rbegin(); it != history.rend(); ++it) {
+    if (!it->sampled) continue;
+    for (const auto& a : it->activations)
+      if (a.kind == "relu" && a.units > 0 && a.dead_fraction >= 1.0) dead.push_back(a.layer.empty() ? "a ReLU layer" : a.layer);
+    break;
+  }
+  return dead;
+}
+
+// Did the run learn: first and last losses, held-out accuracy against chance and the majority
+// class, dead layers.
+report::RunVerdict judge(Trainer& trainer, const History& history, const data::TensorDataset& held_out,
+                         const Logs* held_out_logs) {
+  report::VerdictInputs in;
+  in.initial_loss = trainer.first_loss();
+  if (history.size() && history.logs.back().has("loss")) in.final_loss = history.logs.back().get("loss");
+  const bool classifier = trainer.options().loss.type() == LossType::sparse_categorical_crossentropy ||
+                          trainer.options().loss.type() == LossType::categorical_crossentropy;
+  const auto& shape = trainer.model()->output_shape();
+  if (classifier && !shape.empty()) in.classes = shape.back();
+  if (held_out_logs != nullptr && held_out_logs->has("accuracy") && held_out.size() > 0) {
+    in.accuracy = held_out_logs->get("accuracy");
+    in.evaluated = held_out.size();
+    const at::Tensor y = held_out.y();
+    if (y.defined() && !y.is_floating_point() && y.dim() == 1 && in.classes > 0) {
+      const at::Tensor counts = torch::bincount(y.clamp(0, in.classes - 1), {}, in.classes);
+      in.majority_fraction = counts.max().item<double>() / static_cast<double>(y.size(0));
+    }
+  }
+  in.dead_layers = dead_layers(trainer);
+  in.stopped = trainer.guard() != nullptr && trainer.guard()->stopped();
+  return report::judge_run(in);
 }
 
 int run_fit(const FitArgs& args) {
@@ -79,7 +120,8 @@ int run_fit(const FitArgs& args) {
     if (tensorboard) tensorboard->add_event(e);
     if (args.quiet) return;
     if (e.kind == "incident") {
-      std::cout << fmt::format("\n[nanguard] step {}: non-finite {} - {} ({:.0f}%){}\n  {}\n", e.step, e.detail, e.cause,
+      const std::string what = e.detail == "divergence" ? "divergence (every value finite)" : "non-finite " + e.detail;
+      std::cout << fmt::format("\n[nanguard] step {}: {} - {} ({:.0f}%){}\n  {}\n", e.step, what, e.cause,
                                e.confidence * 100, e.op.empty() ? "" : ", born in " + e.op + (e.module.empty() ? "" : " (" + e.module + ")"),
                                e.explanation);
     } else if (e.kind == "action") {
@@ -102,8 +144,9 @@ int run_fit(const FitArgs& args) {
   summary["steps"] = trainer->global_step();
   summary["train_samples"] = data.train.size();
   summary["final_epoch"] = history.size() ? logs_json(history.logs.back()) : nlohmann::json::object();
+  Logs test;
   if (data.test.size() > 0) {
-    Logs test = trainer->evaluate(data.test);
+    test = trainer->evaluate(data.test);
     for (const auto& [k, v] : test.items()) summary["test_" + k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
     if (!args.quiet) {
       std::string line = "Test:";
@@ -111,6 +154,16 @@ int run_fit(const FitArgs& args) {
       std::cout << line << "\n";
     }
   }
+  // Accuracy on the test split, else the last epoch's validation accuracy.
+  const bool tested = data.test.size() > 0;
+  Logs held_out = test;
+  if (!tested && history.size() && history.logs.back().has("val_accuracy"))
+    held_out.set("accuracy", history.logs.back().get("val_accuracy"));
+  const report::RunVerdict verdict = judge(*trainer, history, tested ? data.test : data.validation, &held_out);
+  if (!args.quiet) std::cout << "Verdict: " << verdict.headline << "\n";
+  summary["verdict"] = {{"learned", verdict.learned}, {"headline", verdict.headline}, {"reasons", verdict.reasons}};
+  if (std::isfinite(verdict.chance)) summary["verdict"]["chance"] = verdict.chance;
+  if (trainer->input_scale() != 1.0) summary["input_scale"] = trainer->input_scale();
   summary["parameters"] = trainer->model()->parameter_count();
   summary["environment"] = {{"libtorch", TORCH_VERSION}, {"blas", blas.name}, {"threads", torch::get_num_threads()},
                             {"self_test_passed", environment.self_test_passed}};

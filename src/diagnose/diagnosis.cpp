@@ -10,6 +10,8 @@
 
 #include <fmt/format.h>
 
+#include "diagnose/divergence.h"
+
 namespace nanguard {
 namespace {
 
@@ -1073,15 +1075,19 @@ Diagnosis diagnose(const Evidence& evidence) {
   const Facts facts = gather(evidence);
   const UnsafeBirth unsafe = classify_unsafe(evidence);
   std::vector<CauseScore> causes;
-  rule_bad_input_data(evidence, causes);
-  rule_transient(evidence, facts, causes);
-  rule_unsafe_loss(evidence, facts, causes);
-  rule_lr_too_high(evidence, facts, unsafe, causes);
-  rule_exploding(evidence, facts, unsafe, causes);
-  rule_data_outlier(evidence, facts, causes);
-  rule_optimizer_state(evidence, facts, causes);
-  rule_structure(evidence, facts, causes);
-  rule_environment(evidence, facts, causes);
+  if (evidence.diverged) {
+    detail::diagnose_divergence(evidence, causes);  // nothing is non-finite: the other rules have nothing to read
+  } else {
+    rule_bad_input_data(evidence, causes);
+    rule_transient(evidence, facts, causes);
+    rule_unsafe_loss(evidence, facts, causes);
+    rule_lr_too_high(evidence, facts, unsafe, causes);
+    rule_exploding(evidence, facts, unsafe, causes);
+    rule_data_outlier(evidence, facts, causes);
+    rule_optimizer_state(evidence, facts, causes);
+    rule_structure(evidence, facts, causes);
+    rule_environment(evidence, facts, causes);
+  }
 
   double best = 0;
   for (auto& c : causes) {

@@ -31,7 +31,8 @@ Guard::Impl::Impl(detail::Named named, std::vector<std::shared_ptr<OptimizerAdap
       sentinel(state),
       memory(detail::BatchMemoryOptions{options.snapshot_every() > 0, options.kept_batch_bytes(), hooks.gather_batch},
              log),
-      history(static_cast<size_t>(std::max<int64_t>(options.history(), 2))) {
+      history(static_cast<size_t>(std::max<int64_t>(options.history(), 2))),
+      divergence((options.divergence().validate(), options.divergence())) {
   NANGUARD_CHECK(options.snapshot_every() >= 0, "snapshot_every must be >= 0, got {}", options.snapshot_every());
   NANGUARD_CHECK(options.check_state_every() >= 0, "check_state_every must be >= 0");
   NANGUARD_CHECK(options.snapshot_capacity() >= 1, "snapshot_capacity must be >= 1, got {}", options.snapshot_capacity());
@@ -60,7 +61,7 @@ Guard::Impl::Impl(detail::Named named, std::vector<std::shared_ptr<OptimizerAdap
   detail::InvestigatorHooks ih;
   ih.save_extra = refs.save_extra;
   ih.load_extra = refs.load_extra;
-  ring = std::make_unique<SnapshotRing>(std::move(refs), options.snapshot_capacity());
+  ring = std::make_unique<SnapshotRing>(std::move(refs), options.snapshot_capacity(), options.keep_initial_snapshot());
   if (options.monitor().enabled()) {
     monitor = std::make_unique<monitor::Monitor>(state.names(), state.params(), options.monitor());
     monitor->set_models(named_models);
@@ -69,7 +70,8 @@ Guard::Impl::Impl(detail::Named named, std::vector<std::shared_ptr<OptimizerAdap
   ih.dump_incident = hooks.dump_incident;
   investigator = std::make_unique<detail::Investigator>(state, *ring, memory, rng_before_step, options.replay(), ih);
   executor = std::make_unique<detail::RepairExecutor>(
-      detail::RepairParts{state, *ring, memory, history, log, ledger, sentinel, rng_before_step, monitor.get()}, options,
+      detail::RepairParts{state, *ring, memory, history, log, ledger, sentinel, rng_before_step, monitor.get(), &divergence},
+      options,
       hooks);
 }
 
@@ -147,7 +149,17 @@ Decision Guard::Impl::check(const at::Tensor& loss) {
   const int64_t t = open.step;
   if (r.healthy()) {
     open.norm_overflow = r.norm_overflow;
+    // A loss far above the run's healthy level stays out of its histories.
+    if (auto excursion = divergence.check_loss(t, r.loss)) return divergence_decision(*excursion, total);
     after_healthy_check(r);
+    if (!pending_divergence && options.divergence().collapse())
+      pending_divergence = divergence.check_activations(t, open.activations);
+    if (pending_divergence) {
+      const detail::DivergenceFinding found = *pending_divergence;
+      pending_divergence.reset();
+      history.drop_step(t);
+      return divergence_decision(found, total);
+    }
     if (monitor && (!screen_trigger.empty() || executor->state().outlier_watch)) {
       const std::string trigger = screen_trigger.empty() ? std::string("sample_screen") : screen_trigger;
       screen_trigger.clear();
@@ -174,6 +186,23 @@ Decision Guard::Impl::check(const at::Tensor& loss) {
   return incident_decision(investigator->investigate(failed), /*caught_before_update=*/false);
 }
 
+// The run left its healthy regime with every value finite. A loss excursion on a batch of
+// extreme samples is theirs (the screen), anything else a divergence: its pre-step state is
+// the excursion's, so the plan rolls back.
+Decision Guard::Impl::divergence_decision(const detail::DivergenceFinding& found, const at::Tensor& loss) {
+  const int64_t t = open.step;
+  if (found.kind == "loss_excursion") {
+    if (auto incident = investigator->screen(t, open.batch, "loss_excursion")) {
+      if (monitor) monitor->reset_trends();
+      return incident_decision(std::move(incident), /*caught_before_update=*/true);
+    }
+  }
+  detail::FailedStep failed{t, open.batch, closure(), loss, false, overflow_streak, {}};
+  auto incident = investigator->investigate_divergence(failed, found, static_cast<bool>(hooks.rescale_inputs));
+  if (monitor) monitor->reset_trends();
+  return incident_decision(std::move(incident), /*caught_before_update=*/false);
+}
+
 // A healthy check: snapshot validation, the overflow warning, histories and the monitor.
 void Guard::Impl::after_healthy_check(const detail::CheckResult& r) {
   const int64_t t = open.step;
@@ -181,7 +210,9 @@ void Guard::Impl::after_healthy_check(const detail::CheckResult& r) {
     // This step's snapshot passed the state check: older batches are no longer needed to
     // replay from it. Ids are cheap: with a gather hook they are kept back to the oldest
     // snapshot, so a rollback to any of them can re-run the steps it loses.
-    const auto held = ring->steps();
+    // The kept first snapshot does not hold ids back: a rollback to it re-runs the lost steps
+    // only while the ring has not moved past it.
+    const auto held = ring->ring_steps();
     memory.drop_before(memory.has_gather() && !held.empty() ? held.front() : t);
   }
   if (r.norm_overflow && !overflow_streak) {
@@ -212,6 +243,7 @@ void Guard::Impl::emit_warnings(const std::vector<monitor::Warning>& warnings) {
     // A spike can be one batch of extreme samples: screen this step's batch before its update.
     if (w.detector == "loss_spike" || w.detector == "grad_norm_spike") screen_trigger = w.detector;
     executor->prevent_overflow(w);
+    if (!pending_divergence) pending_divergence = divergence.check_warning(w);
   }
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "guard/batch_memory.h"
+#include "guard/divergence_watch.h"
 #include "guard/event_log.h"
 #include "guard/healthy_history.h"
 #include "guard/investigator.h"
@@ -67,6 +68,7 @@ struct Guard::Impl {
   StepVerdict repair(const Decision& decision);
   Decision incident_decision(std::shared_ptr<Incident> incident, bool caught_before_update);
   void after_healthy_check(const detail::CheckResult& r);
+  Decision divergence_decision(const detail::DivergenceFinding& found, const at::Tensor& loss);
   void emit_warnings(const std::vector<monitor::Warning>& warnings);
   void run_evidence(Evidence& ev) const;
   const StepClosure* closure() const { return open.closure ? &open.closure : nullptr; }
@@ -83,6 +85,9 @@ struct Guard::Impl {
   detail::Sentinel sentinel;
   detail::BatchMemory memory;
   detail::HealthyHistory history;
+  detail::DivergenceWatch divergence;
+  // An overflow forecast or a collapse found while this step was checked: its incident.
+  std::optional<detail::DivergenceFinding> pending_divergence;
   std::unique_ptr<detail::Investigator> investigator;
   std::unique_ptr<detail::RepairExecutor> executor;
   std::shared_ptr<Consensus> consensus;

@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "guard/batch_memory.h"
+#include "guard/divergence_watch.h"
 #include "guard/rng_state.h"
 #include "guard/training_state.h"
 #include "nanguard/env/self_test.h"
@@ -416,6 +417,48 @@ std::shared_ptr<Incident> Investigator::screen(int64_t step, const data::Batch& 
   collect_tensor_evidence(at::Tensor(), ev);
   incident->diagnosis = diagnose(ev);
   if (incident->diagnosis.top().cause != cause::data_outlier) return nullptr;
+  incident->seconds_to_diagnosis = seconds_since(detected);
+  return incident;
+}
+
+namespace {
+
+// RMS, largest |x| and integrality of the batch's finite inputs, in double.
+void collect_input_scale(const data::Batch& batch, Evidence& ev) {
+  if (!batch.x.defined() || !batch.x.is_floating_point() || batch.x.numel() == 0) return;
+  torch::NoGradGuard no_grad;
+  const auto x = batch.x.detach().to(torch::kCPU, torch::kDouble).flatten();
+  const auto finite = x.index({x.isfinite()});
+  if (finite.numel() == 0) return;
+  ev.input_rms = finite.pow(2).mean().sqrt().item<double>();
+  ev.input_absmax = finite.abs().max().item<double>();
+  ev.inputs_integer = (finite == finite.round()).all().item<bool>() && ev.input_absmax >= 2;
+}
+
+}  // namespace
+
+std::shared_ptr<Incident> Investigator::investigate_divergence(const FailedStep& failed,
+                                                               const DivergenceFinding& finding,
+                                                               bool inputs_rescalable) {
+  const auto detected = Clock::now();
+  auto incident = new_incident(failed.step);
+  Evidence& ev = incident->evidence;
+  if (hooks_.run_evidence) hooks_.run_evidence(ev);
+  collect_batch_evidence(failed.batch, ev);
+  collect_tensor_evidence(failed.loss, ev);
+  collect_input_scale(failed.batch, ev);
+  ev.failed_check = "divergence";
+  ev.diverged = true;
+  ev.divergence_kind = finding.kind;
+  ev.divergence_finding = finding.message;
+  ev.divergence_value = finding.value;
+  ev.divergence_threshold = finding.threshold;
+  ev.divergence_reference = finding.reference;
+  ev.excursion_start = finding.excursion_start;
+  ev.divergence_layer = finding.layer;
+  ev.birth_module = finding.layer;
+  ev.inputs_rescalable = inputs_rescalable;
+  incident->diagnosis = diagnose(ev);
   incident->seconds_to_diagnosis = seconds_since(detected);
   return incident;
 }

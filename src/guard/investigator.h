@@ -15,6 +15,7 @@ namespace nanguard::detail {
 
 class BatchMemory;
 class CpuRngState;
+struct DivergenceFinding;
 class TrainingState;
 
 struct FailedStep {
@@ -50,6 +51,10 @@ class Investigator {
   // A healthy step whose batch may hold finite but extreme samples: an incident when the
   // diagnosis is data_outlier, else null.
   std::shared_ptr<Incident> screen(int64_t step, const data::Batch& batch, const std::string& trigger);
+  // A healthy step on which the run left its healthy regime (the divergence watch's finding):
+  // evidence of the state, the batch's input scale and the run's history, and the diagnosis.
+  std::shared_ptr<Incident> investigate_divergence(const FailedStep& failed, const DivergenceFinding& finding,
+                                                   bool inputs_rescalable);
 
  private:
   void collect_batch_evidence(const data::Batch& batch, Evidence& ev) const;

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "guard/divergence_watch.h"
 #include "guard/event_log.h"
 #include "guard/healthy_history.h"
 #include "guard/rng_state.h"
@@ -59,9 +60,15 @@ void RepairExecutor::quarantine(Run& r) {
 
 void RepairExecutor::rollback(Run& r) {
   if (!p_.ledger.can_rollback(r.step)) return stop(r, "rollback budget spent");
-  const int64_t target = std::min(p_.history.trend_start(r.step), r.step);
+  int64_t target = std::min(p_.history.trend_start(r.step), r.step);
+  // A finite divergence: the snapshot must hold a state from before the excursion began (one
+  // taken at that step already holds the state whose loss left the healthy range).
+  const Evidence& ev = r.incident->evidence;
+  if (ev.diverged && ev.excursion_start >= 0) target = std::min(target, ev.excursion_start - 1);
   auto restored = p_.ring.restore_at_or_before(target);
-  if (!restored) restored = p_.ring.restore_newest();
+  // Without one that old: the newest, unless the run diverged (every newer state is the
+  // excursion's; stopping says so instead of training on from it).
+  if (!restored && !ev.diverged) restored = p_.ring.restore_newest();
   if (!restored) return stop(r, "no snapshot to roll back to");
   p_.ring.discard_after(*restored);
   s_.last_snapshot_step = *restored;
@@ -74,6 +81,7 @@ void RepairExecutor::rollback(Run& r) {
   r.rolled_back_to = *restored;
   p_.history.clear();
   if (p_.monitor) p_.monitor->reset_trends();
+  if (p_.divergence) p_.divergence->rolled_back_to(*restored);
   p_.ledger.record_rollback(r.step);
   r.verdict.outcome = StepVerdict::Outcome::rolled_back;
   event(r, RepairAction::rollback, fmt::format("rolled back to the snapshot of step {}", *restored));
@@ -111,6 +119,12 @@ void RepairExecutor::stable_loss(Run& r) {
     r.verdict.outcome = StepVerdict::Outcome::recomputed;
     event(r, RepairAction::recompute, "step recomputed with the stable loss");
   }
+}
+
+void RepairExecutor::rescale_inputs(Run& r) {
+  const std::string done = hooks_.rescale_inputs ? hooks_.rescale_inputs() : std::string();
+  event(r, RepairAction::rescale_inputs, done.empty() ? "the inputs cannot be rescaled" : done);
+  if (done.empty()) lr_backoff(r);  // the next best thing for a first layer that overshoots
 }
 
 void RepairExecutor::recompute_action(Run& r) {
@@ -234,6 +248,7 @@ StepVerdict RepairExecutor::execute(const std::shared_ptr<Incident>& incident, c
       case RepairAction::stable_loss: stable_loss(r); break;
       case RepairAction::recompute: recompute_action(r); break;
       case RepairAction::stop: stop(r, "training stopped"); break;
+      case RepairAction::rescale_inputs: rescale_inputs(r); break;
     }
     if (s_.stopped) break;
   }

@@ -20,6 +20,7 @@ struct Warning;
 namespace detail {
 
 class CpuRngState;
+class DivergenceWatch;
 class EventLog;
 class HealthyHistory;
 class Sentinel;
@@ -50,6 +51,7 @@ struct RepairParts {
   Sentinel& sentinel;
   CpuRngState& rng_before_step;
   monitor::Monitor* monitor;  // may be null
+  DivergenceWatch* divergence;  // may be null
 };
 
 class RepairExecutor {
@@ -95,6 +97,7 @@ class RepairExecutor {
   void lr_backoff(Run& r);
   void enable_clipping(Run& r);
   void stable_loss(Run& r);
+  void rescale_inputs(Run& r);
   void recompute_action(Run& r);
   // Recomputes the step from the pre-step state (without quarantined samples); applies it if
   // finite.

@@ -55,9 +55,10 @@ struct SnapshotRing::Slot {
   std::vector<double> extra;
 };
 
-SnapshotRing::SnapshotRing(TrainingStateRefs state, int64_t capacity) : state_(std::move(state)) {
+SnapshotRing::SnapshotRing(TrainingStateRefs state, int64_t capacity, bool keep_first)
+    : state_(std::move(state)), capacity_(capacity), first_pending_(keep_first) {
   NANGUARD_CHECK(capacity > 0, "snapshot capacity must be positive, got {}", capacity);
-  for (int64_t i = 0; i < capacity; ++i) {
+  for (int64_t i = 0; i < capacity + (keep_first ? 1 : 0); ++i) {
     auto slot = std::make_unique<Slot>();
     // Preallocate parameter and buffer copies now; optimizer state appears after the first step.
     for (const auto& p : state_.parameters) slot->parameters.push_back(torch::empty_like(p));
@@ -71,8 +72,14 @@ SnapshotRing::~SnapshotRing() = default;
 void SnapshotRing::take(int64_t step) {
   const auto start = std::chrono::steady_clock::now();
   torch::NoGradGuard no_grad;
-  Slot& slot = *slots_[static_cast<size_t>(next_)];
-  next_ = (next_ + 1) % capacity();
+  size_t index = static_cast<size_t>(next_);
+  if (first_pending_) {
+    index = slots_.size() - 1;
+    first_pending_ = false;
+  } else {
+    next_ = (next_ + 1) % capacity_;
+  }
+  Slot& slot = *slots_[index];
   for (size_t i = 0; i < state_.parameters.size(); ++i) copy_into(slot.parameters[i], state_.parameters[i]);
   for (size_t i = 0; i < state_.buffers.size(); ++i) copy_into(slot.buffers[i], state_.buffers[i]);
   slot.optimizer.resize(state_.optimizers.size());
@@ -139,6 +146,15 @@ std::vector<int64_t> SnapshotRing::steps() const {
   std::vector<int64_t> out;
   for (const auto& s : slots_) {
     if (s->valid) out.push_back(s->step);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<int64_t> SnapshotRing::ring_steps() const {
+  std::vector<int64_t> out;
+  for (int64_t i = 0; i < capacity_; ++i) {
+    if (slots_[static_cast<size_t>(i)]->valid) out.push_back(slots_[static_cast<size_t>(i)]->step);
   }
   std::sort(out.begin(), out.end());
   return out;

@@ -13,7 +13,7 @@
 namespace nanguard {
 namespace {
 
-constexpr std::array<std::pair<RepairAction, const char*>, 8> kActionNames = {{
+constexpr std::array<std::pair<RepairAction, const char*>, 9> kActionNames = {{
     {RepairAction::skip_step, "skip_step"},
     {RepairAction::quarantine_samples, "quarantine_samples"},
     {RepairAction::rollback, "rollback"},
@@ -22,15 +22,17 @@ constexpr std::array<std::pair<RepairAction, const char*>, 8> kActionNames = {{
     {RepairAction::stable_loss, "stable_loss"},
     {RepairAction::recompute, "recompute"},
     {RepairAction::stop, "stop"},
+    {RepairAction::rescale_inputs, "rescale_inputs"},
 }};
 
-constexpr std::array<const char*, 11> kCauses = {
+constexpr std::array<const char*, 12> kCauses = {
     cause::bad_input_data,
     cause::data_outlier,
     cause::exploding_gradients,
     cause::vanishing_gradients,
     cause::bad_initialization,
     cause::lr_too_high,
+    cause::unscaled_inputs,
     cause::unsafe_loss,
     cause::optimizer_state_overflow,
     cause::transient_fault,
@@ -52,6 +54,13 @@ std::string valid_cause_names() {
 
 bool is_cause(const std::string& name) {
   return std::any_of(kCauses.begin(), kCauses.end(), [&](const char* c) { return name == c; });
+}
+
+// A policy key: a cause, or "cause/subkind" with a non-empty sub-kind.
+bool is_cause_key(const std::string& key) {
+  const auto slash = key.find('/');
+  if (slash == std::string::npos) return is_cause(key);
+  return is_cause(key.substr(0, slash)) && slash + 1 < key.size() && key.find('/', slash + 1) == std::string::npos;
 }
 
 void push_unique(std::vector<RepairAction>& out, RepairAction a) {
@@ -103,6 +112,11 @@ RepairPolicy RepairPolicy::automatic() {
       // plan_repair turns stable_loss into skip_step when the trainer cannot swap the loss.
       {cause::unsafe_loss, {A::stable_loss}},
       {cause::lr_too_high, {A::rollback, A::lr_backoff, A::enable_clipping}},
+      // A finite divergence: the updates overshoot, but no gradient is extreme, and a clip at
+      // twice the few healthy norms of a run's first steps would slow every later update.
+      {std::string(cause::lr_too_high) + "/divergence", {A::rollback, A::lr_backoff}},
+      // plan_repair turns rescale_inputs into lr_backoff when the trainer cannot rescale.
+      {cause::unscaled_inputs, {A::rescale_inputs, A::rollback}},
       {cause::exploding_gradients, {A::rollback, A::enable_clipping}},
       {cause::optimizer_state_overflow, {A::rollback, A::lr_backoff}},
       {cause::environment, {A::recompute}},
@@ -111,8 +125,11 @@ RepairPolicy RepairPolicy::automatic() {
   return p;
 }
 
-const std::vector<RepairAction>& RepairPolicy::actions_for(const std::string& cause) const {
-  auto it = actions.find(cause);
+const std::vector<RepairAction>& RepairPolicy::actions_for(const std::string& cause,
+                                                           const std::string& subkind) const {
+  auto it = subkind.empty() ? actions.end() : actions.find(cause + "/" + subkind);
+  if (it != actions.end()) return it->second;
+  it = actions.find(cause);
   if (it != actions.end()) return it->second;
   it = actions.find(cause::unknown);
   NANGUARD_CHECK(it != actions.end(),
@@ -124,7 +141,8 @@ const std::vector<RepairAction>& RepairPolicy::actions_for(const std::string& ca
 
 void RepairPolicy::validate() const {
   for (const auto& [name, list] : actions) {
-    NANGUARD_CHECK(is_cause(name), "repair policy: unknown cause \"{}\"; expected one of: {}", name,
+    NANGUARD_CHECK(is_cause_key(name),
+                   "repair policy: unknown cause \"{}\"; expected one of: {} (or cause/subkind)", name,
                    valid_cause_names());
     NANGUARD_CHECK(!list.empty(),
                    "repair policy: cause \"{}\" has no actions (use skip_step or "
@@ -159,7 +177,7 @@ std::vector<RepairAction> plan_repair(const Diagnosis& diagnosis, const Evidence
 
   static const CauseScore kUnknown{cause::unknown, "", 1.0, "", "", {}};
   const CauseScore& top = diagnosis.ranked.empty() ? kUnknown : diagnosis.top();
-  const std::vector<A>& wanted = policy.actions_for(top.cause);
+  const std::vector<A>& wanted = policy.actions_for(top.cause, top.subkind);
 
   std::vector<A> plan;
   for (A action : wanted) {
@@ -188,6 +206,9 @@ std::vector<RepairAction> plan_repair(const Diagnosis& diagnosis, const Evidence
       case A::recompute:
         // Recomputing gives the same non-finite result when the replay reproduced it.
         push_unique(plan, evidence.replayed && evidence.reproduced ? A::skip_step : A::recompute);
+        break;
+      case A::rescale_inputs:
+        push_unique(plan, evidence.inputs_rescalable ? A::rescale_inputs : A::lr_backoff);
         break;
       case A::enable_clipping:
       case A::skip_step:

@@ -30,6 +30,7 @@ std::string cause_in_words(const std::string& cause) {
       {"vanishing_gradients", "vanishing gradients"},
       {"bad_initialization", "a bad weight initialisation"},
       {"lr_too_high", "a learning rate that is too high"},
+      {"unscaled_inputs", "inputs far from unit range (not scaled)"},
       {"unsafe_loss", "an unsafe loss"},
       {"optimizer_state_overflow", "an overflow in the optimizer's state"},
       {"transient_fault", "a transient fault (the step did not reproduce)"},
@@ -38,7 +39,8 @@ std::string cause_in_words(const std::string& cause) {
   static const std::map<std::string, std::string> sub{{"log_of_zero", "log of zero"},
                                                       {"exp_overflow", "exp overflow"},
                                                       {"zero_division", "division by zero"},
-                                                      {"sqrt_of_negative", "square root of a negative number"}};
+                                                      {"sqrt_of_negative", "square root of a negative number"},
+                                                      {"divergence", "a finite divergence"}};
   if (cause.empty()) return "an unknown cause";
   const auto slash = cause.find('/');
   const std::string main = cause.substr(0, slash);
@@ -56,7 +58,12 @@ std::string console_summary(const RunRecord& run, const std::filesystem::path& r
   const auto incidents = run.incidents();
   const size_t actions = run.count("action"), warnings = run.count("warning");
   std::string out;
-  if (incidents.empty() && warnings == 0) {
+  const RunVerdictRecord verdict = run.verdict();
+  if (verdict.known && !verdict.learned) {
+    out = fmt::format("nanguard: {}, with {}, {} and {}.\n", verdict.headline,
+                      plural(incidents.size(), "incident", "incidents"),
+                      plural(actions, "repair action", "repair actions"), plural(warnings, "warning", "warnings"));
+  } else if (incidents.empty() && warnings == 0) {
     out = "nanguard: no incidents and no warnings; every step was finite.\n";
   } else {
     out = fmt::format("nanguard: {}, {} and {}.\n", plural(incidents.size(), "incident", "incidents"),
@@ -71,8 +78,9 @@ std::string console_summary(const RunRecord& run, const std::filesystem::path& r
       if (!e.phase.empty()) where += " during the " + e.phase + " pass";
       where += ".";
     }
-    out += fmt::format("  - Step {}: the {} went non-finite, most likely because of {}{}{}.{}\n", e.step,
-                       e.detail.empty() ? "step" : e.detail, cause_in_words(e.cause),
+    const std::string what = e.detail == "divergence" ? "run diverged with every value finite"
+                             : fmt::format("{} went non-finite", e.detail.empty() ? "step" : e.detail);
+    out += fmt::format("  - Step {}: the {}, most likely because of {}{}{}.{}\n", e.step, what, cause_in_words(e.cause),
                        std::isfinite(e.confidence) ? fmt::format(" ({:.0f}% confidence)", e.confidence * 100) : "",
                        samples_phrase(e.samples), where);
     if (r.actions.empty()) {

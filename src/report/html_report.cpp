@@ -212,6 +212,7 @@ h4{font-size:13px;text-transform:uppercase;letter-spacing:.04em;color:var(--mute
 .stat .v{font-size:20px;font-weight:600}
 .stat .k{font-size:12px;color:var(--muted);text-transform:uppercase;letter-spacing:.04em}
 .stat.bad .v{color:var(--red)} .stat.warn .v{color:var(--amber)} .stat.good .v{color:var(--green)}
+.verdict{font-size:17px;padding:10px 14px;border-radius:8px;border-left:5px solid var(--green)} .verdict.bad{border-left-color:var(--red);color:var(--red)}
 .grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:16px}
 .chart{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px;min-height:120px;width:100%}
 .chart .vis{width:100%} .chart .vega-embed{width:100%} .chart .vis > svg{max-width:100%;height:auto}
@@ -377,6 +378,13 @@ std::string render_html(const RunRecord& run, const ReportOptions& options) {
   h += "</head>\n<body>\n<header class=\"top\"><h1>" + detail::escape_markup(title) + "</h1><div class=\"sub\">" + detail::escape_markup(run.dir.string()) +
        "</div></header>\n<main>\n";
 
+  // The verdict first: a run that stayed finite can still be dead.
+  const RunVerdictRecord verdict = run.verdict();
+  if (verdict.known) {
+    h += fmt::format("<p id=\"verdict\" class=\"verdict {}\"><b>{}</b></p>\n", verdict.learned ? "good" : "bad",
+                     detail::escape_markup(verdict.headline.empty() ? (verdict.learned ? "this run learned" : "this run did not learn")
+                                                                   : verdict.headline));
+  }
   // At a glance.
   h += "<div class=\"stats\">";
   if (summary.is_object()) {
@@ -404,7 +412,10 @@ std::string render_html(const RunRecord& run, const ReportOptions& options) {
   // Guard.
   h += "<section id=\"guard\"><h2>Incidents</h2>\n";
   if (incidents.empty()) {
-    h += "<p class=\"muted\">No incidents: every step was finite.</p>\n";
+    h += verdict.known && !verdict.learned
+             ? "<p class=\"muted\">No incidents: every step was finite, but the run did not learn (see the verdict "
+               "above).</p>\n"
+             : "<p class=\"muted\">No incidents: every step was finite.</p>\n";
   } else {
     for (size_t i = 0; i < incidents.size(); ++i) h += incident_card(incidents[i], i);
   }

@@ -108,6 +108,19 @@ double RunRecord::steps_per_epoch() const {
   return epochs > 0 ? j["steps"].get<double>() / epochs : 0;
 }
 
+RunVerdictRecord RunRecord::verdict() const {
+  RunVerdictRecord v;
+  if (summary_json.empty()) return v;
+  const json j = json::parse(summary_json, nullptr, false);
+  if (!j.is_object() || !j.contains("verdict") || !j["verdict"].is_object()) return v;
+  const json& o = j["verdict"];
+  if (!o.contains("learned") || !o["learned"].is_boolean()) return v;
+  v.known = true;
+  v.learned = o["learned"].get<bool>();
+  v.headline = str_field(o, "headline");
+  return v;
+}
+
 History parse_history_csv(const std::string& text, const std::string& file) {
   const auto lines = split_lines(text);
   NANGUARD_CHECK(!lines.empty() && !lines[0].empty(), "{} is empty (expected a header line starting with 'epoch')", file);

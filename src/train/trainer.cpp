@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <limits>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -92,6 +94,7 @@ Trainer::Trainer(SequentialModel model, CompileOptions options)
       if (event_handler_) event_handler_(e);
     };
     hooks.audit_flagged_samples = [this] { return audit_flagged_; };
+    hooks.rescale_inputs = [this] { return rescale_inputs(); };
     // Dense, conv and activation layers report their activations; recurrent layers apply
     // theirs inside LibTorch's kernels, which only op callbacks see.
     const auto& layers = model_->spec().layers;
@@ -106,6 +109,10 @@ Trainer::Trainer(SequentialModel model, CompileOptions options)
 Trainer::~Trainer() = default;
 
 double Trainer::learning_rate() const { return get_learning_rate(*optimizer_); }
+
+double Trainer::first_loss() const {
+  return first_loss_.defined() ? first_loss_.sum().item<double>() : std::numeric_limits<double>::quiet_NaN();
+}
 
 std::vector<Metric> Trainer::make_metrics() const {
   std::vector<Metric> metrics;
@@ -149,8 +156,30 @@ StepResult Trainer::train_step(const data::Batch& batch) {
   return step_on_batch(on_device(batch), nullptr);
 }
 
+at::Tensor Trainer::model_input(const at::Tensor& x) const { return input_scale_ == 1.0 ? x : x * input_scale_; }
+
+// Integer-valued inputs (8-bit pixels, counts) are divided by their largest value, which puts
+// pixels in [0, 1] as the usual "/ 255" does; any other inputs by their RMS. Once per run:
+// inputs already rescaled are left alone.
+std::string Trainer::rescale_inputs() {
+  if (input_scale_ != 1.0 || train_data_ == nullptr || !train_data_->x().is_floating_point()) return "";
+  torch::NoGradGuard no_grad;
+  const at::Tensor x = train_data_->x();
+  const at::Tensor finite = x.isfinite();
+  const at::Tensor values = torch::where(finite, x, torch::zeros_like(x));
+  const double absmax = values.abs().max().item<double>();
+  const double rms = std::sqrt(values.pow(2).sum(torch::kDouble).item<double>() /
+                               std::max<double>(1.0, finite.sum().item<double>()));
+  const bool integer = (values == values.round()).all().item<bool>();
+  const double divisor = integer ? absmax : rms;
+  if (!(divisor > 1.0) || !std::isfinite(divisor)) return "";
+  input_scale_ = 1.0 / divisor;
+  return fmt::format("inputs divided by {:.4g} ({}) before the model, for the rest of training and for evaluation",
+                     divisor, integer ? "their largest value: integer inputs such as 8-bit pixels" : "their RMS");
+}
+
 at::Tensor Trainer::forward_backward_on(const data::Batch& batch, at::Tensor* logits_out) {
-  at::Tensor logits = model_->forward_logits(batch.x);
+  at::Tensor logits = model_->forward_logits(model_input(batch.x));
   // Labels were range-checked once for the whole dataset (fit): no per-step host sync.
   LossSpec loss_spec = options_.loss;
   loss_spec.check_labels(false);
@@ -181,6 +210,7 @@ StepResult Trainer::step_on_batch(const data::Batch& batch, at::Tensor* logits_o
     auto loss = forward_backward(batch);
     clip_gradients(options_.optimizer, parameters_);
     optimizer_->step();
+    if (!first_loss_.defined()) first_loss_ = loss.detach();
     ++global_step_;
     if (logits_out != nullptr) *logits_out = logits.detach();
     return StepResult{loss.detach(), batch.size(), true, nullptr};
@@ -188,6 +218,7 @@ StepResult Trainer::step_on_batch(const data::Batch& batch, at::Tensor* logits_o
   StepVerdict verdict = guard_->step(batch, forward_backward);
   StepResult result{torch::tensor(verdict.loss, torch::kDouble), batch.size(), verdict.applied(), verdict.incident};
   if (verdict.applied()) {
+    if (!first_loss_.defined()) first_loss_ = result.loss;
     ++global_step_;
     // After an incident the batch may have lost quarantined rows: metrics use the logits only
     // when they cover the whole batch.
@@ -253,7 +284,7 @@ Logs Trainer::evaluate(const data::TensorDataset& dataset, int64_t batch_size) {
   double loss_sum = 0.0;
   for (int64_t b = 0; b < loader.num_batches(); ++b) {
     data::Batch batch = on_device(loader.batch(b));
-    auto logits = model_->forward_logits(batch.x);
+    auto logits = model_->forward_logits(model_input(batch.x));
     auto loss = compute_loss(options_.loss, logits, model_->output_activation(), batch.y);
     loss_sum += loss.item<double>() * static_cast<double>(batch.size());
     update_metrics(metrics, logits, batch.y);
@@ -305,7 +336,7 @@ at::Tensor Trainer::predict(const at::Tensor& x, int64_t batch_size) {
   std::vector<at::Tensor> outputs;
   for (int64_t begin = 0; begin < x.size(0); begin += batch_size) {
     auto slice = x.slice(0, begin, std::min(begin + batch_size, x.size(0))).to(options_.device);
-    outputs.push_back(model_->forward(slice).to(x.device()));
+    outputs.push_back(model_->forward(model_input(slice)).to(x.device()));
   }
   model_->train(was_training);
   return outputs.empty() ? at::Tensor() : torch::cat(outputs);

@@ -18,7 +18,8 @@ using Actions = std::vector<RepairAction>;
 
 const std::vector<RepairAction> kAll = {
     A::skip_step,       A::quarantine_samples, A::rollback,  A::lr_backoff,
-    A::enable_clipping, A::stable_loss,        A::recompute, A::stop};
+    A::enable_clipping, A::stable_loss,        A::recompute, A::stop,
+    A::rescale_inputs};
 
 Diagnosis diagnosis_of(const std::string& cause, std::vector<int64_t> samples = {}) {
   CauseScore c;
@@ -51,14 +52,14 @@ TEST(RepairAction, NamesRoundTrip) {
   }
   EXPECT_EQ(names,
             (std::vector<std::string>{"skip_step", "quarantine_samples", "rollback", "lr_backoff",
-                                      "enable_clipping", "stable_loss", "recompute", "stop"}));
+                                      "enable_clipping", "stable_loss", "recompute", "stop", "rescale_inputs"}));
 }
 
 TEST(RepairAction, BadNameListsTheValidOnes) {
   EXPECT_TRUE(throws_with<ValueError>(
       [] { repair_action_from_string("jump"); },
       {"\"jump\"", "skip_step", "quarantine_samples", "rollback", "lr_backoff", "enable_clipping",
-       "stable_loss", "recompute", "stop"}));
+       "stable_loss", "recompute", "stop", "rescale_inputs"}));
   EXPECT_THROW(repair_action_from_string(""), ValueError);
   EXPECT_THROW(repair_action_from_string("Skip_Step"), ValueError);  // names are exact
   EXPECT_THROW(repair_action_from_string("skip_step "), ValueError);
@@ -68,13 +69,16 @@ TEST(RepairAction, BadNameListsTheValidOnes) {
 
 TEST(RepairPolicy, AutomaticHasTheDocumentedDefaults) {
   RepairPolicy p = RepairPolicy::automatic();
-  EXPECT_EQ(p.actions.size(), 9u);
+  EXPECT_EQ(p.actions.size(), 11u);
   EXPECT_EQ(p.actions_for(cause::bad_input_data), (Actions{A::quarantine_samples, A::skip_step}));
   EXPECT_EQ(p.actions_for(cause::data_outlier), (Actions{A::quarantine_samples, A::rollback}));
   EXPECT_EQ(p.actions_for(cause::transient_fault), (Actions{A::recompute}));
   EXPECT_EQ(p.actions_for(cause::unsafe_loss), (Actions{A::stable_loss}));
   EXPECT_EQ(p.actions_for(cause::lr_too_high),
             (Actions{A::rollback, A::lr_backoff, A::enable_clipping}));
+  EXPECT_EQ(p.actions_for(cause::lr_too_high, "divergence"), (Actions{A::rollback, A::lr_backoff}));
+  EXPECT_EQ(p.actions_for(cause::lr_too_high, "other"), (Actions{A::rollback, A::lr_backoff, A::enable_clipping}));
+  EXPECT_EQ(p.actions_for(cause::unscaled_inputs), (Actions{A::rescale_inputs, A::rollback}));
   EXPECT_EQ(p.actions_for(cause::exploding_gradients), (Actions{A::rollback, A::enable_clipping}));
   EXPECT_EQ(p.actions_for(cause::optimizer_state_overflow), (Actions{A::rollback, A::lr_backoff}));
   EXPECT_EQ(p.actions_for(cause::environment), (Actions{A::recompute}));
@@ -122,6 +126,26 @@ TEST(RepairPolicy, ValidateRejectsBadKeysAndEmptyLists) {
   p = RepairPolicy::automatic();
   p.actions[cause::vanishing_gradients] = {A::stop};  // every taxonomy cause may be overridden
   EXPECT_NO_THROW(p.validate());
+  p.actions["unsafe_loss/log_of_zero"] = {A::skip_step};  // and any cause/subkind
+  EXPECT_NO_THROW(p.validate());
+  for (const char* bad : {"unsafe_loss/", "nope/log_of_zero", "unsafe_loss/a/b", "/x"}) {
+    p = RepairPolicy::automatic();
+    p.actions[bad] = {A::skip_step};
+    EXPECT_TRUE(throws_with<ValueError>([&] { p.validate(); }, {bad, "cause/subkind"})) << bad;
+  }
+}
+
+TEST(PlanRepair, UnscaledInputsAreRescaledOnlyWhereTheTrainerCan) {
+  const RepairPolicy p = RepairPolicy::automatic();
+  const RepairLedger ledger(p.budget);
+  Evidence e = incident_at(5);
+  e.diverged = true;
+  EXPECT_EQ(plan_repair(diagnosis_of(cause::unscaled_inputs), e, p, ledger), (Actions{A::lr_backoff, A::rollback}));
+  e.inputs_rescalable = true;
+  EXPECT_EQ(plan_repair(diagnosis_of(cause::unscaled_inputs), e, p, ledger), (Actions{A::rescale_inputs, A::rollback}));
+  Diagnosis d = diagnosis_of(cause::lr_too_high);
+  d.ranked[0].subkind = "divergence";
+  EXPECT_EQ(plan_repair(d, e, p, ledger), (Actions{A::rollback, A::lr_backoff}));
 }
 
 TEST(RepairBudget, ValidateNamesTheField) {

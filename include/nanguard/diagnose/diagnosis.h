@@ -16,7 +16,10 @@ inline constexpr const char* data_outlier = "data_outlier";
 inline constexpr const char* exploding_gradients = "exploding_gradients";
 inline constexpr const char* vanishing_gradients = "vanishing_gradients";
 inline constexpr const char* bad_initialization = "bad_initialization";
-inline constexpr const char* lr_too_high = "lr_too_high";
+inline constexpr const char* lr_too_high = "lr_too_high";  // sub-kind "divergence": every value finite
+// Inputs far from unit range (raw 8-bit pixels, unstandardised features): the data cause of a
+// divergence.
+inline constexpr const char* unscaled_inputs = "unscaled_inputs";
 inline constexpr const char* unsafe_loss = "unsafe_loss";
 inline constexpr const char* optimizer_state_overflow = "optimizer_state_overflow";
 inline constexpr const char* transient_fault = "transient_fault";

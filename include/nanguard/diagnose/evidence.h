@@ -100,6 +100,24 @@ struct Evidence {
   bool environment_suspect = false;
   // The failing self-test check, e.g. "matmul (random, 64x64 @ 64x64): max abs error 0.03, ...".
   std::string environment_finding;
+
+  // Finite divergence: every value finite, but the run left its healthy regime (the guard's
+  // divergence watch). failed_check is then "divergence".
+  bool diverged = false;
+  std::string divergence_kind;       // "loss_excursion", "overflow_forecast", "collapse"
+  std::string divergence_finding;    // the watch's sentence, with its numbers
+  double divergence_value = 0;       // the loss, the forecast steps or the dead fraction
+  double divergence_threshold = 0;   // the threshold it passed
+  double divergence_reference = 0;   // the run's healthy loss level
+  int64_t excursion_start = -1;      // the first step outside the healthy regime
+  std::string divergence_layer;      // collapse: the dead layer
+  // The scale of the batch's (finite) inputs: raw 8-bit pixels have an RMS in the tens and
+  // only integer values.
+  double input_rms = 0;
+  double input_absmax = 0;
+  bool inputs_integer = false;
+  // The trainer owns the data pipeline and can rescale the inputs (GuardHooks::rescale_inputs).
+  bool inputs_rescalable = false;
 };
 
 }  // namespace nanguard

@@ -137,6 +137,10 @@ struct GuardHooks {
   std::function<std::vector<RepairAction>(const Incident&, const std::vector<RepairAction>& planned)> override_plan;
   // Dataset ids the data audit flagged before training, ascending (for the evidence).
   std::function<std::vector<int64_t>()> audit_flagged_samples;
+  // Scales the inputs of every later batch, replay and re-run (and of evaluation) to unit
+  // range, for inputs far from it; returns a sentence saying what it did, or "" when it cannot
+  // (then the repair backs off the learning rate instead).
+  std::function<std::string()> rescale_inputs;
   // The model reports its activation outputs itself (monitor::report_activation), so sampled
   // steps need no op callbacks.
   bool model_reports_activations = false;

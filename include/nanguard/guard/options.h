@@ -11,6 +11,28 @@
 
 namespace nanguard {
 
+// Finite divergence: when a run whose values are all finite has left its healthy regime (see
+// docs/guard.md for the rule and the measurements behind each default).
+struct DivergenceOptions {
+  // Watch for finite divergence at all.
+  TORCH_ARG(bool, enabled) = true;
+  // Loss excursion: a loss above this multiple of the run's highest healthy level (its initial
+  // level, or the recent healthy maximum when that is higher).
+  TORCH_ARG(double, loss_factor) = 4.0;
+  // The initial level is the largest loss of this many first healthy steps.
+  TORCH_ARG(int64_t, initial_steps) = 10;
+  // Healthy steps whose largest loss can raise the level.
+  TORCH_ARG(int64_t, window) = 100;
+  // Overflow forecast: the growth detector forecasting float32 overflow within this many steps.
+  TORCH_ARG(int64_t, forecast_steps) = 20;
+  // Collapse: a ReLU layer with every unit dead on a sampled step (needs monitor activations).
+  TORCH_ARG(bool, collapse) = true;
+
+ public:
+  // Throws ValueError naming the first option out of range.
+  void validate() const;
+};
+
 struct GuardOptions {
   // Watch the run at all (false turns the Guard into a plain optimizer step).
   TORCH_ARG(bool, enabled) = true;
@@ -39,6 +61,10 @@ struct GuardOptions {
   TORCH_ARG(int64_t, history) = 64;
   // Early warnings before a run goes non-finite (spikes, growth, vanishing gradients, ...).
   TORCH_ARG(monitor::MonitorOptions, monitor) = {};
+  // Finite divergence as an incident (loss excursion, overflow forecast, collapse).
+  TORCH_ARG(DivergenceOptions, divergence) = {};
+  // Keep the run's first snapshot besides the ring (a divergence at the start rolls back to it).
+  TORCH_ARG(bool, keep_initial_snapshot) = true;
 };
 
 }  // namespace nanguard

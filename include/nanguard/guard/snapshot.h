@@ -30,8 +30,10 @@ struct TrainingStateRefs {
 
 class SnapshotRing {
  public:
-  // capacity: how many snapshots are kept (the oldest is overwritten).
-  SnapshotRing(TrainingStateRefs state, int64_t capacity);
+  // capacity: how many snapshots are kept (the oldest is overwritten). keep_first: the first
+  // snapshot taken is kept besides them for the whole run (the initial state: a run that
+  // diverges at its start rolls back to it).
+  SnapshotRing(TrainingStateRefs state, int64_t capacity, bool keep_first = false);
   ~SnapshotRing();
   SnapshotRing(const SnapshotRing&) = delete;
   SnapshotRing& operator=(const SnapshotRing&) = delete;
@@ -45,11 +47,13 @@ class SnapshotRing {
   std::optional<int64_t> restore_newest();
   // Steps of the snapshots held, oldest first.
   std::vector<int64_t> steps() const;
+  // Steps of the ring's snapshots, without the kept first one, oldest first.
+  std::vector<int64_t> ring_steps() const;
   // Bytes held by the ring's buffers.
   int64_t memory_bytes() const;
   // Wall time of the last take(), in seconds.
   double last_take_seconds() const { return last_take_seconds_; }
-  int64_t capacity() const { return static_cast<int64_t>(slots_.size()); }
+  int64_t capacity() const { return capacity_; }
   // Drops every snapshot newer than `step` (after a rollback they describe an abandoned path).
   void discard_after(int64_t step);
 
@@ -59,8 +63,10 @@ class SnapshotRing {
   void restore(const Slot& slot);
 
   TrainingStateRefs state_;
-  std::vector<std::unique_ptr<Slot>> slots_;
+  std::vector<std::unique_ptr<Slot>> slots_;  // the ring, then the kept first snapshot if any
+  int64_t capacity_ = 0;
   int64_t next_ = 0;
+  bool first_pending_ = false;  // the next take() fills the kept first slot
   double last_take_seconds_ = 0.0;
 };
 

@@ -19,6 +19,7 @@ enum class RepairAction {
   stable_loss,         // swap a trainer-owned loss for its stable form
   recompute,           // re-run the step from the same state (transient faults)
   stop,                // stop training with the full report
+  rescale_inputs,      // scale a trainer-owned input pipeline to unit range (unscaled inputs)
 };
 
 // "skip_step", "quarantine_samples", ...
@@ -55,16 +56,18 @@ struct RepairPolicy {
   //   transient_fault -> recompute
   //   unsafe_loss -> stable_loss (when the trainer owns the loss), else skip_step
   //   lr_too_high -> rollback, lr_backoff, enable_clipping
+//   lr_too_high/divergence -> rollback, lr_backoff (every value finite: nothing to clip)
+//   unscaled_inputs -> rescale_inputs, rollback
   //   exploding_gradients -> rollback, enable_clipping
   //   optimizer_state_overflow -> rollback, lr_backoff
   //   environment -> recompute
   //   unknown -> skip_step
   static RepairPolicy automatic();
-  // Actions for a cause (falls back to unknown's). Throws ValueError when neither the cause
-  // nor "unknown" has an entry.
-  const std::vector<RepairAction>& actions_for(const std::string& cause) const;
-  // Throws ValueError for a key that is not a cause identifier (namespace cause), an empty
-  // action list, a missing "unknown" entry, or an invalid budget.
+  // Actions for a cause: its "cause/subkind" entry when there is one, else the cause's, else
+  // unknown's. Throws ValueError when none of them has an entry.
+  const std::vector<RepairAction>& actions_for(const std::string& cause, const std::string& subkind = "") const;
+  // Throws ValueError for a key that is not a cause identifier (namespace cause) or one with a
+  // "/subkind", an empty action list, a missing "unknown" entry, or an invalid budget.
   void validate() const;
 };
 
@@ -112,6 +115,9 @@ class RepairLedger {
 //     halves the current max norm;
 //   - recompute becomes skip_step when the replay reproduced the fault (recomputing would give
 //     the same non-finite result);
+//   - rescale_inputs stays only when the trainer can rescale the inputs
+//     (evidence.inputs_rescalable), else it becomes lr_backoff (the suggestion then says how
+//     to scale them);
 //   - skip_step stays.
 // Duplicates are dropped (first one kept); the result is never empty (skip_step at least).
 // An empty diagnosis is treated as unknown.

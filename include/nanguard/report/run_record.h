@@ -48,6 +48,13 @@ struct IncidentRecord {
   std::string outcome() const;
 };
 
+// summary.json's verdict: did the run learn (report/verdict.h).
+struct RunVerdictRecord {
+  bool known = false;  // summary.json holds a verdict
+  bool learned = true;
+  std::string headline;
+};
+
 struct RunRecord {
   std::filesystem::path dir;
   std::string name;  // the run's name (summary.json "name", else the folder name)
@@ -66,6 +73,8 @@ struct RunRecord {
   size_t count(const std::string& kind) const;  // events of one kind
   // Training steps per epoch from summary.json (steps / epochs); 0 when unknown.
   double steps_per_epoch() const;
+  // The verdict in summary.json (known false when absent or malformed).
+  RunVerdictRecord verdict() const;
 };
 
 // Reads a run folder; never throws for a bad file (see problems), throws IoError only when

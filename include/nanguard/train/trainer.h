@@ -119,6 +119,13 @@ class Trainer {
   void set_event_handler(std::function<void(const GuardEvent&)> handler) { event_handler_ = std::move(handler); }
   // Dataset ids the data audit flagged before fit (ascending); incidents name them as such.
   void set_audit_flagged_samples(std::vector<int64_t> ids) { audit_flagged_ = std::move(ids); }
+  // The factor every input is multiplied by before the model (1 unless the guard's
+  // rescale_inputs repair scaled inputs that were far from unit range); evaluate and predict
+  // apply it too.
+  double input_scale() const { return input_scale_; }
+  // The training loss of the first applied step (NaN before it): the level a run that learns
+  // falls below.
+  double first_loss() const;
 
  private:
   // Forward, loss, backward and the spec's clipping: the closure the guard runs.
@@ -131,6 +138,10 @@ class Trainer {
   void apply_scheduled_learning_rate();
   // The batch's inputs and labels on the training device.
   data::Batch on_device(const data::Batch& batch) const;
+  // Inputs as the model takes them (times input_scale()).
+  at::Tensor model_input(const at::Tensor& x) const;
+  // The guard's rescale_inputs repair: scales the training inputs to unit range.
+  std::string rescale_inputs();
   // Sparse labels must index the model's outputs; checked once per dataset, not per step.
   void check_labels(const data::TensorDataset& dataset, const char* what) const;
 
@@ -146,6 +157,8 @@ class Trainer {
   std::function<void(const GuardEvent&)> event_handler_;
   std::filesystem::path incident_dump_dir_;
   int64_t global_step_ = 0;
+  double input_scale_ = 1.0;
+  at::Tensor first_loss_;  // kept as a tensor: no host sync per step
   bool stop_requested_ = false;
 };
 

@@ -1,0 +1,107 @@
+#include "guard/divergence_watch.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "core/check.h"
+#include "nanguard/monitor/signals.h"
+#include "nanguard/monitor/warning.h"
+
+namespace nanguard {
+
+void DivergenceOptions::validate() const {
+  NANGUARD_CHECK(std::isfinite(loss_factor()) && loss_factor() > 1.0,
+                 "divergence.loss_factor must be a finite number > 1, got {}", loss_factor());
+  NANGUARD_CHECK(initial_steps() >= 1, "divergence.initial_steps must be >= 1, got {}", initial_steps());
+  NANGUARD_CHECK(window() >= 1, "divergence.window must be >= 1, got {}", window());
+  NANGUARD_CHECK(forecast_steps() >= 0, "divergence.forecast_steps must be >= 0, got {}", forecast_steps());
+}
+
+namespace detail {
+
+double DivergenceWatch::reference() const {
+  double level = 0;
+  for (double l : initial_) level = std::max(level, l);
+  for (const auto& [step, l] : recent_) level = std::max(level, l);
+  return level;
+}
+
+std::optional<DivergenceFinding> DivergenceWatch::check_loss(int64_t step, double loss) {
+  if (!options_.enabled() || !std::isfinite(loss)) return std::nullopt;
+  // A loss that can be negative (a log-likelihood of densities, a critic's score) has no
+  // level to be a multiple of.
+  if (loss <= 0) nonpositive_seen_ = true;
+  const double level = reference();
+  if (!nonpositive_seen_ && level > 0 && loss > options_.loss_factor() * level) {
+    DivergenceFinding f;
+    f.kind = "loss_excursion";
+    f.step = step;
+    f.value = loss;
+    f.reference = level;
+    f.threshold = options_.loss_factor() * level;
+    f.excursion_start = step;
+    f.message = fmt::format(
+        "the loss {:.4g} at step {} is {:.3g}x the highest healthy level of the run ({:.4g}; the ceiling is {:g}x)",
+        loss, step, loss / level, level, options_.loss_factor());
+    return f;
+  }
+  if (static_cast<int64_t>(initial_.size()) < options_.initial_steps()) initial_.push_back(loss);
+  recent_.emplace_back(step, loss);
+  while (static_cast<int64_t>(recent_.size()) > options_.window()) recent_.pop_front();
+  return std::nullopt;
+}
+
+std::optional<DivergenceFinding> DivergenceWatch::check_warning(const monitor::Warning& w) {
+  if (!options_.enabled() || w.forecast_steps < 0 ||
+      w.forecast_steps > static_cast<double>(options_.forecast_steps())) {
+    return std::nullopt;
+  }
+  DivergenceFinding f;
+  f.kind = "overflow_forecast";
+  f.step = w.step;
+  f.value = w.forecast_steps;
+  f.threshold = static_cast<double>(options_.forecast_steps());
+  f.reference = reference();
+  // The growth the detector saw began before the rise it measured: the rollback goes back to
+  // the healthy history's trend start (RepairExecutor), so no earlier guess is needed here.
+  f.excursion_start = w.step;
+  f.message = fmt::format("{}; the overflow is at most {} steps away", w.message, options_.forecast_steps());
+  return f;
+}
+
+std::optional<DivergenceFinding> DivergenceWatch::check_activations(
+    int64_t step, const std::vector<monitor::ActivationStats>& stats) {
+  if (!options_.enabled() || !options_.collapse()) return std::nullopt;
+  for (const auto& a : stats) {
+    if (a.kind != "relu" || a.units <= 0 || a.dead_fraction < 1.0) continue;
+    // Dead from the first sampled step on is a dead start (the initialisation), not a
+    // divergence: there is no healthy state to go back to.
+    if (last_alive_ < 0) return std::nullopt;
+    DivergenceFinding f;
+    f.kind = "collapse";
+    f.step = step;
+    f.value = a.dead_fraction;
+    f.threshold = 1.0;
+    f.reference = reference();
+    f.layer = a.layer;
+    f.excursion_start = last_alive_ + 1;
+    f.message = fmt::format(
+        "every one of the {} units of {} output zero for the whole batch at step {} (they were alive at step {}): the "
+        "layer is dead and the model's output no longer depends on its input",
+        a.units, a.layer.empty() ? std::string("a ReLU layer") : a.layer, step, last_alive_);
+    return f;
+  }
+  if (!stats.empty()) last_alive_ = step;
+  return std::nullopt;
+}
+
+void DivergenceWatch::rolled_back_to(int64_t step) {
+  while (!recent_.empty() && recent_.back().first >= step) recent_.pop_back();
+  // The snapshot rolled back to precedes (or is) the last step seen alive.
+  last_alive_ = std::min(last_alive_, step);
+}
+
+}  // namespace detail
+}  // namespace nanguard

@@ -1,0 +1,66 @@
+// Finite divergence: a run that leaves its healthy regime while every value stays finite (a
+// learning rate too high kills every unit and flat-lines at chance without one NaN). The watch
+// judges each healthy step against the run's own healthy history and reports an excursion:
+//   loss_excursion:    the loss above `loss_factor` times the highest healthy level of the run
+//                      (its initial level, or the recent healthy maximum if higher);
+//   overflow_forecast: the monitor's growth detector forecasts float32 overflow within
+//                      `forecast_steps` steps;
+//   collapse:          every unit of a ReLU layer dead on a sampled step (a constant output).
+// The thresholds and the measurements that chose them are in docs/guard.md.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "nanguard/guard/options.h"
+
+namespace nanguard {
+namespace monitor {
+struct ActivationStats;
+struct Warning;
+}  // namespace monitor
+
+namespace detail {
+
+struct DivergenceFinding {
+  std::string kind;          // "loss_excursion", "overflow_forecast", "collapse"
+  int64_t step = 0;          // the step whose check found it
+  double value = 0;          // the loss, the forecast steps, or the dead fraction
+  double threshold = 0;      // what it passed
+  double reference = 0;      // the healthy loss level the threshold came from
+  int64_t excursion_start = -1;  // the first step outside the healthy regime
+  std::string layer;         // collapse: the dead layer
+  std::string message;       // one sentence with the numbers
+};
+
+class DivergenceWatch {
+ public:
+  explicit DivergenceWatch(DivergenceOptions options) : options_(options) {}
+
+  // The finite loss of a step whose values all passed the check: an excursion, or nullopt (the
+  // loss then joins the healthy history).
+  std::optional<DivergenceFinding> check_loss(int64_t step, double loss);
+  // A monitor warning of this step: an overflow forecast within the horizon is an excursion.
+  std::optional<DivergenceFinding> check_warning(const monitor::Warning& warning);
+  // Activation statistics of a sampled step (after its update): a layer with every unit dead.
+  std::optional<DivergenceFinding> check_activations(int64_t step, const std::vector<monitor::ActivationStats>& stats);
+  // After a rollback to the snapshot of `step`: the healthy losses recorded after it are gone.
+  void rolled_back_to(int64_t step);
+
+  // The healthy loss level the ceiling is built on (0 before the first healthy step).
+  double reference() const;
+  const DivergenceOptions& options() const { return options_; }
+
+ private:
+  DivergenceOptions options_;
+  std::vector<double> initial_;                  // the first healthy losses of the run (its initial level)
+  std::deque<std::pair<int64_t, double>> recent_;  // (step, loss) of the recent healthy steps
+  bool nonpositive_seen_ = false;                // a loss <= 0: ratios of the loss mean nothing
+  int64_t last_alive_ = -1;                      // the last sampled step with no dead ReLU layer
+};
+
+}  // namespace detail
+}  // namespace nanguard

@@ -1,0 +1,196 @@
+// Finite divergence: the watch's rule on synthetic losses, and the guard's incident and repair
+// on a run whose learning rate is too high (every value stays finite).
+#include <cmath>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "guard/divergence_watch.h"
+#include "nanguard/core/error.h"
+#include "nanguard/guard/guard.h"
+#include "nanguard/monitor/signals.h"
+#include "nanguard/monitor/warning.h"
+
+namespace nanguard {
+namespace {
+
+using detail::DivergenceWatch;
+
+TEST(DivergenceWatch, LossAboveTheFactorTimesTheHealthyLevelIsAnExcursion) {
+  DivergenceWatch watch(DivergenceOptions().loss_factor(4.0));
+  EXPECT_FALSE(watch.check_loss(0, 2.3));
+  EXPECT_FALSE(watch.check_loss(1, 9.2));  // exactly 4x: not above the ceiling
+  EXPECT_DOUBLE_EQ(watch.reference(), 9.2);  // the first steps set the initial level
+  auto found = watch.check_loss(2, 40.0);
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->kind, "loss_excursion");
+  EXPECT_EQ(found->excursion_start, 2);
+  EXPECT_DOUBLE_EQ(found->reference, 9.2);
+  EXPECT_DOUBLE_EQ(found->threshold, 36.8);
+  EXPECT_NE(found->message.find("40"), std::string::npos);
+  // The excursion's loss did not join the history.
+  EXPECT_DOUBLE_EQ(watch.reference(), 9.2);
+}
+
+TEST(DivergenceWatch, TheInitialLevelStaysAfterTheLossFalls) {
+  DivergenceWatch watch(DivergenceOptions().initial_steps(2).window(3));
+  watch.check_loss(0, 2.0);
+  watch.check_loss(1, 1.5);
+  for (int64_t t = 2; t < 50; ++t) EXPECT_FALSE(watch.check_loss(t, 0.05));
+  EXPECT_DOUBLE_EQ(watch.reference(), 2.0);
+  // A late batch at 20x the trained loss is still below 4x the initial level: not a divergence.
+  EXPECT_FALSE(watch.check_loss(50, 1.0));
+  EXPECT_TRUE(watch.check_loss(51, 8.5));
+}
+
+TEST(DivergenceWatch, LossesThatCanBeNegativeAreNotJudgedByRatio) {
+  DivergenceWatch watch(DivergenceOptions());
+  watch.check_loss(0, 1.0);
+  watch.check_loss(1, -0.5);
+  EXPECT_FALSE(watch.check_loss(2, 1000.0));
+}
+
+TEST(DivergenceWatch, RollbackForgetsTheLossesAfterTheSnapshot) {
+  DivergenceWatch watch(DivergenceOptions().initial_steps(1));
+  watch.check_loss(0, 1.0);
+  watch.check_loss(1, 3.0);  // raises the recent level to 3
+  EXPECT_DOUBLE_EQ(watch.reference(), 3.0);
+  watch.rolled_back_to(1);
+  EXPECT_DOUBLE_EQ(watch.reference(), 1.0);
+}
+
+TEST(DivergenceWatch, DisabledWatchFindsNothing) {
+  DivergenceWatch watch(DivergenceOptions().enabled(false));
+  watch.check_loss(0, 1.0);
+  EXPECT_FALSE(watch.check_loss(1, 1e30));
+}
+
+TEST(DivergenceWatch, OverflowForecastWithinTheHorizon) {
+  DivergenceWatch watch(DivergenceOptions().forecast_steps(20));
+  monitor::Warning w;
+  w.detector = "loss_growth";
+  w.step = 30;
+  w.forecast_steps = 35;
+  EXPECT_FALSE(watch.check_warning(w));
+  w.forecast_steps = 12;
+  auto found = watch.check_warning(w);
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->kind, "overflow_forecast");
+  w.forecast_steps = -1;  // not a growth warning
+  EXPECT_FALSE(watch.check_warning(w));
+}
+
+monitor::ActivationStats relu(const std::string& layer, double dead) {
+  monitor::ActivationStats a;
+  a.layer = layer;
+  a.kind = "relu";
+  a.units = 128;
+  a.dead_fraction = dead;
+  return a;
+}
+
+TEST(DivergenceWatch, CollapseIsADeadLayerThatWasAlive) {
+  DivergenceWatch watch(DivergenceOptions());
+  // Dead from the first sample on: a dead start (the initialisation), not a divergence.
+  EXPECT_FALSE(watch.check_activations(0, {relu("layers.1.dense", 1.0)}));
+  DivergenceWatch alive_first(DivergenceOptions());
+  EXPECT_FALSE(alive_first.check_activations(0, {relu("layers.1.dense", 0.2)}));
+  EXPECT_FALSE(alive_first.check_activations(200, {relu("layers.1.dense", 0.99)}));
+  auto found = alive_first.check_activations(400, {relu("layers.1.dense", 1.0)});
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->kind, "collapse");
+  EXPECT_EQ(found->layer, "layers.1.dense");
+  EXPECT_EQ(found->excursion_start, 201);
+  DivergenceWatch off(DivergenceOptions().collapse(false));
+  off.check_activations(0, {relu("a", 0.0)});
+  EXPECT_FALSE(off.check_activations(200, {relu("a", 1.0)}));
+}
+
+TEST(DivergenceOptions, RejectsValuesOutOfRange) {
+  EXPECT_THROW(DivergenceOptions().loss_factor(1.0).validate(), ValueError);
+  EXPECT_THROW(DivergenceOptions().loss_factor(std::nan("")).validate(), ValueError);
+  EXPECT_THROW(DivergenceOptions().initial_steps(0).validate(), ValueError);
+  EXPECT_THROW(DivergenceOptions().window(0).validate(), ValueError);
+  EXPECT_THROW(DivergenceOptions().forecast_steps(-1).validate(), ValueError);
+  torch::nn::Linear model(1, 1);
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1));
+  EXPECT_THROW(Guard(*model, opt, GuardOptions().divergence(DivergenceOptions().loss_factor(0.5))), ValueError);
+}
+
+// loss = w^2 with plain SGD: each step multiplies w by (1 - 2 lr), so lr 1.6 multiplies the loss
+// by 4.84 per step (1, 4.84, 23.4, ...) with every value finite, and lr 0.16 by 0.46.
+struct Quadratic {
+  torch::nn::Linear model{torch::nn::LinearOptions(1, 1).bias(false)};
+  torch::optim::SGD opt;
+  explicit Quadratic(double lr) : opt(model->parameters(), torch::optim::SGDOptions(lr)) {
+    torch::NoGradGuard no_grad;
+    model->weight.fill_(1.0);
+  }
+  double w() const { return model->weight.item<double>(); }
+};
+
+TEST(GuardDivergence, ATooHighLearningRateIsRolledBackAndBackedOff) {
+  Quadratic q(1.6);
+  std::vector<GuardEvent> events;
+  GuardHooks hooks;
+  hooks.on_event = [&](const GuardEvent& e) { events.push_back(e); };
+  Guard guard(*q.model, q.opt, GuardOptions().monitor(monitor::MonitorOptions().enabled(false)), hooks);
+  const data::Batch batch{torch::ones({1, 1}), torch::zeros({1, 1}), torch::tensor({int64_t{0}})};
+  auto closure = [&](const data::Batch& b) {
+    auto loss = q.model->forward(b.x).pow(2).mean();
+    loss.backward();
+    return loss;
+  };
+  std::vector<double> losses;
+  for (int i = 0; i < 20; ++i) losses.push_back(guard.step(batch, closure).loss);
+  ASSERT_EQ(guard.incidents().size(), 1u);
+  const Incident& incident = *guard.incidents().front();
+  EXPECT_EQ(incident.step, 1);  // 4.84 > 4 x the level 1 of step 0
+  EXPECT_EQ(incident.evidence.failed_check, "divergence");
+  EXPECT_TRUE(incident.evidence.diverged);
+  EXPECT_EQ(incident.diagnosis.top().cause, cause::lr_too_high);
+  EXPECT_EQ(incident.diagnosis.top().subkind, "divergence");
+  const std::vector<std::string> expected{"rollback", "lr_backoff", "rerun_lost_steps"};
+  EXPECT_EQ(incident.actions, expected);
+  EXPECT_NEAR(guard.lr_scale(), 0.1, 1e-12);
+  // Back at lr 0.16 the loss falls by 0.46 per step: far below where it started.
+  EXPECT_LT(std::abs(q.w()), 1e-3);
+  EXPECT_TRUE(std::isfinite(losses.back()));
+  bool rollback_to_zero = false;
+  for (const auto& e : events)
+    if (e.action == "rollback") rollback_to_zero = e.detail.find("step 0") != std::string::npos;
+  EXPECT_TRUE(rollback_to_zero);
+}
+
+TEST(GuardDivergence, AHealthyRunHasNoIncident) {
+  Quadratic q(0.16);
+  Guard guard(*q.model, q.opt);
+  const data::Batch batch{torch::ones({1, 1}), torch::zeros({1, 1}), torch::tensor({int64_t{0}})};
+  for (int i = 0; i < 20; ++i) {
+    guard.step(batch, [&](const data::Batch& b) {
+      auto loss = q.model->forward(b.x).pow(2).mean();
+      loss.backward();
+      return loss;
+    });
+  }
+  EXPECT_TRUE(guard.incidents().empty());
+}
+
+TEST(GuardDivergence, TheWatchCanBeTurnedOff) {
+  Quadratic q(1.6);
+  Guard guard(*q.model, q.opt, GuardOptions().divergence(DivergenceOptions().enabled(false)));
+  const data::Batch batch{torch::ones({1, 1}), torch::zeros({1, 1}), torch::tensor({int64_t{0}})};
+  for (int i = 0; i < 10; ++i) {
+    guard.step(batch, [&](const data::Batch& b) {
+      auto loss = q.model->forward(b.x).pow(2).mean();
+      loss.backward();
+      return loss;
+    });
+  }
+  EXPECT_TRUE(guard.incidents().empty());
+  EXPECT_GT(std::abs(q.w()), 1000.0);  // 2.2^10: diverged, unguarded
+}
+
+}  // namespace
+}  // namespace nanguard
