@@ -45,7 +45,7 @@ TEST(DivergenceWatch, TheInitialLevelStaysAfterTheLossFalls) {
 }
 
 TEST(DivergenceWatch, LossesThatCanBeNegativeAreNotJudgedByRatio) {
-  DivergenceWatch watch(DivergenceOptions());
+  DivergenceWatch watch{DivergenceOptions()};
   watch.check_loss(0, 1.0);
   watch.check_loss(1, -0.5);
   EXPECT_FALSE(watch.check_loss(2, 1000.0));
@@ -91,10 +91,10 @@ monitor::ActivationStats relu(const std::string& layer, double dead) {
 }
 
 TEST(DivergenceWatch, CollapseIsADeadLayerThatWasAlive) {
-  DivergenceWatch watch(DivergenceOptions());
+  DivergenceWatch watch{DivergenceOptions()};
   // Dead from the first sample on: a dead start (the initialisation), not a divergence.
   EXPECT_FALSE(watch.check_activations(0, {relu("layers.1.dense", 1.0)}));
-  DivergenceWatch alive_first(DivergenceOptions());
+  DivergenceWatch alive_first{DivergenceOptions()};
   EXPECT_FALSE(alive_first.check_activations(0, {relu("layers.1.dense", 0.2)}));
   EXPECT_FALSE(alive_first.check_activations(200, {relu("layers.1.dense", 0.99)}));
   auto found = alive_first.check_activations(400, {relu("layers.1.dense", 1.0)});

@@ -135,7 +135,7 @@ TEST(RepairPolicy, ValidateRejectsBadKeysAndEmptyLists) {
   }
 }
 
-TEST(PlanRepair, UnscaledInputsAreRescaledOnlyWhereTheTrainerCan) {
+TEST(PlanRepairDivergence, UnscaledInputsAreRescaledOnlyWhereTheTrainerCan) {
   const RepairPolicy p = RepairPolicy::automatic();
   const RepairLedger ledger(p.budget);
   Evidence e = incident_at(5);
