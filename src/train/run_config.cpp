@@ -189,11 +189,34 @@ monitor::MonitorOptions parse_monitor(const toml::table& table, const std::strin
   return m;
 }
 
+// [guard.divergence]: the finite-divergence watch (names as in DivergenceOptions).
+DivergenceOptions parse_divergence(const toml::table& table, const std::string& file) {
+  TableReader r(table, "guard.divergence", file);
+  r.reject_unknown({"enabled", "collapse", "loss_factor", "initial_steps", "window", "forecast_steps"});
+  DivergenceOptions d;
+  bool flag = false;
+  int64_t n = 0;
+  double x = 0;
+  if (table.contains("enabled")) r.read(std::string_view("enabled"), flag, "true or false"), d.enabled(flag);
+  if (table.contains("collapse")) r.read(std::string_view("collapse"), flag, "true or false"), d.collapse(flag);
+  if (table.contains("loss_factor")) r.read(std::string_view("loss_factor"), x, "a number"), d.loss_factor(x);
+  if (table.contains("initial_steps")) r.read(std::string_view("initial_steps"), n, "an integer"), d.initial_steps(n);
+  if (table.contains("window")) r.read(std::string_view("window"), n, "an integer"), d.window(n);
+  if (table.contains("forecast_steps"))
+    r.read(std::string_view("forecast_steps"), n, "an integer"), d.forecast_steps(n);
+  try {
+    d.validate();
+  } catch (const ValueError& e) {
+    throw ValueError(fmt::format("[guard.divergence] in {}: {}", file, e.what()));
+  }
+  return d;
+}
+
 GuardOptions parse_guard(const toml::table& table, const std::string& file) {
   TableReader r(table, "guard", file);
   r.reject_unknown({"enabled", "snapshot_every", "snapshot_capacity", "check_state_every", "replay", "repair",
                     "rerun_lost_steps", "kept_batch_bytes", "max_rollbacks", "rollback_window", "max_incidents",
-                    "max_consecutive_skips", "lr_factor", "lr_floor", "clip_norm", "policy", "monitor"});
+                    "max_consecutive_skips", "lr_factor", "lr_floor", "clip_norm", "policy", "monitor", "divergence"});
   GuardOptions g;
   bool flag = true;
   int64_t n = 0;
@@ -253,6 +276,10 @@ GuardOptions parse_guard(const toml::table& table, const std::string& file) {
   if (const toml::node* node = table.get("monitor")) {
     if (!node->is_table()) throw ValueError(fmt::format("guard.monitor must be a table ({})", r.where(*node)));
     g.monitor(parse_monitor(*node->as_table(), file));
+  }
+  if (const toml::node* node = table.get("divergence")) {
+    if (!node->is_table()) throw ValueError(fmt::format("guard.divergence must be a table ({})", r.where(*node)));
+    g.divergence(parse_divergence(*node->as_table(), file));
   }
   return g;
 }

@@ -132,6 +132,28 @@ TEST(RunConfig, GuardTableErrorsNameKeyAndLine) {
       {"guard.policy.lr_too_high", "explode"}));
 }
 
+TEST(RunConfig, GuardDivergenceTable) {
+  const std::string base = std::string(kGood) + "\n[guard.divergence]\n";
+  RunConfig c = parse_run_config(base + "loss_factor = 8\nforecast_steps = 5\ncollapse = false\n"
+                                        "[guard.policy]\n\"lr_too_high/divergence\" = [\"rollback\"]\n",
+                                 "g.toml");
+  EXPECT_DOUBLE_EQ(c.compile.guard.divergence().loss_factor(), 8.0);
+  EXPECT_EQ(c.compile.guard.divergence().forecast_steps(), 5);
+  EXPECT_FALSE(c.compile.guard.divergence().collapse());
+  EXPECT_TRUE(c.compile.guard.divergence().enabled());
+  EXPECT_EQ(c.compile.guard.policy().actions_for("lr_too_high", "divergence"),
+            (std::vector<RepairAction>{RepairAction::rollback}));
+  EXPECT_TRUE(throws_with<ValueError>([&] { parse_run_config(base + "loss_factor = 0.5\n", "g.toml"); },
+                                      {"guard.divergence", "loss_factor", "g.toml"}));
+  EXPECT_TRUE(throws_with<ValueError>([&] { parse_run_config(base + "factor = 2\n", "g.toml"); },
+                                      {"guard.divergence.factor", "g.toml:"}));
+  EXPECT_TRUE(throws_with<ValueError>([&] { parse_run_config(base + "window = \"x\"\n", "g.toml"); },
+                                      {"guard.divergence.window", "an integer"}));
+  EXPECT_TRUE(throws_with<ValueError>(
+      [&] { parse_run_config(std::string(kGood) + "\n[guard]\ndivergence = 3\n", "g.toml"); },
+      {"guard.divergence must be a table"}));
+}
+
 }  // namespace
 }  // namespace nanguard
 
