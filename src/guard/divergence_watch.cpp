@@ -97,6 +97,11 @@ std::optional<DivergenceFinding> DivergenceWatch::check_activations(
   return std::nullopt;
 }
 
+void DivergenceWatch::restart_level() {
+  initial_.clear();
+  recent_.clear();
+}
+
 void DivergenceWatch::rolled_back_to(int64_t step) {
   while (!recent_.empty() && recent_.back().first >= step) recent_.pop_back();
   // The snapshot rolled back to precedes (or is) the last step seen alive.

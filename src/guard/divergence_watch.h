@@ -49,6 +49,8 @@ class DivergenceWatch {
   std::optional<DivergenceFinding> check_activations(int64_t step, const std::vector<monitor::ActivationStats>& stats);
   // After a rollback to the snapshot of `step`: the healthy losses recorded after it are gone.
   void rolled_back_to(int64_t step);
+  // The model's inputs changed (rescaled): the loss level is learnt again from the next steps.
+  void restart_level();
 
   // The healthy loss level the ceiling is built on (0 before the first healthy step).
   double reference() const;

@@ -124,7 +124,8 @@ void RepairExecutor::stable_loss(Run& r) {
 void RepairExecutor::rescale_inputs(Run& r) {
   const std::string done = hooks_.rescale_inputs ? hooks_.rescale_inputs() : std::string();
   event(r, RepairAction::rescale_inputs, done.empty() ? "the inputs cannot be rescaled" : done);
-  if (done.empty()) lr_backoff(r);  // the next best thing for a first layer that overshoots
+  if (done.empty()) return lr_backoff(r);  // the next best thing for a first layer that overshoots
+  if (p_.divergence) p_.divergence->restart_level();  // the loss level of raw inputs no longer applies
 }
 
 void RepairExecutor::recompute_action(Run& r) {

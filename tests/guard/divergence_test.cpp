@@ -60,6 +60,15 @@ TEST(DivergenceWatch, RollbackForgetsTheLossesAfterTheSnapshot) {
   EXPECT_DOUBLE_EQ(watch.reference(), 1.0);
 }
 
+TEST(DivergenceWatch, RestartLearnsTheLevelAgain) {
+  DivergenceWatch watch(DivergenceOptions().initial_steps(1));
+  watch.check_loss(0, 186.0);  // raw pixels
+  watch.restart_level();        // rescaled
+  EXPECT_DOUBLE_EQ(watch.reference(), 0.0);
+  EXPECT_FALSE(watch.check_loss(1, 2.3));
+  EXPECT_TRUE(watch.check_loss(2, 50.0));
+}
+
 TEST(DivergenceWatch, DisabledWatchFindsNothing) {
   DivergenceWatch watch(DivergenceOptions().enabled(false));
   watch.check_loss(0, 1.0);

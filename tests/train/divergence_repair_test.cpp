@@ -1,0 +1,73 @@
+// The trainer under a finite divergence: inputs left at 0-255 are rescaled by the guard's
+// repair (the trainer owns the data pipeline), a learning rate too high is backed off, and
+// both runs learn.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "nanguard/train/trainer.h"
+
+namespace nanguard {
+namespace {
+
+// Two classes told apart by the mean of 16 integer "pixels" in [0, 255].
+data::TensorDataset pixels(int64_t n, uint64_t seed) {
+  torch::manual_seed(seed);
+  auto y = torch::randint(0, 2, {n}, torch::kLong);
+  auto base = torch::randint(0, 128, {n, 16}).to(torch::kFloat);
+  auto x = base + y.to(torch::kFloat).unsqueeze(1) * 127.0;
+  return data::TensorDataset(x, y);
+}
+
+Trainer sgd_trainer(double lr) {
+  ModelSpec spec;
+  spec.input_shape = {16};
+  spec.add(layers::dense(32, "relu")).add(layers::dense(2, "softmax"));
+  CompileOptions c;
+  c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
+  c.optimizer = OptimizerSpec().type(OptimizerType::sgd).learning_rate(lr);
+  c.metrics = {"accuracy"};
+  torch::manual_seed(1);
+  return Trainer(SequentialModel(spec), c);
+}
+
+std::vector<std::string> actions_of(const Trainer& t) {
+  std::vector<std::string> out;
+  for (const auto& i : const_cast<Trainer&>(t).guard()->incidents())
+    out.insert(out.end(), i->actions.begin(), i->actions.end());
+  return out;
+}
+
+TEST(TrainerDivergence, RawPixelsAreRescaledAndTheRunLearns) {
+  auto train = pixels(512, 3), test = pixels(256, 4);
+  Trainer trainer = sgd_trainer(0.1);
+  FitOptions fit;
+  fit.epochs = 4;
+  fit.batch_size = 32;
+  trainer.fit(train, &test, fit);
+  ASSERT_FALSE(trainer.guard()->incidents().empty());
+  const Incident& first = *trainer.guard()->incidents().front();
+  EXPECT_EQ(first.evidence.failed_check, "divergence");
+  EXPECT_EQ(first.diagnosis.top().cause, cause::unscaled_inputs);
+  const auto actions = actions_of(trainer);
+  EXPECT_NE(std::find(actions.begin(), actions.end(), "rescale_inputs"), actions.end());
+  EXPECT_DOUBLE_EQ(trainer.input_scale(), 1.0 / 254.0);  // the largest value of the training set
+  EXPECT_GT(trainer.evaluate(test).get("accuracy"), 0.95);  // evaluation sees the scaled inputs too
+}
+
+TEST(TrainerDivergence, ScaledInputsKeepTheirScale) {
+  auto train = pixels(512, 3), test = pixels(256, 4);
+  const data::TensorDataset scaled_train(train.x() / 255.0, train.y(), train.ids());
+  const data::TensorDataset scaled_test(test.x() / 255.0, test.y(), test.ids());
+  Trainer trainer = sgd_trainer(0.1);
+  FitOptions fit;
+  fit.epochs = 4;
+  fit.batch_size = 32;
+  trainer.fit(scaled_train, &scaled_test, fit);
+  EXPECT_TRUE(trainer.guard()->incidents().empty());
+  EXPECT_DOUBLE_EQ(trainer.input_scale(), 1.0);
+  EXPECT_GT(trainer.evaluate(scaled_test).get("accuracy"), 0.95);
+  EXPECT_LT(trainer.first_loss(), 1.0);
+}
+
+}  // namespace
+}  // namespace nanguard
