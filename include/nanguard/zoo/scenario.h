@@ -99,7 +99,7 @@ struct Scenario {
   void validate() const;
 };
 
-// The built-in scenarios Z0-Z8, in order.
+// The built-in scenarios Z0-Z15, in order.
 const std::vector<Scenario>& builtin_scenarios();
 // A built-in scenario by id (case-insensitive); throws ValueError listing the ids.
 const Scenario& builtin_scenario(const std::string& id);
