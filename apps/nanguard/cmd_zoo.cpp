@@ -70,22 +70,28 @@ int run_one(const ZooArgs& a) {
   o.baseline(a.baseline).seed(a.seed).mnist_dir(mnist_dir(a)).train_samples(a.train_samples).epochs(a.epochs);
   const auto r = zoo::run_scenario(scenario, o);
   zoo::write_result(r, dir);
+  // The cause and its verdict: a baseline without a diagnosis has none to judge, and the
+  // healthy scenario's right answer is no cause at all.
+  const std::string cause = !r.top_cause.empty() ? r.top_cause : scenario.true_cause == "none" && r.cause_correct ? "none" : "-";
+  const std::string verdict = !zoo::baseline_diagnoses(r.baseline) ? "not diagnosed by this baseline"
+                              : r.cause_correct                    ? "correct"
+                                                                   : "wrong";
   std::cout << fmt::format("{} {} seed {}: detected {} (step {}), birth {} {}, cause {} ({}), final {:.1f}% clean {:.1f}% "
                            "repaired {}, {:.1f} s\n  -> {}\n",
                            r.scenario, r.baseline, r.seed, r.detected, r.detected_step, r.birth_op.empty() ? "-" : r.birth_op,
-                           r.phase, r.top_cause.empty() ? "-" : r.top_cause, r.cause_correct ? "correct" : "wrong",
-                           r.final_accuracy * 100, r.clean_accuracy * 100, r.repaired, r.seconds,
+                           r.phase, cause, verdict, r.final_accuracy * 100, r.clean_accuracy * 100, r.repaired, r.seconds,
                            (dir / "result.json").string());
   return kOk;
 }
 
 int run_table(const ZooArgs& a) {
   const std::filesystem::path dir = a.out.empty() ? "zoo-table" : a.out;
-  zoo::prepare_output_dir(dir);
   zoo::TableOptions o;
   o.seeds(a.seeds).only(a.only).mnist_dir(mnist_dir(a)).python(a.python).python_dir(python_dir(a));
   o.train_samples(a.train_samples).epochs(a.epochs);
   if (!a.baselines.empty()) o.baselines(a.baselines);
+  o.validate();  // bad options leave no output folder behind
+  zoo::prepare_output_dir(dir);
   o.on_result([](const zoo::ScenarioResult& r) {
     std::cerr << fmt::format("{} {:<9} seed {}: detected {:<5} cause {:<28} final {:5.1f}% repaired {:<5} {:.1f} s\n",
                              r.scenario, r.baseline, r.seed, r.detected, r.top_cause.empty() ? "-" : r.top_cause,
@@ -105,7 +111,7 @@ Command add_zoo(CLI::App& app) {
   zoo->require_subcommand(1);
   CLI::App* list = zoo->add_subcommand("list", "List the scenarios");
   CLI::App* run = zoo->add_subcommand("run", "Run one scenario under one baseline; writes DIR/result.json");
-  run->add_option("id", a->id, "Scenario id (Z0-Z8)")->required();
+  run->add_option("id", a->id, "Scenario id (Z0-Z15; zoo list names them)")->required();
   run->add_option("--baseline", a->baseline, "nanguard, prevent, none, terminate, skip or random");
   run->add_option("--seed", a->seed, "Seed of the run");
   run->add_option("--out", a->out, "Output folder")->required();

@@ -16,6 +16,7 @@
 #include "nanguard/guard/guard.h"
 #include "nanguard/trace/scope.h"
 #include "nanguard/zoo/scenario.h"
+#include "zoo/judge.h"
 
 namespace nanguard::zoo {
 namespace {
@@ -232,37 +233,60 @@ void train(const Scenario& scenario, const RunOptions& options, bool fault, cons
   }
 }
 
+}  // namespace
+
+namespace detail {
+namespace {
+
 bool same_ids(std::vector<int64_t> a, std::vector<int64_t> b) {
   std::sort(a.begin(), a.end());
   std::sort(b.begin(), b.end());
   return a == b;
 }
 
-void judge(const Scenario& s, ScenarioResult& r) {
-  if (!r.top_cause.empty()) {
-    const std::string cause = r.top_cause.substr(0, r.top_cause.find('/'));
-    const std::string sub = r.top_cause.find('/') == std::string::npos ? "" : r.top_cause.substr(r.top_cause.find('/') + 1);
-    r.cause_correct = (cause == s.true_cause && (s.true_subkind.empty() || sub == s.true_subkind)) ||
-                      std::find(s.also_correct.begin(), s.also_correct.end(), cause) != s.also_correct.end();
-  } else if (s.true_cause == "none") {
-    r.cause_correct = baseline_diagnoses(r.baseline) && !r.detected;
-  }
-  if (!s.produces_nonfinite || r.incidents == 0) {
-    r.localization_correct = false;
-  } else if (!s.expected_birth_op.empty()) {
-    r.localization_correct = r.birth_op == s.expected_birth_op && r.phase == s.expected_phase;
-  } else if (!s.expected_phase.empty()) {
-    r.localization_correct = r.phase == s.expected_phase;
-  } else if (!s.expected_samples.empty()) {
-    r.localization_correct = same_ids(r.samples, s.expected_samples);
-  } else {
-    r.localization_correct = r.birth_op.empty() && r.samples.empty();
-  }
-  if (r.clean_accuracy >= 0) r.repaired = std::abs(r.final_accuracy - r.clean_accuracy) <= 0.01 + 1e-9 ||
-                                         r.final_accuracy > r.clean_accuracy;
+std::pair<std::string, std::string> split_cause(const std::string& s) {
+  const auto slash = s.find('/');
+  if (slash == std::string::npos) return {s, ""};
+  return {s.substr(0, slash), s.substr(slash + 1)};
 }
 
 }  // namespace
+
+bool cause_matches(const std::string& top_cause, const std::string& spec) {
+  if (top_cause.empty() || spec.empty()) return false;
+  const auto [cause, sub] = split_cause(top_cause);
+  const auto [want, want_sub] = split_cause(spec);
+  return cause == want && (want_sub.empty() || sub == want_sub);
+}
+
+void judge(const Scenario& s, ScenarioResult& r) {
+  if (!r.top_cause.empty()) {
+    const std::string truth = s.true_subkind.empty() ? s.true_cause : s.true_cause + "/" + s.true_subkind;
+    r.cause_correct = cause_matches(r.top_cause, truth) ||
+                      std::any_of(s.also_correct.begin(), s.also_correct.end(),
+                                  [&](const std::string& spec) { return cause_matches(r.top_cause, spec); });
+  } else {
+    r.cause_correct = s.true_cause == "none" && baseline_diagnoses(r.baseline) && !r.detected;
+  }
+  if (!s.produces_nonfinite || r.incidents == 0) {
+    r.localization_correct = false;
+  } else if (s.expected_birth_op.empty() && s.expected_phase.empty() && s.expected_samples.empty()) {
+    r.localization_correct = r.birth_op.empty() && r.samples.empty();
+  } else {
+    bool ok = true;
+    if (!s.expected_birth_op.empty()) {
+      ok = ok && r.birth_op == s.expected_birth_op && (s.expected_phase.empty() || r.phase == s.expected_phase);
+    } else if (!s.expected_phase.empty()) {
+      ok = ok && r.phase == s.expected_phase;
+    }
+    if (!s.expected_samples.empty()) ok = ok && same_ids(r.samples, s.expected_samples);
+    r.localization_correct = ok;
+  }
+  r.repaired = r.clean_accuracy >= 0 && (std::abs(r.final_accuracy - r.clean_accuracy) <= 0.01 + 1e-9 ||
+                                         r.final_accuracy > r.clean_accuracy);
+}
+
+}  // namespace detail
 
 void Scenario::validate() const {
   NANGUARD_CHECK(!id.empty(), "zoo: a scenario needs an id");
@@ -333,7 +357,7 @@ ScenarioResult run_scenario(const Scenario& scenario, const RunOptions& options)
       if (cache) cache->clean_accuracy[key] = clean.final_accuracy;
     }
   }
-  judge(scenario, r);
+  detail::judge(scenario, r);
   return r;
 }
 

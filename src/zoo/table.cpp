@@ -213,6 +213,7 @@ AnomalyResult run_anomaly_mode(const std::string& python, const std::filesystem:
   if (s && !s->expected_birth_op.empty() && !r.op.empty()) {
     // "LogBackward0" names the node of aten::log.
     std::string fwd = s->expected_birth_op.substr(s->expected_birth_op.find("::") + 2);
+    fwd.erase(0, fwd.find_first_not_of('_'));  // aten::_softmax's node is SoftmaxBackward0
     std::string op = r.op.substr(0, r.op.find("Backward"));
     std::transform(op.begin(), op.end(), op.begin(), [](unsigned char c) { return std::tolower(c); });
     r.op_correct = op == fwd;
@@ -220,9 +221,14 @@ AnomalyResult run_anomaly_mode(const std::string& python, const std::filesystem:
   return r;
 }
 
+void TableOptions::validate() const {
+  NANGUARD_CHECK(seeds() >= 1, "zoo table: --seeds must be at least 1, got {}", seeds());
+  for (const auto& b : baselines()) check_baseline(b);
+  for (const auto& id : only()) builtin_scenario(id);
+}
+
 Table run_table(const TableOptions& options) {
-  NANGUARD_CHECK(options.seeds() >= 1, "zoo table: --seeds must be at least 1, got {}", options.seeds());
-  for (const auto& b : options.baselines()) check_baseline(b);
+  options.validate();
   std::vector<const Scenario*> scenarios;
   if (options.only().empty()) {
     for (const auto& s : builtin_scenarios()) scenarios.push_back(&s);

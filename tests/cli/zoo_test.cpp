@@ -47,7 +47,8 @@ TEST(CliZoo, ListNamesEveryScenario) {
   TempDir dir;
   const CliResult r = run_cli({"zoo", "list"}, dir.path());
   EXPECT_EQ(r.code, 0) << describe(r);
-  EXPECT_TRUE(contains_all(r.out, {"Z0", "Z1", "Z2", "Z3", "Z4", "Z5", "Z6", "Z7", "Z8", "healthy MLP"}));
+  EXPECT_TRUE(contains_all(r.out, {"Z0", "Z1", "Z2", "Z3", "Z4", "Z5", "Z6", "Z7", "Z8", "healthy MLP", "Z9", "Z15",
+                                   "lr_too_high/divergence", "optimizer_setting/zero_epsilon", "fully_masked_row"}));
 }
 
 TEST(CliZoo, RunWritesItsResult) {
@@ -57,9 +58,22 @@ TEST(CliZoo, RunWritesItsResult) {
                                "--epochs", "1", "--out", "z0"},
                               dir.path());
   ASSERT_EQ(r.code, 0) << describe(r);
-  EXPECT_TRUE(contains_all(r.out, {"Z0 none seed 0", "z0/result.json"}));
+  EXPECT_TRUE(contains_all(r.out, {"Z0 none seed 0", "z0/result.json", "not diagnosed by this baseline"}));
   const auto result = nlohmann::json::parse(read_bytes(dir / "z0" / "result.json"));
   EXPECT_EQ(result["scenario"], "Z0");
+}
+
+// The healthy scenario's right answer is no cause: a quiet run says so, not "- (wrong)".
+TEST(CliZoo, RunOfTheHealthyScenarioCallsNoCauseCorrect) {
+  TempDir dir;
+  write_fake_mnist(dir / "mnist", 128, 64);
+  const CliResult r = run_cli({"zoo", "run", "Z0", "--mnist", "mnist", "--train-samples", "128", "--epochs", "1",
+                               "--out", "z0"},
+                              dir.path());
+  ASSERT_EQ(r.code, 0) << describe(r);
+  const auto result = nlohmann::json::parse(read_bytes(dir / "z0" / "result.json"));
+  if (result["detected"].get<bool>()) GTEST_SKIP() << "the guard warned on the stand-in data: " << r.out;
+  EXPECT_TRUE(contains_all(r.out, {"Z0 nanguard seed 0", "cause none (correct)"})) << r.out;
 }
 
 TEST(CliZoo, RunRejectsUnknownScenarioAndBaseline) {
@@ -100,6 +114,10 @@ TEST(CliZoo, TableRejectsBadSelections) {
   r = run_cli({"zoo", "table", "--seeds", "0", "--out", "table"}, dir.path());
   EXPECT_EQ(r.code, 2) << describe(r);
   EXPECT_TRUE(contains_all(r.err, {"--seeds"}));
+  r = run_cli({"zoo", "table", "--baselines", "oracle", "--out", "table"}, dir.path());
+  EXPECT_EQ(r.code, 2) << describe(r);
+  EXPECT_TRUE(contains_all(r.err, {"'oracle'"}));
+  EXPECT_FALSE(fs::exists(dir / "table"));  // rejected before the output folder was made
 }
 
 }  // namespace

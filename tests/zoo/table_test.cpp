@@ -127,3 +127,32 @@ TEST(ZooTable, WarnedStepsAheadComesFromTheFirstWarningAndTheUnguardedRun) {
 
 }  // namespace
 }  // namespace nanguard::zoo
+
+namespace nanguard::zoo {
+namespace {
+
+// The new scenarios sit in the same table as Z0-Z8: every baseline beside nanguard, the finite
+// failures (Z9-Z12) counted for detection and repair but not for localization.
+TEST(ZooTable, NewScenariosShowEveryBaselineAndFiniteOnesAreNotLocalized) {
+  Table t;
+  t.seeds = 1;
+  for (const char* id : {"Z9", "Z14"}) {
+    for (const char* b : {"nanguard", "random", "skip", "none"}) t.results.push_back(result(id, b, true, true, true));
+  }
+  const std::string md = t.to_markdown();
+  const auto row = md.substr(md.find("| Z14 | 90.0 |"));
+  EXPECT_NE(md.find("| id | clean | nanguard | none | skip | random |"), std::string::npos) << md;
+  EXPECT_EQ(row.substr(0, row.find('\n')),
+            "| Z14 | 90.0 | 90.0 (1/1 repaired) | 90.0 (1/1 repaired, finite) | 90.0 (1/1 repaired, 1/1 fired) | "
+            "90.0 (1/1 repaired) |");
+  const auto j = nlohmann::json::parse(t.to_json());
+  const auto& g = j["totals"]["nanguard"];
+  EXPECT_EQ(g["detection"]["of"], 2);
+  EXPECT_EQ(g["localization"]["of"], 1);  // Z14 only: Z9 never goes non-finite
+  EXPECT_EQ(g["repair"]["of"], 2);
+  EXPECT_EQ(j["totals"]["random"]["localization"]["of"], 1);
+  EXPECT_TRUE(j["totals"]["skip"]["localization"].is_null());
+}
+
+}  // namespace
+}  // namespace nanguard::zoo

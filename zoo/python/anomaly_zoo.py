@@ -15,6 +15,7 @@ import sys
 import time
 
 CORRUPTED = [7, 123, 345, 678, 901]
+BLANK = [7, 123, 345, 678, 901, 1234]  # Z15's blank samples (Z14 blanks CORRUPTED)
 
 
 def read_idx(path):
@@ -58,6 +59,28 @@ def RowReader(torch, hidden, gain):
     return Model()
 
 
+def RowAttention(torch, dim):
+    """Self-attention over the 28 image rows as tokens; keys whose row is blank get -inf."""
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Linear(28, dim)
+            self.position = torch.nn.Parameter(torch.randn(28, dim) * 0.1)
+            self.query = torch.nn.Linear(dim, dim)
+            self.key = torch.nn.Linear(dim, dim)
+            self.value = torch.nn.Linear(dim, dim)
+            self.out = torch.nn.Linear(28 * dim, 10)
+
+        def forward(self, images):
+            x = images.reshape(len(images), 28, 28)
+            blank = (x.abs().sum(-1) == 0).unsqueeze(1)
+            e = self.embed(x) + self.position
+            scores = self.query(e) @ self.key(e).transpose(1, 2) / dim ** 0.5
+            attention = torch.softmax(scores.masked_fill(blank, float("-inf")), -1)
+            return self.out((attention @ self.value(e) + e).flatten(1))
+    return Model()
+
+
 def build(torch, scenario, x):
     """Model, optimizer, loss function and training inputs of a scenario."""
     ce = torch.nn.functional.cross_entropy
@@ -94,6 +117,30 @@ def build(torch, scenario, x):
         x = x.clone()
         x[CORRUPTED] *= 1e6
         return model, torch.optim.SGD(model.parameters(), lr=0.01), ce, x
+    if scenario == "Z13":  # Adam eps 0: always-zero pixels give 0/0 in the update
+        model = mlp(torch, "relu")
+        return model, torch.optim.Adam(model.parameters(), lr=1e-3, eps=0.0), ce, x
+    if scenario == "Z14":  # attention over rows, five blank samples: softmax of an all -inf row
+        model = RowAttention(torch, 32)
+        x = x.clone()
+        x[CORRUPTED] = 0.0
+        return model, torch.optim.Adam(model.parameters(), lr=1e-3), ce, x
+    if scenario == "Z15":  # (x - mean) / std per sample, six blank samples: 0/0
+        inner = mlp(torch, "relu")
+        x = x.clone()
+        x[BLANK] = 0.0
+
+        class PerSampleNorm(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, images):
+                flat = images.reshape(len(images), -1)
+                z = (flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True)
+                return self.inner(z.reshape(images.shape))
+        model = PerSampleNorm()
+        return model, torch.optim.Adam(model.parameters(), lr=1e-3), ce, x
     return None
 
 
@@ -106,7 +153,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=0, help="default: the scenario's (Z2: 2, others 3)")
     args = parser.parse_args()
     scenario = args.scenario.upper()
-    if scenario not in ("Z1", "Z2", "Z3", "Z4", "Z5", "Z8"):
+    if scenario not in ("Z1", "Z2", "Z3", "Z4", "Z5", "Z8", "Z13", "Z14", "Z15"):
         print(json.dumps({"scenario": scenario, "error": "no equivalent for " + scenario}))
         return 0
     try:

@@ -78,7 +78,7 @@ struct Scenario {
   std::string true_cause;
   std::string true_subkind;
   // Further top causes that also count as correct (e.g. bad_initialization beside
-  // vanishing_gradients).
+  // vanishing_gradients): "cause" accepts any sub-kind, "cause/subkind" only that one.
   std::vector<std::string> also_correct;
   // The run produces a non-finite value when unguarded (false: only a warning can detect it).
   bool produces_nonfinite = true;
@@ -88,7 +88,8 @@ struct Scenario {
   // non-finite value is in the data, or the fault does not reproduce).
   std::string expected_birth_op;
   std::string expected_phase;
-  // Dataset ids a correct diagnosis blames (bad or extreme samples); empty when none.
+  // Dataset ids a correct diagnosis blames (bad or extreme samples); empty when none. Where a
+  // birth op is expected too, both must be right.
   std::vector<int64_t> expected_samples;
   // Whether build() reads MNIST from BuildContext::mnist_dir.
   bool needs_mnist = true;
@@ -99,7 +100,7 @@ struct Scenario {
   void validate() const;
 };
 
-// The built-in scenarios Z0-Z8, in order.
+// The built-in scenarios Z0-Z15, in order.
 const std::vector<Scenario>& builtin_scenarios();
 // A built-in scenario by id (case-insensitive); throws ValueError listing the ids.
 const Scenario& builtin_scenario(const std::string& id);
@@ -163,8 +164,8 @@ struct ScenarioResult {
   double confidence = 0;
   std::string explanation;
   std::string suggestion;
-  // Judged against the scenario's truth: birth op and phase (or blamed samples) as expected;
-  // top cause one of the true ones.
+  // Judged against the scenario's truth: every localization it expects holds (birth op and
+  // phase, or the phase alone; the blamed samples); top cause one of the true ones.
   bool localization_correct = false;
   bool cause_correct = false;
   std::vector<std::string> actions;  // repair actions applied, over all incidents

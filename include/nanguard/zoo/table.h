@@ -27,6 +27,10 @@ struct AnomalyResult {
 };
 
 struct TableOptions {
+  // Throws ValueError for an unknown scenario or baseline or seeds < 1 (run_table calls it;
+  // call it first to reject bad options before anything is written).
+  void validate() const;
+
   // Scenario ids to run (empty: all built-in ones).
   TORCH_ARG(std::vector<std::string>, only);
   // Seeds 0..seeds-1 for every baseline.
