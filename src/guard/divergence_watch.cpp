@@ -21,11 +21,24 @@ void DivergenceOptions::validate() const {
 
 namespace detail {
 
+namespace {
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+}  // namespace
+
+// Medians, not maxima: a loss growing a few times per step would drag a maximum up with it
+// and never leave a ceiling built on it; a median lags behind the growth.
 double DivergenceWatch::reference() const {
-  double level = 0;
-  for (double l : initial_) level = std::max(level, l);
-  for (const auto& [step, l] : recent_) level = std::max(level, l);
-  return level;
+  std::vector<double> recent;
+  recent.reserve(recent_.size());
+  for (const auto& [step, l] : recent_) recent.push_back(l);
+  return std::max(median(initial_), median(std::move(recent)));
 }
 
 std::optional<DivergenceFinding> DivergenceWatch::check_loss(int64_t step, double loss) {
@@ -43,7 +56,7 @@ std::optional<DivergenceFinding> DivergenceWatch::check_loss(int64_t step, doubl
     f.threshold = options_.loss_factor() * level;
     f.excursion_start = step;
     f.message = fmt::format(
-        "the loss {:.4g} at step {} is {:.3g}x the highest healthy level of the run ({:.4g}; the ceiling is {:g}x)",
+        "the loss {:.4g} at step {} is {:.3g}x the run's healthy level ({:.4g}; the ceiling is {:g}x)",
         loss, step, loss / level, level, options_.loss_factor());
     return f;
   }

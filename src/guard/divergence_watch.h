@@ -1,8 +1,8 @@
 // Finite divergence: a run that leaves its healthy regime while every value stays finite (a
 // learning rate too high kills every unit and flat-lines at chance without one NaN). The watch
 // judges each healthy step against the run's own healthy history and reports an excursion:
-//   loss_excursion:    the loss above `loss_factor` times the highest healthy level of the run
-//                      (its initial level, or the recent healthy maximum if higher);
+//   loss_excursion:    the loss above `loss_factor` times the run's healthy level: the median
+//                      of its first healthy losses, or of the recent ones when that is higher;
 //   overflow_forecast: the monitor's growth detector forecasts float32 overflow within
 //                      `forecast_steps` steps;
 //   collapse:          every unit of a ReLU layer dead on a sampled step (a constant output).
@@ -52,7 +52,8 @@ class DivergenceWatch {
   // The model's inputs changed (rescaled): the loss level is learnt again from the next steps.
   void restart_level();
 
-  // The healthy loss level the ceiling is built on (0 before the first healthy step).
+  // The healthy loss level the ceiling is built on (0 before the first healthy step): the
+  // larger of the medians of the first and of the recent healthy losses.
   double reference() const;
   const DivergenceOptions& options() const { return options_; }
 

@@ -11,6 +11,7 @@
 #include "core/check.h"
 #include "nanguard/core/atomic_file.h"
 #include "nanguard/core/error.h"
+#include "nanguard/data/input_scale.h"
 #include "nanguard/trace/scope.h"
 #include "nanguard/train/incident_dump.h"
 
@@ -158,24 +159,14 @@ StepResult Trainer::train_step(const data::Batch& batch) {
 
 at::Tensor Trainer::model_input(const at::Tensor& x) const { return input_scale_ == 1.0 ? x : x * input_scale_; }
 
-// Integer-valued inputs (8-bit pixels, counts) are divided by their largest value, which puts
-// pixels in [0, 1] as the usual "/ 255" does; any other inputs by their RMS. Once per run:
-// inputs already rescaled are left alone.
+// Once per run: inputs already rescaled are left alone (data/input_scale.h has the rule).
 std::string Trainer::rescale_inputs() {
-  if (input_scale_ != 1.0 || train_data_ == nullptr || !train_data_->x().is_floating_point()) return "";
-  torch::NoGradGuard no_grad;
-  const at::Tensor x = train_data_->x();
-  const at::Tensor finite = x.isfinite();
-  const at::Tensor values = torch::where(finite, x, torch::zeros_like(x));
-  const double absmax = values.abs().max().item<double>();
-  const double rms = std::sqrt(values.pow(2).sum(torch::kDouble).item<double>() /
-                               std::max<double>(1.0, finite.sum().item<double>()));
-  const bool integer = (values == values.round()).all().item<bool>();
-  const double divisor = integer ? absmax : rms;
-  if (!(divisor > 1.0) || !std::isfinite(divisor)) return "";
-  input_scale_ = 1.0 / divisor;
+  if (input_scale_ != 1.0 || train_data_ == nullptr) return "";
+  const data::UnitRangeDivisor d = data::unit_range_divisor(train_data_->x());
+  if (d.divisor == 1.0) return "";
+  input_scale_ = 1.0 / d.divisor;
   return fmt::format("inputs divided by {:.4g} ({}) before the model, for the rest of training and for evaluation",
-                     divisor, integer ? "their largest value: integer inputs such as 8-bit pixels" : "their RMS");
+                     d.divisor, d.describe());
 }
 
 at::Tensor Trainer::forward_backward_on(const data::Batch& batch, at::Tensor* logits_out) {

@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "core/check.h"
+#include "nanguard/data/input_scale.h"
 #include "nanguard/monitor/monitor.h"
 #include "nanguard/guard/guard.h"
 #include "nanguard/trace/scope.h"
@@ -52,7 +53,7 @@ BuildContext context_for(const RunOptions& o, bool fault) {
   return ctx;
 }
 
-double evaluate(ScenarioRun& run) {
+double evaluate(ScenarioRun& run, double input_scale) {
   torch::NoGradGuard no_grad;
   const auto n = run.test.size();
   if (n == 0) return 0;
@@ -60,7 +61,7 @@ double evaluate(ScenarioRun& run) {
   for (int64_t start = 0; start < n; start += 1000) {
     const int64_t len = std::min<int64_t>(1000, n - start);
     auto b = run.test.gather(torch::arange(start, start + len, torch::kLong));
-    auto out = run.forward(b.x);
+    auto out = run.forward(input_scale == 1.0 ? b.x : b.x * input_scale);
     correct += static_cast<int64_t>(std::llround(accuracy(out, b.y) * static_cast<double>(len)));
   }
   return static_cast<double>(correct) / static_cast<double>(n);
@@ -100,9 +101,11 @@ void train(const Scenario& scenario, const RunOptions& options, bool fault, cons
   data::BatchLoader loader(run.train, run.batch_size, /*shuffle=*/true, options.seed());
   int64_t step = 0;
   std::map<int64_t, int64_t> executions;  // per step: how often its closure ran
+  // The guard's rescale_inputs repair scales the inputs at the model, as the trainer does.
+  double input_scale = 1.0;
   BatchClosure closure = [&](const data::Batch& b) {
     run.model->train();
-    auto out = run.forward(b.x);
+    auto out = run.forward(input_scale == 1.0 ? b.x : b.x * input_scale);
     at::Tensor loss;
     {
       NANGUARD_SCOPE("loss");
@@ -125,6 +128,12 @@ void train(const Scenario& scenario, const RunOptions& options, bool fault, cons
       hooks.loss_is_stable = [&stable_loss] { return stable_loss; };
     }
     hooks.quarantine = [&](const std::vector<int64_t>& ids) { loader.exclude_ids(ids); };
+    hooks.rescale_inputs = [&]() -> std::string {
+      const data::UnitRangeDivisor d = data::unit_range_divisor(run.train.x());
+      if (input_scale != 1.0 || d.divisor == 1.0) return "";
+      input_scale = 1.0 / d.divisor;
+      return fmt::format("inputs divided by {:.4g} ({})", d.divisor, d.describe());
+    };
     if (baseline == "random") {
       hooks.override_plan = [&](const Incident&, const std::vector<RepairAction>&) {
         const auto& all = random_actions();
@@ -173,7 +182,7 @@ void train(const Scenario& scenario, const RunOptions& options, bool fault, cons
     }
   }
   r.steps = step;
-  r.final_accuracy = evaluate(run);
+  r.final_accuracy = evaluate(run, input_scale);
   r.finite_at_end = all_finite(run.model->parameters());
 
   if (!guard) return;

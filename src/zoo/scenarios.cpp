@@ -115,6 +115,9 @@ Scenario z1() {
   // lr 0.001 (the clean twin) trains to ~80% in an epoch. One lr backoff (x0.1) is the repair.
   s.trigger = "MLP (leaky_relu) on raw 0-255 pixels, SGD lr 0.01 (clean twin: lr 0.001)";
   s.true_cause = "lr_too_high";
+  // The raw pixels are why lr 0.01 is too high here (the clean twin changes the rate, not the
+  // scale): naming the unscaled inputs is also right.
+  s.also_correct = {"unscaled_inputs"};
   // Where the first non-finite value is born, measured unguarded: the logits grow as the product
   // of both layers' weights, so the loss outgrows float32 long before any weight does. At step 23
   // (seed 0) every log-probability is finite (|x| up to 2.7e38, the largest weight 2.4e17) and

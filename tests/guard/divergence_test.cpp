@@ -21,16 +21,26 @@ TEST(DivergenceWatch, LossAboveTheFactorTimesTheHealthyLevelIsAnExcursion) {
   DivergenceWatch watch(DivergenceOptions().loss_factor(4.0));
   EXPECT_FALSE(watch.check_loss(0, 2.3));
   EXPECT_FALSE(watch.check_loss(1, 9.2));  // exactly 4x: not above the ceiling
-  EXPECT_DOUBLE_EQ(watch.reference(), 9.2);  // the first steps set the initial level
+  EXPECT_DOUBLE_EQ(watch.reference(), 5.75);  // the median of the first steps
   auto found = watch.check_loss(2, 40.0);
   ASSERT_TRUE(found);
   EXPECT_EQ(found->kind, "loss_excursion");
   EXPECT_EQ(found->excursion_start, 2);
-  EXPECT_DOUBLE_EQ(found->reference, 9.2);
-  EXPECT_DOUBLE_EQ(found->threshold, 36.8);
+  EXPECT_DOUBLE_EQ(found->reference, 5.75);
+  EXPECT_DOUBLE_EQ(found->threshold, 23.0);
   EXPECT_NE(found->message.find("40"), std::string::npos);
   // The excursion's loss did not join the history.
-  EXPECT_DOUBLE_EQ(watch.reference(), 9.2);
+  EXPECT_DOUBLE_EQ(watch.reference(), 5.75);
+}
+
+TEST(DivergenceWatch, AGeometricGrowthCannotDragTheLevelAlong) {
+  // x2.5 per step never passes 4x the previous maximum, but passes 4x the lagging median.
+  DivergenceWatch watch{DivergenceOptions()};
+  double loss = 2.3;
+  int64_t found_at = -1;
+  for (int64_t t = 0; t < 10 && found_at < 0; ++t, loss *= 2.5)
+    if (watch.check_loss(t, loss)) found_at = t;
+  EXPECT_EQ(found_at, 3);  // 35.9 > 4 x median(2.3, 5.75, 14.4)
 }
 
 TEST(DivergenceWatch, TheInitialLevelStaysAfterTheLossFalls) {
@@ -38,10 +48,10 @@ TEST(DivergenceWatch, TheInitialLevelStaysAfterTheLossFalls) {
   watch.check_loss(0, 2.0);
   watch.check_loss(1, 1.5);
   for (int64_t t = 2; t < 50; ++t) EXPECT_FALSE(watch.check_loss(t, 0.05));
-  EXPECT_DOUBLE_EQ(watch.reference(), 2.0);
+  EXPECT_DOUBLE_EQ(watch.reference(), 1.75);
   // A late batch at 20x the trained loss is still below 4x the initial level: not a divergence.
   EXPECT_FALSE(watch.check_loss(50, 1.0));
-  EXPECT_TRUE(watch.check_loss(51, 8.5));
+  EXPECT_TRUE(watch.check_loss(51, 7.5));
 }
 
 TEST(DivergenceWatch, LossesThatCanBeNegativeAreNotJudgedByRatio) {
@@ -54,7 +64,8 @@ TEST(DivergenceWatch, LossesThatCanBeNegativeAreNotJudgedByRatio) {
 TEST(DivergenceWatch, RollbackForgetsTheLossesAfterTheSnapshot) {
   DivergenceWatch watch(DivergenceOptions().initial_steps(1));
   watch.check_loss(0, 1.0);
-  watch.check_loss(1, 3.0);  // raises the recent level to 3
+  watch.check_loss(1, 3.0);
+  watch.check_loss(2, 3.0);  // the recent median is 3 now
   EXPECT_DOUBLE_EQ(watch.reference(), 3.0);
   watch.rolled_back_to(1);
   EXPECT_DOUBLE_EQ(watch.reference(), 1.0);

@@ -16,12 +16,12 @@ namespace nanguard {
 struct DivergenceOptions {
   // Watch for finite divergence at all.
   TORCH_ARG(bool, enabled) = true;
-  // Loss excursion: a loss above this multiple of the run's highest healthy level (its initial
-  // level, or the recent healthy maximum when that is higher).
+  // Loss excursion: a loss above this multiple of the run's healthy level (the median loss of
+  // its first healthy steps, or of the recent ones when that is higher).
   TORCH_ARG(double, loss_factor) = 4.0;
-  // The initial level is the largest loss of this many first healthy steps.
+  // The initial level is the median loss of this many first healthy steps.
   TORCH_ARG(int64_t, initial_steps) = 10;
-  // Healthy steps whose largest loss can raise the level.
+  // Recent healthy steps whose median loss can raise the level.
   TORCH_ARG(int64_t, window) = 100;
   // Overflow forecast: the growth detector forecasting float32 overflow within this many steps.
   TORCH_ARG(int64_t, forecast_steps) = 20;
