@@ -95,6 +95,7 @@ class RepairExecutor {
   void lr_backoff(Run& r);
   void enable_clipping(Run& r);
   void stable_loss(Run& r);
+  void safe_epsilon(Run& r);
   void recompute_action(Run& r);
   // Recomputes the step from the pre-step state (without quarantined samples); applies it if
   // finite.

@@ -68,7 +68,7 @@ TEST(RepairAction, BadNameListsTheValidOnes) {
 
 TEST(RepairPolicy, AutomaticHasTheDocumentedDefaults) {
   RepairPolicy p = RepairPolicy::automatic();
-  EXPECT_EQ(p.actions.size(), 9u);
+  EXPECT_EQ(p.actions.size(), 11u);
   EXPECT_EQ(p.actions_for(cause::bad_input_data), (Actions{A::quarantine_samples, A::skip_step}));
   EXPECT_EQ(p.actions_for(cause::data_outlier), (Actions{A::quarantine_samples, A::rollback}));
   EXPECT_EQ(p.actions_for(cause::transient_fault), (Actions{A::recompute}));

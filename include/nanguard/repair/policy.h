@@ -19,6 +19,7 @@ enum class RepairAction {
   stable_loss,         // swap a trainer-owned loss for its stable form
   recompute,           // re-run the step from the same state (transient faults)
   stop,                // stop training with the full report
+  safe_epsilon,        // raise an optimizer epsilon that is 0 (or underflows) to a safe value
 };
 
 // "skip_step", "quarantine_samples", ...
@@ -58,6 +59,8 @@ struct RepairPolicy {
   //   exploding_gradients -> rollback, enable_clipping
   //   optimizer_state_overflow -> rollback, lr_backoff
   //   environment -> recompute
+  //   optimizer_setting -> rollback, safe_epsilon
+  //   fully_masked_row -> quarantine_samples, skip_step
   //   unknown -> skip_step
   static RepairPolicy automatic();
   // Actions for a cause (falls back to unknown's). Throws ValueError when neither the cause
@@ -108,6 +111,7 @@ class RepairLedger {
 //   - rollback becomes skip_step + lr_backoff when the rollback budget at evidence.step is spent;
 //   - lr_backoff is dropped when the learning rate is known and already at the floor (the
 //     caller clamps new rates to lr_floor);
+//   - safe_epsilon stays;
 //   - enable_clipping stays; when evidence.clipping_enabled it means "tighten": the caller
 //     halves the current max norm;
 //   - recompute becomes skip_step when the replay reproduced the fault (recomputing would give
