@@ -135,8 +135,10 @@ struct GuardHooks {
   // Replaces the repair actions planned for an incident (to compare repair policies); an empty
   // result means skip_step. Non-finite parameters still force a rollback or a stop.
   std::function<std::vector<RepairAction>(const Incident&, const std::vector<RepairAction>& planned)> override_plan;
-  // Dataset ids the data audit flagged before training, ascending (for the evidence).
-  std::function<std::vector<int64_t>()> audit_flagged_samples;
+  // Samples the data audit flagged before training, with their properties (for the evidence:
+  // an incident blames every sample flagged for the property it saw). A function returning a
+  // plain id list still fits (ids without properties).
+  std::function<AuditFlags()> audit_flagged_samples;
   // The model reports its activation outputs itself (monitor::report_activation), so sampled
   // steps need no op callbacks.
   bool model_reports_activations = false;
