@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iostream>
 #include <limits>
 
 #include "clusters.h"
@@ -160,38 +161,85 @@ TEST(InputBirth, ValuesInTheInputBatchAreSaidToBeThere) {
       << v.incident->summary();
 }
 
+AuditFlags audit_flags_of(const data::TensorDataset& ds) {
+  const data::QuickAudit audit = data::quick_audit(ds.x(), ds.y(), ds.ids());
+  AuditFlags flags(audit.flagged_ids);
+  for (const auto& f : audit.flags) flags.add(f.kind, f.samples);
+  return flags;
+}
+
+// One epoch of the trainer with the audit's flags; the incidents it had.
+size_t incidents_in_one_epoch(const data::TensorDataset& ds, AuditFlags flags, std::unique_ptr<Trainer>& trainer) {
+  CompileOptions c;
+  c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
+  c.optimizer = OptimizerSpec().type(OptimizerType::adam).learning_rate(0.01);
+  torch::manual_seed(0);
+  trainer = std::make_unique<Trainer>(SequentialModel(mlp()), c);
+  trainer->set_audit_flagged_samples(std::move(flags));
+  FitOptions f;
+  f.epochs = 1;
+  f.batch_size = 32;
+  f.seed = 5;
+  trainer->fit(ds, nullptr, f);
+  return trainer->guard()->incidents().size();
+}
+
 // Five samples with a NaN and one all +Inf, flagged by the audit before fit: the first incident
-// quarantines all six, so the epoch has one incident, not six.
+// quarantines all six, so the epoch has one incident, not one per sample.
 TEST(AuditedKind, EverySampleFlaggedNonFiniteIsQuarantinedByTheFirstIncident) {
-  auto train = clusters(600, 1), test = clusters(100, 2);
+  auto train = clusters(600, 1);
   const std::vector<int64_t> poisoned{17, 101, 250, 333, 470, 589};
   auto x = train.x().clone();
   for (size_t i = 0; i + 1 < poisoned.size(); ++i) x[poisoned[i]][static_cast<int64_t>(i)] = kNaN;
   x[poisoned.back()].fill_(std::numeric_limits<float>::infinity());
   data::TensorDataset bad(x, train.y());
-  const data::QuickAudit audit = data::quick_audit(bad.x(), bad.y(), bad.ids());
-  AuditFlags flags(audit.flagged_ids);
-  for (const auto& f : audit.flags) flags.add(f.kind, f.samples);
+  const AuditFlags flags = audit_flags_of(bad);
   EXPECT_EQ(flags.with_property("non_finite"), poisoned);
 
-  CompileOptions c;
-  c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
-  c.optimizer = OptimizerSpec().type(OptimizerType::adam).learning_rate(0.01);
-  torch::manual_seed(0);
-  Trainer trainer(SequentialModel(mlp()), c);
-  trainer.set_audit_flagged_samples(flags);
-  FitOptions f;
-  f.epochs = 1;
-  f.batch_size = 32;
-  f.seed = 5;
-  trainer.fit(bad, nullptr, f);
-  Guard& g = *trainer.guard();
-  ASSERT_EQ(g.incidents().size(), 1u);
+  std::unique_ptr<Trainer> trainer;
+  // Without the properties (the plain id list) each batch holding one is its own incident.
+  const size_t without = incidents_in_one_epoch(bad, AuditFlags(flags.ids), trainer);
+  EXPECT_GT(without, 1u);
+  std::cout << "incidents in one epoch: " << without << " from the plain id list, ";
+  ASSERT_EQ(incidents_in_one_epoch(bad, flags, trainer), 1u);
+  std::cout << "1 with the properties\n";
+  Guard& g = *trainer->guard();
   EXPECT_EQ(g.incidents().front()->diagnosis.top().cause, cause::bad_input_data);
   EXPECT_EQ(g.incidents().front()->diagnosis.top().samples, poisoned);
   auto q = g.quarantined();
   std::sort(q.begin(), q.end());
   EXPECT_EQ(q, poisoned);
+}
+
+// A per-sample standardisation (x - mean) / std divides 0 by 0 on blank samples: the first
+// incident blames every blank sample the audit saw, not only those of its batch.
+TEST(AuditedKind, AZeroDivisionOnBlankSamplesBlamesEveryBlankSample) {
+  auto ds = clusters(256, 3);
+  auto x = ds.x().clone();
+  const std::vector<int64_t> blank{3, 40, 77, 150, 201};
+  for (int64_t id : blank) x[id].zero_();
+  data::TensorDataset train(x, ds.y());
+  const AuditFlags flags = audit_flags_of(train);
+  EXPECT_EQ(flags.with_property("blank"), blank);
+  torch::manual_seed(0);
+  torch::nn::Linear model(kFeatures, kClasses);
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.01));
+  GuardHooks hooks;
+  hooks.audit_flagged_samples = [&] { return flags; };
+  Guard guard(*model, opt, GuardOptions(), hooks);
+  data::BatchLoader loader(train, 32, false);
+  auto v = guard.step(loader.batch(0), [&](const data::Batch& b) {
+    auto z = (b.x - b.x.mean(1, true)) / b.x.std(1, true, true);
+    auto loss = torch::nn::functional::cross_entropy(model->forward(z), b.y);
+    loss.backward();
+    return loss;
+  });
+  ASSERT_NE(v.incident, nullptr);
+  EXPECT_EQ(v.incident->evidence.birth_op, "aten::div");
+  EXPECT_EQ(v.incident->evidence.blamed_samples, std::vector<int64_t>{3});  // the only one in batch 0
+  EXPECT_EQ(v.incident->diagnosis.top().cause, cause::unsafe_loss);
+  EXPECT_EQ(v.incident->diagnosis.top().subkind, unsafe_loss_kind::zero_division);
+  EXPECT_EQ(v.incident->diagnosis.top().samples, blank);
 }
 
 // The old hook (a plain id list) still fits and blames only the batch's own samples.
