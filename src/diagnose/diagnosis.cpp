@@ -55,6 +55,8 @@ constexpr double kPrimary = 0.5;          // below this no cause explains the in
 //   vanishing / bad_initialization: monitor warnings and fading layer norms; 0.5-0.7 without
 //                    an incident, at most 0.4 beside one (they do not make NaN themselves).
 //   environment      0.5 beside a non-reproduced fault, 0.35 without replay, 0.3 reproduced.
+//   bad_input_data   0.9 also for a zero division on rows the audit flagged blank or constant
+//                    (unsafe_loss x0.5 then).
 //   optimizer_setting 0.95 born in the optimizer at a division whose denominator holds exact
 //                    zeros, with epsilon 0 or one that rounds to 0 in the dtype (-0.1 when the
 //                    denominator was not sqrt + eps); 0.7 when the epsilon is unknown.
@@ -689,6 +691,40 @@ std::string unsafe_suggestion(const std::string& subkind, const Evidence& e) {
          "goes negative (e.g. a variance computed as E[x^2] - E[x]^2 loses precision)";
 }
 
+// Every blamed sample was flagged blank or constant by the data audit.
+bool degenerate_rows(const Evidence& e) {
+  if (e.blamed_samples.empty()) return false;
+  return std::all_of(e.blamed_samples.begin(), e.blamed_samples.end(), [&](int64_t id) {
+    for (const auto& p : e.audit_flagged_samples.properties_of(id))
+      if (p == "blank" || p == "constant") return true;
+    return false;
+  });
+}
+
+// A zero division on rows that are blank or constant samples: a per-sample statistic (std,
+// norm) of such a sample is 0, so (x - mean) / std is 0/0 there. The samples are the cause, and
+// every sample the audit flagged for the same property fails the same way.
+void rule_degenerate_samples(const Evidence& e, std::vector<CauseScore>& out) {
+  const UnsafeBirth u = classify_unsafe(e);
+  if (!u.found || std::string(u.subkind) != unsafe_loss_kind::zero_division || !degenerate_rows(e)) return;
+  CauseScore c;
+  c.cause = cause::bad_input_data;
+  c.confidence = 0.9;
+  c.samples = e.blamed_samples;
+  std::string text = fmt::format(
+      "{}: the first non-finite value was born at {}: {}, in the rows of dataset {} {}, which the data audit had "
+      "flagged as blank or constant before training. A per-sample statistic of such a sample (its standard "
+      "deviation, its norm) is 0, so a per-sample normalisation divides 0 by 0 = NaN there; the other samples "
+      "are unaffected.",
+      step_text(e), birth_site(e), u.what, e.blamed_samples.size() == 1 ? "id" : "ids", ids_text(e.blamed_samples));
+  text += blame_same_kind(e, kDegenerateKinds, c.samples);
+  c.explanation = text;
+  c.suggestion =
+      "quarantine the blank or constant samples and fix them at the source, or keep the per-sample denominator "
+      "away from zero ((x - mean) / (std + 1e-8))";
+  out.push_back(std::move(c));
+}
+
 void rule_unsafe_loss(const Evidence& e, const Facts& f, std::vector<CauseScore>& out) {
   UnsafeBirth u = classify_unsafe(e);
   if (!u.found) return;
@@ -748,18 +784,12 @@ void rule_unsafe_loss(const Evidence& e, const Facts& f, std::vector<CauseScore>
   } else if (e.loss_owned_by_trainer) {
     text += " The trainer's loss is already the stable form, so the unsafe op is in the model.";
   }
-  // Rows the audit saw as blank or constant (a per-sample (x - mean) / std divides by 0 on
-  // them): the samples are what fails, so every sample of that kind is blamed.
-  std::vector<int64_t> degenerate = e.blamed_samples;
-  const std::string same_kind = blame_same_kind(e, kDegenerateKinds, degenerate);
-  const bool flagged = std::any_of(e.blamed_samples.begin(), e.blamed_samples.end(), [&](int64_t id) {
-    for (const auto& p : e.audit_flagged_samples.properties_of(id))
-      if (p == "blank" || p == "constant") return true;
-    return false;
-  });
-  if (flagged) {
-    c.samples = degenerate;
-    text += audit_note(e, e.blamed_samples) + same_kind;
+  // Every row that went non-finite is a sample the audit saw as blank or constant: the data is
+  // the cause (rule_degenerate_samples), the division only where it shows.
+  if (degenerate_rows(e)) {
+    c.confidence *= 0.5;
+    text += " The rows that went non-finite are samples the data audit flagged as blank or constant before "
+            "training, which points at the data.";
   }
   c.explanation = text;
   out.push_back(std::move(c));
@@ -1300,6 +1330,7 @@ Diagnosis diagnose(const Evidence& evidence) {
   rule_bad_input_data(evidence, causes);
   rule_transient(evidence, facts, causes);
   rule_unsafe_loss(evidence, facts, causes);
+  rule_degenerate_samples(evidence, causes);
   rule_lr_too_high(evidence, facts, unsafe, causes);
   rule_exploding(evidence, facts, unsafe, causes);
   rule_data_outlier(evidence, facts, causes);

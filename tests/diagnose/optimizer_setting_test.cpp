@@ -180,12 +180,22 @@ TEST(AuditedKindDiagnosis, ZeroDivisionOnBlankSamplesBlamesEveryBlankSample) {
   e.audit_flagged_samples.add("extreme", {3});
   const Diagnosis d = diagnose(e);
   const CauseScore& top = d.top();
-  EXPECT_EQ(top.cause, cause::unsafe_loss);
-  EXPECT_EQ(top.subkind, unsafe_loss_kind::zero_division);
+  EXPECT_EQ(top.cause, cause::bad_input_data);
   EXPECT_EQ(top.samples, (std::vector<int64_t>{40, 77, 1234, 9000}));
-  // Not flagged: the rows are named but nothing is blamed for quarantine.
+  EXPECT_TRUE(has(top.explanation, "dataset ids 40, 77")) << top.explanation;
+  EXPECT_TRUE(has(top.explanation, "2 more training samples as blank")) << top.explanation;
+  const CauseScore* unsafe = d.find(cause::unsafe_loss);
+  ASSERT_NE(unsafe, nullptr);
+  EXPECT_EQ(unsafe->subkind, unsafe_loss_kind::zero_division);
+  EXPECT_LT(unsafe->confidence, top.confidence);
+  // One blamed sample not flagged: the division is the finding, and nothing is blamed.
+  e.blamed_samples = {40, 78};
+  const Diagnosis mixed = diagnose(e);
+  EXPECT_EQ(mixed.top().cause, cause::unsafe_loss);
+  EXPECT_TRUE(mixed.top().samples.empty());
+  // Not flagged at all: the same.
   e.audit_flagged_samples = AuditFlags();
-  EXPECT_TRUE(diagnose(e).top().samples.empty());
+  EXPECT_EQ(diagnose(e).top().cause, cause::unsafe_loss);
 }
 
 TEST(AuditFlags, AddSortsMergesAndAnswersByProperty) {

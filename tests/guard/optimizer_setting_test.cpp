@@ -237,9 +237,22 @@ TEST(AuditedKind, AZeroDivisionOnBlankSamplesBlamesEveryBlankSample) {
   ASSERT_NE(v.incident, nullptr);
   EXPECT_EQ(v.incident->evidence.birth_op, "aten::div");
   EXPECT_EQ(v.incident->evidence.blamed_samples, std::vector<int64_t>{3});  // the only one in batch 0
-  EXPECT_EQ(v.incident->diagnosis.top().cause, cause::unsafe_loss);
-  EXPECT_EQ(v.incident->diagnosis.top().subkind, unsafe_loss_kind::zero_division);
+  EXPECT_EQ(v.incident->diagnosis.top().cause, cause::bad_input_data);
   EXPECT_EQ(v.incident->diagnosis.top().samples, blank);
+  // bad_input_data quarantines them all at once: no later batch fails.
+  auto q = guard.quarantined();
+  std::sort(q.begin(), q.end());
+  EXPECT_EQ(q, blank);
+  for (int64_t i = 1; i < loader.num_batches(); ++i) {
+    auto later = guard.step(loader.batch(i), [&](const data::Batch& b) {
+      auto z = (b.x - b.x.mean(1, true)) / b.x.std(1, true, true);
+      auto loss = torch::nn::functional::cross_entropy(model->forward(z), b.y);
+      loss.backward();
+      return loss;
+    });
+    EXPECT_EQ(later.incident, nullptr) << "batch " << i;
+    EXPECT_TRUE(std::isfinite(later.loss));
+  }
 }
 
 // The old hook (a plain id list) still fits and blames only the batch's own samples.
