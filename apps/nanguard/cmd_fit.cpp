@@ -96,7 +96,9 @@ int run_fit(const FitArgs& args) {
     if (config.data.kind == "mnist") audit_options.range_min(0).range_max(255.0 / config.data.scale);
     const data::QuickAudit audit = data::quick_audit(data.train.x(), data.train.y(), data.train.ids(), audit_options);
     write_text_atomic(out / "audit.json", audit.to_json());
-    trainer->set_audit_flagged_samples(audit.flagged_ids);
+    AuditFlags flags(audit.flagged_ids);
+    for (const auto& f : audit.flags) flags.add(f.kind, f.samples);
+    trainer->set_audit_flagged_samples(std::move(flags));
     for (const auto& f : audit.flags) {
       std::cerr << fmt::format("nanguard: data audit: {} {} training samples ({}), e.g. ids {}\n", f.count, f.kind,
                                f.detail, fmt::join(f.samples.begin(), f.samples.begin() + std::min<size_t>(f.samples.size(), 8), ", "));

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <initializer_list>
+#include <iterator>
 #include <limits>
 #include <string>
 #include <utility>
@@ -55,6 +57,13 @@ constexpr double kPrimary = 0.5;          // below this no cause explains the in
 //   vanishing / bad_initialization: monitor warnings and fading layer norms; 0.5-0.7 without
 //                    an incident, at most 0.4 beside one (they do not make NaN themselves).
 //   environment      0.5 beside a non-reproduced fault, 0.35 without replay, 0.3 reproduced.
+//   bad_input_data   0.9 also for a zero division on rows the audit flagged blank or constant
+//                    (unsafe_loss x0.5 then).
+//   optimizer_setting 0.95 born in the optimizer at a division whose denominator holds exact
+//                    zeros, with epsilon 0 or one that rounds to 0 in the dtype (-0.1 when the
+//                    denominator was not sqrt + eps); 0.7 when the epsilon is unknown.
+//   fully_masked_row 0.92 born at a softmax whose input held -inf but no NaN or +inf, the -inf
+//                    written by a fill (masked_fill with -inf); 0.85 without a recorded fill.
 //   unknown          1 - best when no cause reaches kPrimary.
 
 // ---- Formatting ----
@@ -398,12 +407,43 @@ std::string sample_label(const SampleEvidence& s) {
 std::string audit_note(const Evidence& e, const std::vector<int64_t>& ids) {
   std::vector<int64_t> flagged;
   for (int64_t id : ids) {
-    if (std::binary_search(e.audit_flagged_samples.begin(), e.audit_flagged_samples.end(), id)) flagged.push_back(id);
+    if (e.audit_flagged_samples.contains(id)) flagged.push_back(id);
   }
   if (flagged.empty()) return "";
   return fmt::format(" The data audit had flagged {} {} before training (audit.json).",
                      flagged.size() == 1 ? "id" : "ids", ids_text(flagged));
 }
+
+// Every sample the audit flagged for one of `properties` that a blamed sample was flagged for
+// too: one incident quarantines the whole kind, not one sample per incident. Adds them to
+// samples (kept sorted) and returns a sentence saying so ("" when none was added).
+std::string blame_same_kind(const Evidence& e, std::initializer_list<const char*> properties,
+                            std::vector<int64_t>& samples) {
+  std::vector<std::string> kinds;
+  for (int64_t id : samples)
+    for (const auto& p : e.audit_flagged_samples.properties_of(id))
+      if (std::find(properties.begin(), properties.end(), p) != properties.end() &&
+          std::find(kinds.begin(), kinds.end(), p) == kinds.end())
+        kinds.push_back(p);
+  std::vector<int64_t> all = samples;
+  for (const auto& k : kinds) {
+    const auto& more = e.audit_flagged_samples.with_property(k);
+    all.insert(all.end(), more.begin(), more.end());
+  }
+  std::sort(all.begin(), all.end());
+  all.erase(std::unique(all.begin(), all.end()), all.end());
+  const size_t added = all.size() - std::min(all.size(), samples.size());
+  if (added == 0) return "";
+  samples = std::move(all);
+  return fmt::format(" The data audit flagged {} more training {} as {} before training; they are blamed with "
+                     "them ({} in all).",
+                     added, added == 1 ? "sample" : "samples", names_text(kinds), samples.size());
+}
+
+// What the audit can see of each cause's samples.
+constexpr std::initializer_list<const char*> kNonFiniteKinds = {"non_finite", "missing"};
+constexpr std::initializer_list<const char*> kExtremeKinds = {"extreme", "zscore_outlier", "out_of_range"};
+constexpr std::initializer_list<const char*> kDegenerateKinds = {"blank", "constant"};
 
 // ---- Rules ----
 
@@ -449,6 +489,7 @@ void rule_bad_input_data(const Evidence& e, std::vector<CauseScore>& out) {
       text += fmt::format(" (and {} more)", e.nonfinite_samples.size() - shown);
     text += ". No op created these values; every op after them only propagated them.";
     text += audit_note(e, ids);
+    text += blame_same_kind(e, kNonFiniteKinds, c.samples);
     if (e.labels_out_of_range)
       text += " The batch also holds labels outside the range the loss accepts.";
     c.suggestion =
@@ -610,11 +651,38 @@ UnsafeBirth classify_unsafe(const Evidence& e) {
   return u;
 }
 
-std::string unsafe_suggestion(const std::string& subkind) {
+bool ran_op_like(const Evidence& e, std::initializer_list<const char*> needles) {
+  for (const auto& op : e.replay_ops) {
+    const std::string base = op_base(op);
+    for (const char* n : needles)
+      if (contains(base, n)) return true;
+  }
+  for (const auto& op : e.preceding_ops)
+    for (const char* n : needles)
+      if (contains(op_base(op.name), n)) return true;
+  return false;
+}
+
+// The model ends in a sigmoid (binary outputs) and no softmax: advice about softmax would not
+// fit it. Read from the ops the replay ran, not from any scenario name.
+bool sigmoid_model(const Evidence& e) {
+  return ran_op_like(e, {"sigmoid", "binary_cross_entropy"}) &&
+         !ran_op_like(e, {"softmax", "logsumexp", "nll_loss", "cross_entropy_loss"});
+}
+
+std::string unsafe_suggestion(const std::string& subkind, const Evidence& e) {
+  const bool sigmoid = sigmoid_model(e);
+  if (subkind == unsafe_loss_kind::log_of_zero && sigmoid)
+    return "compute the loss from the logits: binary_cross_entropy_with_logits (or log_sigmoid(z)) instead of "
+           "log(sigmoid(z)); where a log of a probability is needed, clamp it to at least a small epsilon "
+           "(e.g. 1e-7)";
   if (subkind == unsafe_loss_kind::log_of_zero)
     return "compute log_softmax(z) instead of log(softmax(z)), or use the loss with "
            "from_logits; where a log of a probability is needed, clamp it to at least a small "
            "epsilon (e.g. 1e-7)";
+  if (subkind == unsafe_loss_kind::exp_overflow && sigmoid)
+    return "use sigmoid(z), log_sigmoid(z) or softplus(z), which never overflow, instead of writing "
+           "1 / (1 + exp(-z)) or log(1 + exp(z)) by hand; or clamp the exponent's argument";
   if (subkind == unsafe_loss_kind::exp_overflow)
     return "subtract the maximum before exponentiating (softmax(z) = exp(z - max z) / "
            "sum(exp(z - max z))), or use softmax / log_softmax / logsumexp, which do it";
@@ -623,6 +691,40 @@ std::string unsafe_suggestion(const std::string& subkind) {
            "it, or mask the zero entries with where(d != 0, ...)";
   return "clamp the argument to be non-negative (sqrt(clamp_min(x, 0) + eps)) and find why it "
          "goes negative (e.g. a variance computed as E[x^2] - E[x]^2 loses precision)";
+}
+
+// Every blamed sample was flagged blank or constant by the data audit.
+bool degenerate_rows(const Evidence& e) {
+  if (e.blamed_samples.empty()) return false;
+  return std::all_of(e.blamed_samples.begin(), e.blamed_samples.end(), [&](int64_t id) {
+    for (const auto& p : e.audit_flagged_samples.properties_of(id))
+      if (p == "blank" || p == "constant") return true;
+    return false;
+  });
+}
+
+// A zero division on rows that are blank or constant samples: a per-sample statistic (std,
+// norm) of such a sample is 0, so (x - mean) / std is 0/0 there. The samples are the cause, and
+// every sample the audit flagged for the same property fails the same way.
+void rule_degenerate_samples(const Evidence& e, std::vector<CauseScore>& out) {
+  const UnsafeBirth u = classify_unsafe(e);
+  if (!u.found || std::string(u.subkind) != unsafe_loss_kind::zero_division || !degenerate_rows(e)) return;
+  CauseScore c;
+  c.cause = cause::bad_input_data;
+  c.confidence = 0.9;
+  c.samples = e.blamed_samples;
+  std::string text = fmt::format(
+      "{}: the first non-finite value was born at {}: {}, in the rows of dataset {} {}, which the data audit had "
+      "flagged as blank or constant before training. A per-sample statistic of such a sample (its standard "
+      "deviation, its norm) is 0, so a per-sample normalisation divides 0 by 0 = NaN there; the other samples "
+      "are unaffected.",
+      step_text(e), birth_site(e), u.what, e.blamed_samples.size() == 1 ? "id" : "ids", ids_text(e.blamed_samples));
+  text += blame_same_kind(e, kDegenerateKinds, c.samples);
+  c.explanation = text;
+  c.suggestion =
+      "quarantine the blank or constant samples and fix them at the source, or keep the per-sample denominator "
+      "away from zero ((x - mean) / (std + 1e-8))";
+  out.push_back(std::move(c));
 }
 
 void rule_unsafe_loss(const Evidence& e, const Facts& f, std::vector<CauseScore>& out) {
@@ -672,7 +774,7 @@ void rule_unsafe_loss(const Evidence& e, const Facts& f, std::vector<CauseScore>
         "so a too-high learning rate may have driven the values there");
   text += " Context: " + names_text(context, 4) + ".";
 
-  c.suggestion = unsafe_suggestion(c.subkind);
+  c.suggestion = unsafe_suggestion(c.subkind, e);
   if (e.loss_owned_by_trainer && !e.loss_is_stable) {
     text +=
         " The trainer's loss uses its literal (unstable) form; nanguard will switch it to "
@@ -683,6 +785,13 @@ void rule_unsafe_loss(const Evidence& e, const Facts& f, std::vector<CauseScore>
         c.suggestion;
   } else if (e.loss_owned_by_trainer) {
     text += " The trainer's loss is already the stable form, so the unsafe op is in the model.";
+  }
+  // Every row that went non-finite is a sample the audit saw as blank or constant: the data is
+  // the cause (rule_degenerate_samples), the division only where it shows.
+  if (degenerate_rows(e)) {
+    c.confidence *= 0.5;
+    text += " The rows that went non-finite are samples the data audit flagged as blank or constant before "
+            "training, which points at the data.";
   }
   c.explanation = text;
   out.push_back(std::move(c));
@@ -845,7 +954,10 @@ void rule_exploding(const Evidence& e, const Facts& f, const UnsafeBirth& unsafe
     text += "The loss was not growing geometrically before (" + trend_text("it", f.loss) +
             "), so the blow-up happened inside the backward pass rather than over many steps.";
   c.explanation = text;
-  c.suggestion = (recurrent || recurrent_grads)
+  // A loss that grew for many steps first is the learning rate's doing, not the initial scale.
+  const bool lr_driven = f.loss.geometric || first_growth_warning(e) != nullptr;
+  c.suggestion = lr_driven ? "clip the gradient norm (e.g. to 1.0) and lower the learning rate (e.g. by 10x)"
+                 : (recurrent || recurrent_grads)
                      ? "clip the gradient norm (e.g. to 1.0) and initialise the recurrent weights "
                        "orthogonally or with a smaller scale"
                      : "clip the gradient norm (e.g. to 1.0), check the weight initialisation "
@@ -894,6 +1006,7 @@ void rule_data_outlier(const Evidence& e, const Facts& f, std::vector<CauseScore
         num(median(e.loss_history)), e.loss_history.size());
   if (f.not_reproduced) text += " The replay was finite, which argues against a data cause.";
   text += audit_note(e, c.samples);
+  text += blame_same_kind(e, kExtremeKinds, c.samples);
   c.explanation = text;
   c.suggestion =
       "quarantine these samples or fix their scale; standardise or clip the input "
@@ -945,6 +1058,7 @@ void rule_structure(const Evidence& e, const Facts& f, std::vector<CauseScore>& 
   const bool fading = l.known && l.last_norm > 0 && l.first_norm / l.last_norm <= kVanishingRatio;
   const bool warned_vanishing = any_warning(e, "vanishing");
   const bool warned_saturation = any_warning(e, "saturat");
+  const bool after_growth = f.loss.evidence() || f.grad.evidence() || first_growth_warning(e) != nullptr;
   const std::string warnings = names_text(e.prior_warnings, 6);
 
   if (warned_vanishing || fading) {
@@ -962,9 +1076,13 @@ void rule_structure(const Evidence& e, const Facts& f, std::vector<CauseScore>& 
           "secondary finding beside the incident: " +
           failure_text(e) + ".";
     c.explanation = text;
-    c.suggestion =
-        "use relu-family activations with He initialisation, add normalisation "
-        "layers or residual connections, or make the network shallower";
+    // Gradients that fade after the loss or gradient norm grew come from updates that were too
+    // large (units pushed dead), which no initialisation undoes.
+    c.suggestion = after_growth
+                       ? "lower the learning rate (e.g. by 10x) or add a warmup: the gradients faded after the "
+                         "loss grew, as when too large an update pushes units into their dead range"
+                       : "use relu-family activations with He initialisation, add normalisation "
+                         "layers or residual connections, or make the network shallower";
     out.push_back(std::move(c));
   }
   if (warned_saturation) {
@@ -981,11 +1099,110 @@ void rule_structure(const Evidence& e, const Facts& f, std::vector<CauseScore>& 
     if (f.incident)
       text += " This is a secondary finding beside the incident: " + failure_text(e) + ".";
     c.explanation = text;
-    c.suggestion =
-        "initialise with He (relu) or Xavier/Glorot (tanh, sigmoid) scaling instead of "
-        "N(0, 1), prefer relu-family activations, or add normalisation layers";
+    c.suggestion = after_growth
+                       ? "lower the learning rate (e.g. by 10x): the activations saturated after the loss grew, "
+                         "so large updates rather than the initial scale pinned them"
+                       : "initialise with He (relu) or Xavier/Glorot (tanh, sigmoid) scaling instead of "
+                         "N(0, 1), prefer relu-family activations, or add normalisation layers";
     out.push_back(std::move(c));
   }
+}
+
+// The smallest positive value of a dtype (its smallest subnormal): an epsilon below half of it
+// rounds to 0 when the update adds it.
+double smallest_subnormal(const std::string& dtype) {
+  if (dtype == "float16") return 5.96e-8;
+  if (dtype == "bfloat16") return 9.18e-41;
+  if (dtype == "float64") return 4.94e-324;
+  return 1.4e-45;  // float32
+}
+
+// "its denominator (written by aten::sqrt -> aten::div -> aten::add_)".
+std::string denominator_text(const Evidence& e) {
+  std::string s = "its denominator";
+  if (!e.birth_denominator_ops.empty()) s += " (written by " + names_text(e.birth_denominator_ops, 6) + ")";
+  return s;
+}
+
+// An update whose denominator holds exact zeros: sqrt(v) + eps is 0 only where v = 0 and eps
+// adds nothing (eps = 0, or an eps that rounds to 0 in the dtype), so a parameter whose
+// gradient is exactly 0 gets 0 / 0 = NaN. The zeros themselves are the evidence.
+void rule_optimizer_setting(const Evidence& e, std::vector<CauseScore>& out) {
+  if (!e.birth_found || e.birth_phase != "optimizer" || !e.birth_is_division || e.birth_denominator_zeros <= 0)
+    return;
+  const bool eps_known = !std::isnan(e.optimizer_epsilon);
+  const bool zero_eps = eps_known && e.optimizer_epsilon == 0;
+  const bool underflow = eps_known && e.optimizer_epsilon > 0 &&
+                         e.optimizer_epsilon < 0.5 * smallest_subnormal(e.parameter_dtype);
+  if (eps_known && !zero_eps && !underflow) return;  // a real epsilon: the zeros came from elsewhere
+  CauseScore c;
+  c.cause = cause::optimizer_setting;
+  c.subkind = underflow ? optimizer_setting_kind::epsilon_underflow : optimizer_setting_kind::zero_epsilon;
+  c.confidence = eps_known ? 0.95 : 0.7;
+  if (eps_known && !e.birth_denominator_sqrt_add) c.confidence -= 0.1;  // not the usual sqrt(v) + eps
+  const std::string opt = e.optimizer_name.empty() ? std::string("the optimizer") : "the " + e.optimizer_name + " optimizer";
+  std::string text = fmt::format("{}: the first non-finite value was born in the optimizer step at {}{}: {} held {} of {}",
+                                 step_text(e), birth_site(e),
+                                 e.birth_parameter.empty() ? "" : ", updating " + e.birth_parameter, denominator_text(e),
+                                 plural(e.birth_denominator_zeros, "exact zero", "exact zeros"),
+                                 e.birth_denominator_numel);
+  if (zero_eps)
+    text += fmt::format(", and the epsilon of {} is 0", opt);
+  else if (underflow)
+    text += fmt::format(", and the epsilon of {} ({}) rounds to 0 in {}", opt, num(e.optimizer_epsilon), e.parameter_dtype);
+  else
+    text += ", and the optimizer's epsilon is not known";
+  text +=
+      ". Where a parameter's gradient is exactly 0 (a unit that never receives gradient), its moments stay 0 and "
+      "the update divides 0 by 0 = NaN; the loss, gradients and input batch were finite.";
+  if (!e.birth_reason.empty()) text += " Tracer: " + e.birth_reason + ".";
+  c.explanation = text;
+  c.suggestion = e.parameter_dtype == "float16"
+                     ? "set the optimizer's epsilon to at least 1e-4 in float16 (1e-7 as Keras or 1e-8 as PyTorch "
+                       "round to 0 there)"
+                     : "set the optimizer's epsilon (eps) to a positive value: 1e-7 as Keras does, or 1e-8 as "
+                       "PyTorch does";
+  out.push_back(std::move(c));
+}
+
+bool is_softmax(const std::string& op) {
+  const std::string b = op_base(op);
+  return b == "softmax" || b == "_softmax" || b == "log_softmax" || b == "_log_softmax";
+}
+
+// A softmax whose input holds -inf and no NaN or +inf makes NaN only over a row that is all
+// -inf: exp(-inf - (-inf)). That is the model's mask emptying a row, not the loss.
+void rule_fully_masked_row(const Evidence& e, std::vector<CauseScore>& out) {
+  if (!e.birth_found || !is_softmax(e.birth_op) || e.birth_input_neginf <= 0 || e.birth_input_nan > 0 ||
+      e.birth_input_posinf > 0)
+    return;
+  CauseScore c;
+  c.cause = cause::fully_masked_row;
+  c.confidence = e.birth_inf_source.empty() ? 0.85 : 0.92;
+  c.samples = e.blamed_samples;
+  std::string text = fmt::format(
+      "{}: the NaN was born at {}: its input held {} and no NaN, so at least one row it normalises was entirely "
+      "-inf (every position masked), and exp(-inf - (-inf)) = NaN. ",
+      step_text(e), birth_site(e), plural(e.birth_input_neginf, "-inf", "-infs"));
+  if (!e.birth_inf_source.empty())
+    text += fmt::format("The -inf came from {}, which writes a fill value (the mask) on purpose: it made the Inf, "
+                        "not the NaN. ",
+                        e.birth_inf_source);
+  if (!e.blamed_rows.empty()) {
+    text += fmt::format("Fully masked: {} of the batch", (e.blamed_rows.size() == 1 ? "row " : "rows ") + ids_text(e.blamed_rows));
+    if (!e.blamed_samples.empty())
+      text += std::string(e.blamed_samples.size() == 1 ? " (dataset id " : " (dataset ids ") +
+              ids_text(e.blamed_samples) + ")";
+    text += ". ";
+  }
+  text += "Then " + failure_text(e) + ".";
+  text += blame_same_kind(e, kDegenerateKinds, c.samples);
+  c.explanation = text;
+  c.suggestion =
+      "keep at least one position unmasked in every row (e.g. let padding positions attend to themselves), mask "
+      "with a large finite negative (-1e9, or the dtype's lowest value) instead of -inf, or zero the rows that are "
+      "fully masked after the softmax";
+  out.push_back(std::move(c));
 }
 
 void rule_environment(const Evidence& e, const Facts& f, std::vector<CauseScore>& out) {
@@ -1065,6 +1282,43 @@ double clamp01(double x) {
 
 }  // namespace
 
+AuditFlags::AuditFlags(std::vector<int64_t> flagged_ids) : ids(std::move(flagged_ids)) {
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+}
+
+void AuditFlags::add(const std::string& property, std::vector<int64_t> flagged_ids) {
+  std::sort(flagged_ids.begin(), flagged_ids.end());
+  flagged_ids.erase(std::unique(flagged_ids.begin(), flagged_ids.end()), flagged_ids.end());
+  std::vector<int64_t> merged;
+  std::set_union(ids.begin(), ids.end(), flagged_ids.begin(), flagged_ids.end(), std::back_inserter(merged));
+  ids = std::move(merged);
+  for (auto& [p, list] : by_property) {
+    if (p != property) continue;
+    std::vector<int64_t> both;
+    std::set_union(list.begin(), list.end(), flagged_ids.begin(), flagged_ids.end(), std::back_inserter(both));
+    list = std::move(both);
+    return;
+  }
+  by_property.emplace_back(property, std::move(flagged_ids));
+}
+
+bool AuditFlags::contains(int64_t id) const { return std::binary_search(ids.begin(), ids.end(), id); }
+
+const std::vector<int64_t>& AuditFlags::with_property(const std::string& property) const {
+  static const std::vector<int64_t> kNone;
+  for (const auto& [p, list] : by_property)
+    if (p == property) return list;
+  return kNone;
+}
+
+std::vector<std::string> AuditFlags::properties_of(int64_t id) const {
+  std::vector<std::string> out;
+  for (const auto& [p, list] : by_property)
+    if (std::binary_search(list.begin(), list.end(), id)) out.push_back(p);
+  return out;
+}
+
 const CauseScore* Diagnosis::find(const std::string& cause) const {
   for (const auto& c : ranked)
     if (c.cause == cause) return &c;
@@ -1081,12 +1335,15 @@ Diagnosis diagnose(const Evidence& evidence) {
     rule_bad_input_data(evidence, causes);
     rule_transient(evidence, facts, causes);
     rule_unsafe_loss(evidence, facts, causes);
+    rule_degenerate_samples(evidence, causes);
     rule_lr_too_high(evidence, facts, unsafe, causes);
     rule_exploding(evidence, facts, unsafe, causes);
     rule_data_outlier(evidence, facts, causes);
     rule_optimizer_state(evidence, facts, causes);
     rule_structure(evidence, facts, causes);
     rule_environment(evidence, facts, causes);
+    rule_optimizer_setting(evidence, causes);
+    rule_fully_masked_row(evidence, causes);
   }
 
   double best = 0;

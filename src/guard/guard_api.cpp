@@ -217,6 +217,8 @@ std::string Incident::summary() const {
   if (evidence.birth_found) {
     s += fmt::format("  born in {} ({}{}{})\n", evidence.birth_op, evidence.birth_phase,
                      evidence.birth_module.empty() ? "" : ", ", evidence.birth_module);
+  } else if (evidence.birth_phase == "input") {
+    s += "  born in the input batch, before any op\n";
   }
   s += "  " + top.explanation + "\n";
   if (!top.suggestion.empty()) s += "  suggestion: " + top.suggestion + "\n";

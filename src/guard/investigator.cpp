@@ -32,8 +32,22 @@ std::vector<int64_t> sample_ids(const data::Batch& batch) {
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
+// The denominator of a birth op that divides: its zeros and the ops that wrote it.
+void fill_denominator(const std::vector<trace::OpRecord>& records, const trace::OpRecord& op, Evidence& ev) {
+  const trace::Denominator d = trace::find_denominator(records, op);
+  ev.birth_is_division = d.division;
+  ev.birth_denominator_zeros = d.zeros;
+  ev.birth_denominator_numel = d.numel;
+  ev.birth_denominator_ops = d.made_by;
+  ev.birth_denominator_sqrt_add = d.sqrt_then_add;
+}
+
 // Copies what the birth finder found into the evidence.
-void fill_birth(const trace::Birth& birth, const data::Batch& batch, Evidence& ev) {
+void fill_birth(const std::vector<trace::OpRecord>& records, const trace::Birth& birth, const data::Batch& batch,
+                Evidence& ev) {
+  for (const auto& r : records) ev.replay_ops.push_back(r.name);
+  std::sort(ev.replay_ops.begin(), ev.replay_ops.end());
+  ev.replay_ops.erase(std::unique(ev.replay_ops.begin(), ev.replay_ops.end()), ev.replay_ops.end());
   if (!birth.found) return;
   ev.birth_found = true;
   ev.birth_op = birth.op.name;
@@ -41,7 +55,12 @@ void fill_birth(const trace::Birth& birth, const data::Batch& batch, Evidence& e
   ev.birth_module = birth.op.module;
   ev.birth_backward_node = birth.op.backward_node;
   ev.birth_reason = birth.reason;
+  ev.birth_inf_source = birth.inf_source;
+  fill_denominator(records, birth.op, ev);
   for (const auto& in : birth.op.inputs) {
+    ev.birth_input_nan += in.nan_count;
+    ev.birth_input_posinf += in.posinf_count;
+    ev.birth_input_neginf += in.neginf_count;
     ev.birth_input_zeros += in.zero_count;
     ev.birth_input_negatives += in.negative_count;
     if (std::isfinite(in.absmax)) ev.birth_input_absmax = std::max(ev.birth_input_absmax, in.absmax);
@@ -55,7 +74,9 @@ void fill_birth(const trace::Birth& birth, const data::Batch& batch, Evidence& e
     }
     ev.preceding_ops.push_back(OpSummary{op.name, trace::to_string(op.phase), op.module, absmax});
   }
-  ev.blamed_rows = birth.op.nonfinite_rows;
+  // A NaN made from Inf (a birth whose inputs were not finite): the rows it made NaN are the
+  // ones to blame, not the rows that only carried the Inf on.
+  ev.blamed_rows = birth.op.inputs_finite() ? birth.op.nonfinite_rows : birth.op.nan_rows;
   // Every row of the batch went non-finite at once (e.g. a gradient overflow in backward): no
   // sample stands out, so none is blamed.
   if (static_cast<int64_t>(ev.blamed_rows.size()) >= batch.size() && batch.size() > 1) {
@@ -67,6 +88,49 @@ void fill_birth(const trace::Birth& birth, const data::Batch& batch, Evidence& e
     if (row >= 0 && row < static_cast<int64_t>(ids.size()) && ids[static_cast<size_t>(row)] >= 0)
       ev.blamed_samples.push_back(ids[static_cast<size_t>(row)]);
   }
+}
+
+// The parameter an optimizer-step op wrote or read: the parameter itself (an in-place update)
+// or one of its state tensors (a momentum buffer); "" when none matches.
+std::string parameter_of(const TrainingState& state, const trace::OpRecord& op) {
+  std::map<uintptr_t, std::string> names;
+  const auto& params = state.params();
+  for (size_t i = 0; i < params.size(); ++i) names[trace::tensor_id(params[i])] = state.names()[i];
+  for (OptimizerAdapter* opt : state.optimizers()) {
+    const std::vector<at::Tensor> own = opt->parameters();
+    for (const auto& view : opt->state()) {
+      if (view.param < 0 || static_cast<size_t>(view.param) >= own.size()) continue;
+      auto name = names.find(trace::tensor_id(own[static_cast<size_t>(view.param)]));
+      if (name == names.end()) continue;
+      const std::string param_name = name->second;
+      for (const auto& t : view.tensors)
+        if (t.defined()) names.emplace(trace::tensor_id(t), param_name);
+    }
+  }
+  for (const auto* ids : {&op.output_ids, &op.input_ids})
+    for (uintptr_t id : *ids) {
+      auto it = names.find(id);
+      if (id != 0 && it != names.end()) return it->second;
+    }
+  return "";
+}
+
+// The optimizer's name, its smallest epsilon over every group, the parameters' dtype.
+void fill_optimizer(const TrainingState& state, Evidence& ev) {
+  for (OptimizerAdapter* opt : state.optimizers()) {
+    if (ev.optimizer_name.empty()) ev.optimizer_name = opt->name();
+    for (size_t g = 0; g < opt->num_groups(); ++g) {
+      const double eps = opt->epsilon(g);
+      if (!std::isnan(eps) && !(eps >= ev.optimizer_epsilon)) ev.optimizer_epsilon = eps;
+    }
+  }
+  if (!state.params().empty()) ev.parameter_dtype = dtype_name(state.params().front().scalar_type());
+}
+
+// Non-finite values that were in the input batch were born before any op: the phase says so
+// (no op is the birth, and "unknown" would suggest the tracer missed one).
+void mark_input_birth(Evidence& ev) {
+  if (!ev.birth_found && ev.birth_phase.empty() && !ev.nonfinite_samples.empty()) ev.birth_phase = "input";
 }
 
 // The first parameter or optimizer-state tensor that is non-finite.
@@ -204,7 +268,7 @@ void Investigator::replay(const FailedStep& failed, Evidence& ev) {
     }
     if (!failing) continue;  // finite this time: try once more before calling it transient
     ev.reproduced = true;
-    fill_birth(trace::find_birth(records, failing), batch, ev);
+    fill_birth(records, trace::find_birth(records, failing), batch, ev);
     return;
   }
 }
@@ -294,7 +358,9 @@ void Investigator::trace_failed_update(const FailedStep& failed, Evidence& ev) {
   const std::optional<uintptr_t> failing = failing_state_tensor(state_);
   if (!failing) return;
   ev.reproduced = true;
-  fill_birth(trace::find_birth(records, *failing), b, ev);
+  const trace::Birth birth = trace::find_birth(records, *failing);
+  fill_birth(records, birth, b, ev);
+  if (birth.found && birth.op.phase == trace::Phase::optimizer) ev.birth_parameter = parameter_of(state_, birth.op);
 }
 
 // A fault that did not reproduce: ask the numerics self-test whether the machine is sound.
@@ -311,6 +377,7 @@ std::shared_ptr<Incident> Investigator::investigate(const FailedStep& failed) {
   auto incident = new_incident(failed.step);
   Evidence& ev = incident->evidence;
   if (hooks_.run_evidence) hooks_.run_evidence(ev);
+  fill_optimizer(state_, ev);
   collect_batch_evidence(failed.batch, ev);
   collect_tensor_evidence(failed.loss, ev);
   // The gradient norm was beyond float32's range on the steps just before (or is now).
@@ -331,6 +398,7 @@ std::shared_ptr<Incident> Investigator::investigate(const FailedStep& failed) {
     // Non-finite inputs explain the incident before any op runs; otherwise replay.
     if (can_replay && ev.nonfinite_samples.empty()) replay(failed, ev);
   }
+  mark_input_birth(ev);
   check_environment(ev);
   incident->diagnosis = diagnose(ev);
   incident->seconds_to_diagnosis = seconds_since(detected);
@@ -394,10 +462,12 @@ std::shared_ptr<Incident> Investigator::investigate_exception(const FailedStep& 
         break;
       }
     }
-    fill_birth(trace::find_birth(records, failing), failed.batch, ev);
+    fill_birth(records, trace::find_birth(records, failing), failed.batch, ev);
   }
   if (hooks_.run_evidence) hooks_.run_evidence(ev);
+  fill_optimizer(state_, ev);
   collect_tensor_evidence(at::Tensor(), ev);
+  mark_input_birth(ev);
   check_environment(ev);
   incident->diagnosis = diagnose(ev);
   incident->seconds_to_diagnosis = seconds_since(detected);

@@ -22,6 +22,10 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+// An epsilon that keeps sqrt(v) + eps away from zero in the parameters' dtype: PyTorch's 1e-8
+// is 0 in float16 (its smallest subnormal is 6e-8), where 1e-4 is the usual choice.
+double safe_epsilon_for(c10::ScalarType dtype) { return dtype == c10::ScalarType::Half ? 1e-4 : 1e-8; }
+
 
 }  // namespace
 
@@ -126,6 +130,22 @@ void RepairExecutor::rescale_inputs(Run& r) {
   event(r, RepairAction::rescale_inputs, done.empty() ? "the inputs cannot be rescaled" : done);
   if (done.empty()) return lr_backoff(r);  // the next best thing for a first layer that overshoots
   if (p_.divergence) p_.divergence->restart_level();  // the loss level of raw inputs no longer applies
+}
+
+// Raises every epsilon that is 0 or below the safe value; groups without one (SGD) are left.
+void RepairExecutor::safe_epsilon(Run& r) {
+  const auto& params = p_.state.params();
+  const double safe = safe_epsilon_for(params.empty() ? c10::ScalarType::Float : params.front().scalar_type());
+  std::string changed;
+  for (OptimizerAdapter* opt : p_.state.optimizers()) {
+    for (size_t g = 0; g < opt->num_groups(); ++g) {
+      const double eps = opt->epsilon(g);
+      if (std::isnan(eps) || eps >= safe) continue;
+      opt->set_epsilon(g, safe);
+      changed += fmt::format("{}{} group {}: {:.3g} -> {:.3g}", changed.empty() ? "" : "; ", opt->name(), g, eps, safe);
+    }
+  }
+  event(r, RepairAction::safe_epsilon, changed.empty() ? "no epsilon below " + fmt::format("{:.3g}", safe) : "epsilon " + changed);
 }
 
 void RepairExecutor::recompute_action(Run& r) {
@@ -250,6 +270,7 @@ StepVerdict RepairExecutor::execute(const std::shared_ptr<Incident>& incident, c
       case RepairAction::recompute: recompute_action(r); break;
       case RepairAction::stop: stop(r, "training stopped"); break;
       case RepairAction::rescale_inputs: rescale_inputs(r); break;
+      case RepairAction::safe_epsilon: safe_epsilon(r); break;
     }
     if (s_.stopped) break;
   }

@@ -98,6 +98,7 @@ class RepairExecutor {
   void enable_clipping(Run& r);
   void stable_loss(Run& r);
   void rescale_inputs(Run& r);
+  void safe_epsilon(Run& r);
   void recompute_action(Run& r);
   // Recomputes the step from the pre-step state (without quarantined samples); applies it if
   // finite.

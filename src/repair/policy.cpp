@@ -13,7 +13,7 @@
 namespace nanguard {
 namespace {
 
-constexpr std::array<std::pair<RepairAction, const char*>, 9> kActionNames = {{
+constexpr std::array<std::pair<RepairAction, const char*>, 10> kActionNames = {{
     {RepairAction::skip_step, "skip_step"},
     {RepairAction::quarantine_samples, "quarantine_samples"},
     {RepairAction::rollback, "rollback"},
@@ -23,9 +23,10 @@ constexpr std::array<std::pair<RepairAction, const char*>, 9> kActionNames = {{
     {RepairAction::recompute, "recompute"},
     {RepairAction::stop, "stop"},
     {RepairAction::rescale_inputs, "rescale_inputs"},
+    {RepairAction::safe_epsilon, "safe_epsilon"},
 }};
 
-constexpr std::array<const char*, 12> kCauses = {
+constexpr std::array<const char*, 14> kCauses = {
     cause::bad_input_data,
     cause::data_outlier,
     cause::exploding_gradients,
@@ -37,6 +38,8 @@ constexpr std::array<const char*, 12> kCauses = {
     cause::optimizer_state_overflow,
     cause::transient_fault,
     cause::environment,
+    cause::optimizer_setting,
+    cause::fully_masked_row,
     cause::unknown,
 };
 
@@ -120,6 +123,11 @@ RepairPolicy RepairPolicy::automatic() {
       {cause::exploding_gradients, {A::rollback, A::enable_clipping}},
       {cause::optimizer_state_overflow, {A::rollback, A::lr_backoff}},
       {cause::environment, {A::recompute}},
+      // The update itself made the NaN: undo it, and fix the setting before the lost steps
+      // are re-run (the snapshot does not hold the epsilon, so the rollback keeps it).
+      {cause::optimizer_setting, {A::rollback, A::safe_epsilon}},
+      // The samples whose rows the mask empties fail every time they are drawn.
+      {cause::fully_masked_row, {A::quarantine_samples, A::skip_step}},
       {cause::unknown, {A::skip_step}},
   };
   return p;
@@ -211,6 +219,7 @@ std::vector<RepairAction> plan_repair(const Diagnosis& diagnosis, const Evidence
         push_unique(plan, evidence.inputs_rescalable ? A::rescale_inputs : A::lr_backoff);
         break;
       case A::enable_clipping:
+      case A::safe_epsilon:
       case A::skip_step:
         push_unique(plan, action);
         break;

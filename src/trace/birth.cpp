@@ -120,10 +120,18 @@ class Graph {
     return !r.outputs.empty() && r.inputs_finite() && !r.outputs_finite();
   }
 
+  // Made NaN from inputs without any (e.g. softmax over a row of -inf, inf - inf).
+  bool is_nan_birth(size_t p) const {
+    const auto& r = records_[p];
+    auto nan = [](const TensorHealth& h) { return h.nan_count > 0; };
+    return std::any_of(r.outputs.begin(), r.outputs.end(), nan) &&
+           std::none_of(r.inputs.begin(), r.inputs.end(), nan);
+  }
+
   // The first birth inside p's subtree (p itself if none), repeated down to the innermost.
-  size_t innermost(size_t p) const {
+  size_t innermost(size_t p, bool nan_only = false) const {
     for (;;) {
-      size_t inner = first_birth_below(p);
+      size_t inner = first_birth_below(p, nan_only);
       if (inner == kNone) return p;
       p = inner;
     }
@@ -162,10 +170,10 @@ class Graph {
   }
 
  private:
-  size_t first_birth_below(size_t p) const {
+  size_t first_birth_below(size_t p, bool nan_only) const {
     for (size_t c : children_[p]) {
-      if (is_birth(c)) return c;
-      size_t deeper = first_birth_below(c);
+      if (nan_only ? is_nan_birth(c) : is_birth(c)) return c;
+      size_t deeper = first_birth_below(c, nan_only);
       if (deeper != kNone) return deeper;
     }
     return kNone;
@@ -177,7 +185,84 @@ class Graph {
   std::unordered_map<uintptr_t, std::vector<size_t>> producers_;
 };
 
+// The op that wrote on purpose (from a non-finite scalar) the Inf that `p` turned into NaN:
+// followed back through non-finite inputs; "" when none was recorded.
+std::string intended_inf_source(const Graph& g, size_t p) {
+  std::deque<std::pair<uintptr_t, size_t>> queue;
+  auto push_inputs = [&](size_t q) {
+    const auto& r = g.at(q);
+    for (size_t j = 0; j < r.inputs.size() && j < r.input_ids.size(); ++j)
+      if (!r.inputs[j].finite() && r.input_ids[j] != 0) queue.emplace_back(r.input_ids[j], q);
+  };
+  push_inputs(p);
+  std::unordered_set<size_t> seen;
+  while (!queue.empty()) {
+    auto [id, consumer] = queue.front();
+    queue.pop_front();
+    size_t q = g.producer(id, consumer);
+    if (q == kNone || !seen.insert(q).second) continue;
+    if (g.at(q).nonfinite_scalar_input) return g.at(q).name;
+    push_inputs(q);
+  }
+  return "";
+}
+
+// Which inputs of a division are its denominator: addcdiv's tensor2, div's other, the
+// reciprocal's self; for the _foreach_ forms the matching share of the flattened lists.
+std::vector<size_t> denominator_inputs(const OpRecord& op) {
+  const std::string& n = op.name;
+  const size_t k = op.inputs.size();
+  std::vector<size_t> idx;
+  auto range = [&](size_t from, size_t to) {
+    for (size_t i = from; i < to && i < k; ++i) idx.push_back(i);
+  };
+  if (in(n, {"aten::addcdiv", "aten::addcdiv_"})) range(2, 3);
+  else if (in(n, {"aten::div", "aten::div_", "aten::true_divide", "aten::true_divide_"})) range(1, 2);
+  else if (in(n, {"aten::reciprocal", "aten::reciprocal_"})) range(0, 1);
+  else if (in(n, {"aten::_foreach_addcdiv", "aten::_foreach_addcdiv_"}) && k % 3 == 0) range(2 * k / 3, k);
+  else if (in(n, {"aten::_foreach_div", "aten::_foreach_div_"}) && k % 2 == 0) range(k / 2, k);
+  return idx;
+}
+
 }  // namespace
+
+Denominator find_denominator(const std::vector<OpRecord>& records, const OpRecord& op) {
+  Denominator d;
+  const std::vector<size_t> idx = denominator_inputs(op);
+  if (idx.empty()) return d;
+  d.division = true;
+  for (size_t i : idx) {
+    d.zeros += op.inputs[i].zero_count;
+    d.numel += op.inputs[i].numel;
+  }
+  // Where the denominator came from: the chain of ops that wrote it, newest first, while they
+  // are elementwise steps of an update denominator (sqrt, then scaling, then + eps).
+  Graph g(records);
+  size_t consumer = kNone;
+  for (size_t p = 0; p < g.size(); ++p)
+    if (g.at(p).index == op.index) consumer = p;
+  if (consumer == kNone || idx.front() >= op.input_ids.size()) return d;
+  uintptr_t id = op.input_ids[idx.front()];
+  std::vector<std::string> chain;
+  for (int hops = 0; hops < 4 && id != 0; ++hops) {
+    size_t q = g.producer(id, consumer);
+    if (q == kNone) break;
+    const OpRecord& r = g.at(q);
+    chain.push_back(r.name);
+    if (in(r.name, {"aten::sqrt", "aten::sqrt_", "aten::_foreach_sqrt", "aten::_foreach_sqrt_"})) {
+      d.sqrt_then_add = std::any_of(chain.begin(), chain.end(), [](const std::string& c) {
+        return in(c, {"aten::add", "aten::add_", "aten::_foreach_add", "aten::_foreach_add_"});
+      });
+      break;
+    }
+    if (r.input_ids.empty()) break;
+    id = r.input_ids.front();
+    consumer = q;
+  }
+  std::reverse(chain.begin(), chain.end());
+  d.made_by = chain;
+  return d;
+}
 
 std::string birth_reason(const OpRecord& op) {
   const std::string& n = op.name;
@@ -238,6 +323,15 @@ std::string birth_reason(const OpRecord& op) {
       return fmt::format("{} overflowed: numerator absmax {}, denominator min {} max {}", n,
                          unary ? "1" : num(x->absmax), num(den->min), num(den->max));
   }
+  if (x && in(n, {"aten::softmax", "aten::_softmax", "aten::log_softmax", "aten::_log_softmax"}) &&
+      x->neginf_count > 0 && x->nan_count == 0 && x->posinf_count == 0)
+    return fmt::format("input 0 of {} holds {} and no NaN: a row that is all -inf (fully masked) "
+                       "gives exp(-inf - (-inf)) = NaN",
+                       n, plural(x->neginf_count, "-inf", "-infs"));
+  if (in(n, {"aten::addcdiv", "aten::addcdiv_"}) && ins.size() > 2 && ins[2].zero_count > 0)
+    return fmt::format("denominator (tensor2) of {} holds {} of {}{}", n,
+                       plural(ins[2].zero_count, "exact zero", "exact zeros"), ins[2].numel,
+                       ins[1].zero_count > 0 ? " and the numerator holds zeros too (0/0 = NaN)" : "");
   if (x && in(n, {"aten::pow", "aten::pow_", "aten::float_power"})) {
     if (x->negative_count > 0 && op.outputs.size() == 1 && op.outputs[0].nan_count > 0)
       return fmt::format(
@@ -276,6 +370,10 @@ Birth find_birth(const std::vector<OpRecord>& records, std::optional<uintptr_t> 
   Birth birth;
 
   size_t found = kNone;
+  // The earliest op on the walk that made NaN from inputs holding none. It is the birth when
+  // no op made the walk's Inf from finite values: the Inf was written on purpose (a fill value).
+  size_t nan_found = kNone;
+  bool nan_birth = false;
   std::vector<size_t> chain;  // walk order: found ... producer of the failing tensor
   if (failing_tensor && *failing_tensor != 0) {
     // Breadth-first walk backwards from the failing tensor through non-finite inputs.
@@ -299,9 +397,14 @@ Birth find_birth(const std::vector<OpRecord>& records, std::optional<uintptr_t> 
         if (found == kNone || r.index < g.at(found).index) found = p;
         continue;
       }
+      if (g.is_nan_birth(p) && (nan_found == kNone || r.index < g.at(nan_found).index)) nan_found = p;
       for (size_t j = 0; j < r.inputs.size() && j < r.input_ids.size(); ++j) {
         if (!r.inputs[j].finite() && r.input_ids[j] != 0) queue.emplace_back(r.input_ids[j], p);
       }
+    }
+    if (found == kNone && nan_found != kNone) {
+      found = nan_found;
+      nan_birth = true;
     }
     if (found != kNone) {
       for (size_t p = found; p != kNone; p = via[p]) chain.push_back(p);
@@ -315,10 +418,11 @@ Birth find_birth(const std::vector<OpRecord>& records, std::optional<uintptr_t> 
     return birth;
   }
 
-  size_t inner = g.innermost(found);
+  size_t inner = g.innermost(found, nan_birth);
   birth.found = true;
   birth.connected = !chain.empty();
   birth.op = g.at(inner);
+  if (nan_birth) birth.inf_source = intended_inf_source(g, inner);
   if (birth.connected) {
     if (inner != found) birth.path.push_back(g.at(inner));
     for (size_t p : chain) birth.path.push_back(g.at(p));

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -158,10 +159,17 @@ TensorHealth safe_health(const at::Tensor& t) {
   }
 }
 
-std::vector<int64_t> nonfinite_rows_of(const at::Tensor& t, int64_t batch_size) {
-  auto bad = t.detach().reshape({batch_size, -1}).isfinite().logical_not().any(1);
-  auto rows = bad.nonzero().reshape(-1).to(torch::kCPU).to(torch::kLong).contiguous();
+std::vector<int64_t> rows_where(const at::Tensor& bad_rows) {
+  auto rows = bad_rows.nonzero().reshape(-1).to(torch::kCPU).to(torch::kLong).contiguous();
   return std::vector<int64_t>(rows.data_ptr<int64_t>(), rows.data_ptr<int64_t>() + rows.numel());
+}
+
+std::vector<int64_t> nonfinite_rows_of(const at::Tensor& t, int64_t batch_size) {
+  return rows_where(t.detach().reshape({batch_size, -1}).isfinite().logical_not().any(1));
+}
+
+std::vector<int64_t> nan_rows_of(const at::Tensor& t, int64_t batch_size) {
+  return rows_where(t.detach().reshape({batch_size, -1}).isnan().any(1));
 }
 
 std::unique_ptr<at::ObserverContext> start_op(const std::shared_ptr<TracerState>& state,
@@ -238,6 +246,7 @@ std::unique_ptr<at::ObserverContext> start_op(const std::shared_ptr<TracerState>
     auto inputs = fn.inputs();
     for (size_t i = 0; i < inputs.size(); ++i) {
       if (i < write_only.size() && write_only[i]) continue;
+      if (inputs[i].isDouble() && !std::isfinite(inputs[i].toDouble())) rec.nonfinite_scalar_input = true;
       for_each_tensor(inputs[i], [&](const at::Tensor& t) {
         if (!t.defined()) return;
         rec.inputs.push_back(safe_health(t));
@@ -275,7 +284,7 @@ void end_op(Context& ctx, const at::RecordFunction& fn) {
   std::vector<TensorHealth> outputs;
   std::vector<uintptr_t> ids;
   std::vector<at::Tensor> values;
-  std::vector<int64_t> rows;
+  std::vector<int64_t> rows, nan_rows;
   const int64_t batch = state.options.batch_size();
   bool rows_done = false;
   for (const auto& value : fn.outputs()) {
@@ -289,6 +298,7 @@ void end_op(Context& ctx, const at::RecordFunction& fn) {
         if (t.dim() >= 1 && t.size(0) == batch) {
           try {
             rows = nonfinite_rows_of(t, batch);
+            if (outputs.back().nan_count > 0) nan_rows = nan_rows_of(t, batch);
           } catch (const std::exception&) {
           }
         }
@@ -303,6 +313,7 @@ void end_op(Context& ctx, const at::RecordFunction& fn) {
   rec.output_ids = std::move(ids);
   rec.output_values = std::move(values);
   rec.nonfinite_rows = std::move(rows);
+  rec.nan_rows = std::move(nan_rows);
   rec.first_nonfinite_row = rec.nonfinite_rows.empty() ? -1 : rec.nonfinite_rows.front();
 }
 
@@ -348,7 +359,8 @@ uintptr_t tensor_id(const torch::Tensor& tensor) {
 }
 
 bool OpRecord::inputs_finite() const {
-  return std::all_of(inputs.begin(), inputs.end(), [](const auto& h) { return h.finite(); });
+  return !nonfinite_scalar_input &&
+         std::all_of(inputs.begin(), inputs.end(), [](const auto& h) { return h.finite(); });
 }
 
 bool OpRecord::outputs_finite() const {
@@ -360,6 +372,7 @@ std::string OpRecord::to_string() const {
   if (!backward_node.empty()) s += fmt::format(" ({})", backward_node);
   if (!module.empty()) s += fmt::format(" [{}]", module);
   for (size_t i = 0; i < inputs.size(); ++i) s += fmt::format(" | in{}: {}", i, inputs[i].to_string());
+  if (nonfinite_scalar_input) s += " | non-finite scalar argument";
   for (size_t i = 0; i < outputs.size(); ++i)
     s += fmt::format(" | out{}: {}", i, outputs[i].to_string());
   if (!nonfinite_rows.empty()) s += fmt::format(" | non-finite rows: {}", nonfinite_rows.size());

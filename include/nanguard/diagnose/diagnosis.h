@@ -24,6 +24,12 @@ inline constexpr const char* unsafe_loss = "unsafe_loss";
 inline constexpr const char* optimizer_state_overflow = "optimizer_state_overflow";
 inline constexpr const char* transient_fault = "transient_fault";
 inline constexpr const char* environment = "environment";
+// The optimizer's own setting poisons the update, e.g. epsilon 0 where a denominator holds
+// exact zeros (sub-kinds in optimizer_setting_kind).
+inline constexpr const char* optimizer_setting = "optimizer_setting";
+// Model structure: a softmax or log_softmax over a row that is entirely -inf (every position
+// masked), which gives NaN.
+inline constexpr const char* fully_masked_row = "fully_masked_row";
 inline constexpr const char* unknown = "unknown";
 }  // namespace cause
 
@@ -34,6 +40,14 @@ inline constexpr const char* exp_overflow = "exp_overflow";
 inline constexpr const char* zero_division = "zero_division";
 inline constexpr const char* sqrt_of_negative = "sqrt_of_negative";
 }  // namespace unsafe_loss_kind
+
+// Sub-kinds of optimizer_setting.
+namespace optimizer_setting_kind {
+// The optimizer's epsilon is 0 and an update denominator holds exact zeros.
+inline constexpr const char* zero_epsilon = "zero_epsilon";
+// The epsilon is positive but the denominator still holds zeros: it underflows in the dtype.
+inline constexpr const char* epsilon_underflow = "epsilon_underflow";
+}  // namespace optimizer_setting_kind
 
 struct CauseScore {
   std::string cause;        // an identifier from namespace cause

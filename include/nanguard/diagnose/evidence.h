@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -30,6 +32,26 @@ struct SampleEvidence {
   double zscore = 0;      // robust z-score of its input norm within the batch (median, MAD)
 };
 
+// Samples the data audit flagged before training, with the property each was flagged for, so
+// that an incident can blame every sample of the same kind at once.
+struct AuditFlags {
+  AuditFlags() = default;
+  // Ids without properties (what the audit hook gave before it kept them); sorted here.
+  AuditFlags(std::vector<int64_t> flagged_ids);  // NOLINT: implicit, so old hooks still convert
+  AuditFlags(std::initializer_list<int64_t> flagged_ids) : AuditFlags(std::vector<int64_t>(flagged_ids)) {}
+  // Adds the ids flagged for a property (data::SampleFlag::kind: "non_finite", "missing", "blank",
+  // "constant", "saturated", "out_of_range", "extreme", ...); they join `ids` too.
+  void add(const std::string& property, std::vector<int64_t> flagged_ids);
+  bool contains(int64_t id) const;
+  // The ids flagged for a property, ascending; empty when none.
+  const std::vector<int64_t>& with_property(const std::string& property) const;
+  // The properties a sample was flagged for.
+  std::vector<std::string> properties_of(int64_t id) const;
+
+  std::vector<int64_t> ids;  // every flagged id, ascending and unique
+  std::vector<std::pair<std::string, std::vector<int64_t>>> by_property;  // ids ascending
+};
+
 struct Evidence {
   int64_t step = 0;   // global step of the failed check
   int64_t epoch = -1;
@@ -52,7 +74,9 @@ struct Evidence {
   int replays = 0;
   bool birth_found = false;
   std::string birth_op;       // "aten::log"
-  std::string birth_phase;    // "forward", "backward", "optimizer"
+  // "forward", "backward", "optimizer"; "input" when no op was the birth because the values
+  // were in the input batch before any op ran.
+  std::string birth_phase;
   std::string birth_module;
   std::string birth_backward_node;  // "LogBackward0" when born inside backward
   std::string birth_reason;   // "input 0 of aten::log holds 37 exact zeros (log(0) = -inf)"
@@ -62,6 +86,27 @@ struct Evidence {
   double birth_input_absmax = 0;
   double birth_input_max = 0;
   double exp_overflow_threshold = 88.72;
+  // NaN and Inf among the birth op's inputs (the zeros and negatives above count finite ones).
+  int64_t birth_input_nan = 0;
+  int64_t birth_input_posinf = 0;
+  int64_t birth_input_neginf = 0;
+  // The op that wrote Inf on purpose (from a fill value, e.g. masked_fill with -inf) which the
+  // birth op turned into NaN; "" when the birth op's inputs were finite.
+  std::string birth_inf_source;
+  // The birth op is a division (addcdiv, div, reciprocal and their _foreach_ forms): the
+  // exact zeros among its denominator's elements, and the ops that wrote the denominator,
+  // oldest first ("aten::sqrt", "aten::div", "aten::add_": sqrt(v) / c + eps).
+  bool birth_is_division = false;
+  int64_t birth_denominator_zeros = 0;
+  int64_t birth_denominator_numel = 0;
+  std::vector<std::string> birth_denominator_ops;
+  bool birth_denominator_sqrt_add = false;  // a sqrt followed by an add (where eps goes in)
+  // The parameter whose update (or optimizer state) the birth op wrote, for a birth in the
+  // optimizer step; "" when not known.
+  std::string birth_parameter;
+  // Every distinct op name the replayed step ran, sorted (what the model and loss are made
+  // of: suggestions fit them, e.g. no softmax advice for a sigmoid output).
+  std::vector<std::string> replay_ops;
   std::vector<OpSummary> preceding_ops;  // the ops just before the birth, oldest first
   std::vector<int64_t> blamed_rows;      // batch rows that first went non-finite
   std::vector<int64_t> blamed_samples;   // their dataset ids
@@ -74,8 +119,9 @@ struct Evidence {
   std::vector<SampleEvidence> nonfinite_samples;  // samples with NaN/Inf inputs
   std::vector<SampleEvidence> outlier_samples;    // finite but extreme samples
   bool labels_out_of_range = false;
-  // Dataset ids the data audit flagged before training (non-finite, extreme, blank, ...).
-  std::vector<int64_t> audit_flagged_samples;
+  // Dataset ids the data audit flagged before training (non-finite, extreme, blank, ...), and
+  // the property each was flagged for.
+  AuditFlags audit_flagged_samples;
 
   // Recent history, oldest first, one value per healthy step (up to the last ~100 steps).
   std::vector<double> loss_history;
@@ -83,6 +129,11 @@ struct Evidence {
   double learning_rate = 0;
   // Per-layer gradient norms of the failing step (finite ones), as computed in the replay.
   std::vector<std::pair<std::string, double>> layer_grad_norms;
+  // The optimizer: its name ("adam") and the smallest epsilon over its groups (NaN when it has
+  // none, e.g. SGD, or when unknown); the dtype of the parameters ("float32").
+  std::string optimizer_name;
+  double optimizer_epsilon = std::numeric_limits<double>::quiet_NaN();
+  std::string parameter_dtype;
   // Largest |w| over the parameters before the step.
   double weight_absmax = 0;
   bool params_nonfinite_before_step = false;

@@ -135,8 +135,10 @@ struct GuardHooks {
   // Replaces the repair actions planned for an incident (to compare repair policies); an empty
   // result means skip_step. Non-finite parameters still force a rollback or a stop.
   std::function<std::vector<RepairAction>(const Incident&, const std::vector<RepairAction>& planned)> override_plan;
-  // Dataset ids the data audit flagged before training, ascending (for the evidence).
-  std::function<std::vector<int64_t>()> audit_flagged_samples;
+  // Samples the data audit flagged before training, with their properties (for the evidence:
+  // an incident blames every sample flagged for the property it saw). A function returning a
+  // plain id list still fits (ids without properties).
+  std::function<AuditFlags()> audit_flagged_samples;
   // Scales the inputs of every later batch, replay and re-run (and of evaluation) to unit
   // range, for inputs far from it; returns a sentence saying what it did, or "" when it cannot
   // (then the repair backs off the learning rate instead).

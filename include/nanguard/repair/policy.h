@@ -20,6 +20,7 @@ enum class RepairAction {
   recompute,           // re-run the step from the same state (transient faults)
   stop,                // stop training with the full report
   rescale_inputs,      // scale a trainer-owned input pipeline to unit range (unscaled inputs)
+  safe_epsilon,        // raise an optimizer epsilon that is 0 (or underflows) to a safe value
 };
 
 // "skip_step", "quarantine_samples", ...
@@ -61,6 +62,8 @@ struct RepairPolicy {
   //   exploding_gradients -> rollback, enable_clipping
   //   optimizer_state_overflow -> rollback, lr_backoff
   //   environment -> recompute
+  //   optimizer_setting -> rollback, safe_epsilon
+  //   fully_masked_row -> quarantine_samples, skip_step
   //   unknown -> skip_step
   static RepairPolicy automatic();
   // Actions for a cause: its "cause/subkind" entry when there is one, else the cause's, else
@@ -111,6 +114,7 @@ class RepairLedger {
 //   - rollback becomes skip_step + lr_backoff when the rollback budget at evidence.step is spent;
 //   - lr_backoff is dropped when the learning rate is known and already at the floor (the
 //     caller clamps new rates to lr_floor);
+//   - safe_epsilon stays;
 //   - enable_clipping stays; when evidence.clipping_enabled it means "tighten": the caller
 //     halves the current max norm;
 //   - recompute becomes skip_step when the replay reproduced the fault (recomputing would give

@@ -31,6 +31,10 @@ struct Birth {
   // Up to N ops that ran just before the birth op (its enclosing ops excluded), oldest first,
   // to show values growing before an overflow.
   std::vector<OpRecord> preceding;
+  // Set when the op made NaN from Inf that an earlier op wrote on purpose from a non-finite
+  // scalar (masked_fill(mask, -inf) before a softmax): that op, e.g. "aten::masked_fill_". It
+  // created an Inf, not the NaN, so `op` is the one that turned the Inf into NaN.
+  std::string inf_source;
   // Why the op produced non-finite values, from its input statistics, e.g.
   // "input 0 of aten::log holds 37 exact zeros (log(0) = -inf)".
   std::string reason;
@@ -48,9 +52,27 @@ struct Birth {
 // ops and also_created the backward aten::div whose 0/0 adds a second NaN. With x = [0, 1, 4]
 // the forward is finite and the birth is that backward aten::div (phase backward,
 // backward_node SqrtBackward0, module of the forward sqrt).
+// A failing NaN made from Inf that an op wrote on purpose (a non-finite scalar such as
+// masked_fill's -inf: that op is no birth) is born at the first op on the walk that made NaN
+// from inputs without NaN (the softmax of a fully masked row); inf_source names the fill.
 // preceding < 0 is a ValueError.
 Birth find_birth(const std::vector<OpRecord>& records,
                  std::optional<uintptr_t> failing_tensor = std::nullopt, int preceding = 8);
+
+// The denominator of a division op (addcdiv's tensor2, div's other, reciprocal's input, and
+// their _foreach_ forms), as the optimizers' updates run them.
+struct Denominator {
+  bool division = false;  // op is one of those divisions
+  int64_t zeros = 0;      // exact zeros in the denominator
+  int64_t numel = 0;
+  // The ops that wrote the denominator, oldest first, up to its sqrt: e.g. aten::sqrt,
+  // aten::div, aten::add_ (Adam's sqrt(v) / sqrt(bias correction) + eps).
+  std::vector<std::string> made_by;
+  bool sqrt_then_add = false;  // sqrt followed by an add: the add is where eps went in
+};
+
+// The denominator of op (a record of records) and where it came from.
+Denominator find_denominator(const std::vector<OpRecord>& records, const OpRecord& op);
 
 // The reason text find_birth gives for an op whose inputs are finite and outputs are not.
 std::string birth_reason(const OpRecord& op);

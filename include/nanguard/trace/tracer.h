@@ -52,13 +52,20 @@ struct OpRecord {
   // dtype and shape.
   std::vector<TensorHealth> outputs;
   std::vector<uintptr_t> input_ids, output_ids;  // tensor_id() of each input / output
+  // A scalar argument was NaN or +-Inf: a fill value such as masked_fill's -inf. The op writes
+  // those values on purpose, so it is no birth (its inputs were not all finite).
+  bool nonfinite_scalar_input = false;
   // Batch rows (dim 0 of the first non-finite output, when it equals
   // TracerOptions::batch_size) that hold non-finite values; first_nonfinite_row is the first.
   int64_t first_nonfinite_row = -1;
   std::vector<int64_t> nonfinite_rows;
+  // The rows among them that hold NaN (a log_softmax of a partly masked row is -inf there on
+  // purpose; only the fully masked rows are NaN).
+  std::vector<int64_t> nan_rows;
   // Copies of the inputs and outputs, only with TracerOptions::keep_values.
   std::vector<torch::Tensor> input_values, output_values;
 
+  // Every tensor input is finite and no scalar argument is NaN or Inf.
   bool inputs_finite() const;
   bool outputs_finite() const;
   // One line: "#12 forward aten::log [loss] in: ... -> out: ...".

@@ -117,8 +117,9 @@ class Trainer {
   Guard* guard() { return guard_.get(); }
   // Receives every guard event (incidents, actions, warnings) as it happens.
   void set_event_handler(std::function<void(const GuardEvent&)> handler) { event_handler_ = std::move(handler); }
-  // Dataset ids the data audit flagged before fit (ascending); incidents name them as such.
-  void set_audit_flagged_samples(std::vector<int64_t> ids) { audit_flagged_ = std::move(ids); }
+  // Samples the data audit flagged before fit, with their properties (a plain id list converts);
+  // incidents name them as such and blame every sample flagged for the same property.
+  void set_audit_flagged_samples(AuditFlags flags) { audit_flagged_ = std::move(flags); }
   // The factor every input is multiplied by before the model (1 unless the guard's
   // rescale_inputs repair scaled inputs that were far from unit range); evaluate and predict
   // apply it too.
@@ -151,7 +152,7 @@ class Trainer {
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<LrSchedule> schedule_;
   std::unique_ptr<Guard> guard_;
-  std::vector<int64_t> audit_flagged_;
+  AuditFlags audit_flagged_;
   data::BatchLoader* loader_ = nullptr;  // the loader of the running fit, for quarantines
   const data::TensorDataset* train_data_ = nullptr;  // its data, to rebuild batches for replays
   std::function<void(const GuardEvent&)> event_handler_;
