@@ -988,10 +988,12 @@ void rule_data_outlier(const Evidence& e, const Facts& f, std::vector<CauseScore
                                  f.outliers.size(), f.outliers.size() == 1 ? "sample" : "samples",
                                  names_text(items, 6));
   const bool caught_early = e.failed_check == "loss_spike" || e.failed_check == "grad_norm_spike" ||
-                           e.failed_check == "sample_screen";
+                           e.failed_check == "sample_screen" || e.failed_check == "loss_excursion";
   if (caught_early) {
-    text += e.failed_check == "sample_screen"
-                ? std::string("The batch screen found them before the update was applied. ")
+    text += e.failed_check == "sample_screen" ? std::string("The batch screen found them before the update was applied. ")
+            : e.failed_check == "loss_excursion"
+                ? std::string("The loss on this batch left the run's healthy range (the divergence watch) before its "
+                              "update was applied. ")
                 : fmt::format("The monitor's {} warning fired on this batch before its update was applied. ",
                               e.failed_check);
   } else {

@@ -86,27 +86,39 @@ std::optional<DivergenceFinding> DivergenceWatch::check_warning(const monitor::W
 
 std::optional<DivergenceFinding> DivergenceWatch::check_activations(
     int64_t step, const std::vector<monitor::ActivationStats>& stats) {
-  if (!options_.enabled() || !options_.collapse()) return std::nullopt;
-  for (const auto& a : stats) {
-    if (a.kind != "relu" || a.units <= 0 || a.dead_fraction < 1.0) continue;
-    // Dead from the first sampled step on is a dead start (the initialisation), not a
-    // divergence: there is no healthy state to go back to.
-    if (last_alive_ < 0) return std::nullopt;
+  if (!options_.enabled() || !options_.collapse() || stats.empty()) return std::nullopt;
+  std::vector<const monitor::ActivationStats*> dead;
+  for (const auto& a : stats)
+    if (a.kind == "relu" && a.units > 0 && a.dead_fraction >= 1.0) dead.push_back(&a);
+  if (dead.empty()) {
+    last_alive_ = step;
+    dead_before_.clear();
+    return std::nullopt;
+  }
+  // Dead from the first sampled step on is a dead start (the initialisation), not a
+  // divergence: there is no healthy state to go back to.
+  if (last_alive_ < 0) return std::nullopt;
+  // A dead unit gets no gradient and cannot come back, so a real collapse is still there at the
+  // next sampled step; one batch on which a small layer happens to output zeros is not.
+  std::vector<std::string> now;
+  for (const auto* a : dead) {
+    now.push_back(a->layer);
+    if (std::find(dead_before_.begin(), dead_before_.end(), a->layer) == dead_before_.end()) continue;
     DivergenceFinding f;
     f.kind = "collapse";
     f.step = step;
-    f.value = a.dead_fraction;
+    f.value = a->dead_fraction;
     f.threshold = 1.0;
     f.reference = reference();
-    f.layer = a.layer;
+    f.layer = a->layer;
     f.excursion_start = last_alive_ + 1;
     f.message = fmt::format(
-        "every one of the {} units of {} output zero for the whole batch at step {} (they were alive at step {}): the "
-        "layer is dead and the model's output no longer depends on its input",
-        a.units, a.layer.empty() ? std::string("a ReLU layer") : a.layer, step, last_alive_);
+        "every one of the {} units of {} output zero for the whole batch on two sampled steps in a row, up to step {} "
+        "(they were alive at step {}): the layer is dead and the model's output no longer depends on its input",
+        a->units, a->layer.empty() ? std::string("a ReLU layer") : a->layer, step, last_alive_);
     return f;
   }
-  if (!stats.empty()) last_alive_ = step;
+  dead_before_ = std::move(now);
   return std::nullopt;
 }
 
@@ -119,6 +131,7 @@ void DivergenceWatch::rolled_back_to(int64_t step) {
   while (!recent_.empty() && recent_.back().first >= step) recent_.pop_back();
   // The snapshot rolled back to precedes (or is) the last step seen alive.
   last_alive_ = std::min(last_alive_, step);
+  dead_before_.clear();
 }
 
 }  // namespace detail

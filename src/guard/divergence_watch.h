@@ -5,7 +5,8 @@
 //                      of its first healthy losses, or of the recent ones when that is higher;
 //   overflow_forecast: the monitor's growth detector forecasts float32 overflow within
 //                      `forecast_steps` steps;
-//   collapse:          every unit of a ReLU layer dead on a sampled step (a constant output).
+//   collapse:          every unit of a ReLU layer dead on two sampled steps in a row (a
+//                      constant output).
 // The thresholds and the measurements that chose them are in docs/guard.md.
 #pragma once
 
@@ -63,6 +64,7 @@ class DivergenceWatch {
   std::deque<std::pair<int64_t, double>> recent_;  // (step, loss) of the recent healthy steps
   bool nonpositive_seen_ = false;                // a loss <= 0: ratios of the loss mean nothing
   int64_t last_alive_ = -1;                      // the last sampled step with no dead ReLU layer
+  std::vector<std::string> dead_before_;         // ReLU layers dead at the previous sampled step
 };
 
 }  // namespace detail

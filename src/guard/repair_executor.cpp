@@ -69,7 +69,9 @@ void RepairExecutor::rollback(Run& r) {
   // taken at that step already holds the state whose loss left the healthy range).
   const Evidence& ev = r.incident->evidence;
   if (ev.diverged && ev.excursion_start >= 0) target = std::min(target, ev.excursion_start - 1);
-  auto restored = p_.ring.restore_at_or_before(target);
+  // The kept first snapshot is for divergences (a run that leaves its regime at the start);
+  // other rollbacks go to the ring, whose lost steps the batch memory can re-run.
+  auto restored = p_.ring.restore_at_or_before(target, /*include_first=*/ev.diverged);
   // Without one that old: the newest, unless the run diverged (every newer state is the
   // excursion's; stopping says so instead of training on from it).
   if (!restored && !ev.diverged) restored = p_.ring.restore_newest();

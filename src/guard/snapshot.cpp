@@ -72,14 +72,17 @@ SnapshotRing::~SnapshotRing() = default;
 void SnapshotRing::take(int64_t step) {
   const auto start = std::chrono::steady_clock::now();
   torch::NoGradGuard no_grad;
-  size_t index = static_cast<size_t>(next_);
+  fill(*slots_[static_cast<size_t>(next_)], step);
+  next_ = (next_ + 1) % capacity_;
+  // The first snapshot is also kept besides the ring, which then behaves as without it.
   if (first_pending_) {
-    index = slots_.size() - 1;
+    fill(*slots_.back(), step);
     first_pending_ = false;
-  } else {
-    next_ = (next_ + 1) % capacity_;
   }
-  Slot& slot = *slots_[index];
+  last_take_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+void SnapshotRing::fill(Slot& slot, int64_t step) {
   for (size_t i = 0; i < state_.parameters.size(); ++i) copy_into(slot.parameters[i], state_.parameters[i]);
   for (size_t i = 0; i < state_.buffers.size(); ++i) copy_into(slot.buffers[i], state_.buffers[i]);
   slot.optimizer.resize(state_.optimizers.size());
@@ -108,7 +111,6 @@ void SnapshotRing::take(int64_t step) {
   slot.extra = state_.save_extra ? state_.save_extra() : std::vector<double>{};
   slot.step = step;
   slot.valid = true;
-  last_take_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 void SnapshotRing::restore(const Slot& slot) {
@@ -128,10 +130,12 @@ void SnapshotRing::restore(const Slot& slot) {
   if (state_.load_extra) state_.load_extra(slot.extra);
 }
 
-std::optional<int64_t> SnapshotRing::restore_at_or_before(int64_t max_step) {
+std::optional<int64_t> SnapshotRing::restore_at_or_before(int64_t max_step, bool include_first) {
   const Slot* best = nullptr;
-  for (const auto& s : slots_) {
-    if (s->valid && s->step <= max_step && (best == nullptr || s->step > best->step)) best = s.get();
+  const size_t searched = include_first ? slots_.size() : static_cast<size_t>(capacity_);
+  for (size_t i = 0; i < searched; ++i) {
+    const Slot* s = slots_[i].get();
+    if (s->valid && s->step <= max_step && (best == nullptr || s->step > best->step)) best = s;
   }
   if (best == nullptr) return std::nullopt;
   restore(*best);

@@ -31,6 +31,8 @@ std::string cause_in_words(const std::string& cause) {
       {"bad_initialization", "a bad weight initialisation"},
       {"lr_too_high", "a learning rate that is too high"},
       {"unscaled_inputs", "inputs far from unit range (not scaled)"},
+      {"optimizer_setting", "an unsafe optimizer setting"},
+      {"fully_masked_row", "a softmax over a fully masked row"},
       {"unsafe_loss", "an unsafe loss"},
       {"optimizer_state_overflow", "an overflow in the optimizer's state"},
       {"transient_fault", "a transient fault (the step did not reproduce)"},
@@ -40,7 +42,9 @@ std::string cause_in_words(const std::string& cause) {
                                                       {"exp_overflow", "exp overflow"},
                                                       {"zero_division", "division by zero"},
                                                       {"sqrt_of_negative", "square root of a negative number"},
-                                                      {"divergence", "a finite divergence"}};
+                                                      {"divergence", "a finite divergence"},
+                                                      {"zero_epsilon", "epsilon 0 over a zero denominator"},
+                                                      {"epsilon_underflow", "an epsilon that underflows"}};
   if (cause.empty()) return "an unknown cause";
   const auto slash = cause.find('/');
   const std::string main = cause.substr(0, slash);

@@ -176,7 +176,8 @@ std::string incident_card(const IncidentRecord& r, size_t index) {
   if (!e.explanation.empty()) out += "<p class=\"explanation\">" + detail::escape_markup(e.explanation) + "</p>\n";
   out += "<table class=\"kv\">";
   out += row("failed check", e.detail);
-  out += row("birth op", e.op);
+  // Values that were already in the batch have no birth op: say where they were.
+  out += row("birth op", e.op.empty() && e.phase == "input" ? "in the input batch, before any op" : e.op);
   out += row("phase", e.phase);
   out += row("module", e.module);
   out += row("samples", samples_text(e.samples));

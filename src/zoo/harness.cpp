@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "core/check.h"
+#include "nanguard/data/audit.h"
 #include "nanguard/data/input_scale.h"
 #include "nanguard/monitor/monitor.h"
 #include "nanguard/guard/guard.h"
@@ -128,6 +129,12 @@ void train(const Scenario& scenario, const RunOptions& options, bool fault, cons
       hooks.loss_is_stable = [&stable_loss] { return stable_loss; };
     }
     hooks.quarantine = [&](const std::vector<int64_t>& ids) { loader.exclude_ids(ids); };
+    // The data audit before training, as `nanguard fit` runs it: incidents then blame every
+    // sample flagged for the property they saw.
+    const data::QuickAudit audit = data::quick_audit(run.train.x(), run.train.y(), run.train.ids());
+    AuditFlags flags(audit.flagged_ids);
+    for (const auto& f : audit.flags) flags.add(f.kind, f.samples);
+    hooks.audit_flagged_samples = [flags] { return flags; };
     hooks.rescale_inputs = [&]() -> std::string {
       const data::UnitRangeDivisor d = data::unit_range_divisor(run.train.x());
       if (input_scale != 1.0 || d.divisor == 1.0) return "";

@@ -110,21 +110,31 @@ monitor::ActivationStats relu(const std::string& layer, double dead) {
   return a;
 }
 
-TEST(DivergenceWatch, CollapseIsADeadLayerThatWasAlive) {
+TEST(DivergenceWatch, CollapseIsADeadLayerThatWasAliveAndStaysDead) {
   DivergenceWatch watch{DivergenceOptions()};
   // Dead from the first sample on: a dead start (the initialisation), not a divergence.
   EXPECT_FALSE(watch.check_activations(0, {relu("layers.1.dense", 1.0)}));
+  EXPECT_FALSE(watch.check_activations(200, {relu("layers.1.dense", 1.0)}));
   DivergenceWatch alive_first{DivergenceOptions()};
   EXPECT_FALSE(alive_first.check_activations(0, {relu("layers.1.dense", 0.2)}));
   EXPECT_FALSE(alive_first.check_activations(200, {relu("layers.1.dense", 0.99)}));
-  auto found = alive_first.check_activations(400, {relu("layers.1.dense", 1.0)});
+  // One batch on which every unit is zero: it may be that batch.
+  EXPECT_FALSE(alive_first.check_activations(400, {relu("layers.1.dense", 1.0)}));
+  auto found = alive_first.check_activations(600, {relu("layers.1.dense", 1.0)});
   ASSERT_TRUE(found);
   EXPECT_EQ(found->kind, "collapse");
   EXPECT_EQ(found->layer, "layers.1.dense");
   EXPECT_EQ(found->excursion_start, 201);
+  // Dead, then alive again: no collapse.
+  DivergenceWatch recovers{DivergenceOptions()};
+  recovers.check_activations(0, {relu("a", 0.1)});
+  recovers.check_activations(200, {relu("a", 1.0)});
+  recovers.check_activations(400, {relu("a", 0.5)});
+  EXPECT_FALSE(recovers.check_activations(600, {relu("a", 1.0)}));
   DivergenceWatch off(DivergenceOptions().collapse(false));
   off.check_activations(0, {relu("a", 0.0)});
-  EXPECT_FALSE(off.check_activations(200, {relu("a", 1.0)}));
+  off.check_activations(200, {relu("a", 1.0)});
+  EXPECT_FALSE(off.check_activations(400, {relu("a", 1.0)}));
 }
 
 TEST(DivergenceOptions, RejectsValuesOutOfRange) {

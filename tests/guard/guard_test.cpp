@@ -311,17 +311,24 @@ TEST(Guard, BadOptionsAreRejectedWithTheirName) {
 namespace nanguard {
 namespace {
 
+CompileOptions sgd_options(double lr, bool divergence) {
+  CompileOptions c;
+  c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
+  c.optimizer = OptimizerSpec().type(OptimizerType::sgd).learning_rate(lr);
+  c.guard = GuardOptions().snapshot_every(10).divergence(DivergenceOptions().enabled(divergence));
+  return c;
+}
+
+bool all_finite_weights_before(const Incident& incident) {
+  return !incident.evidence.params_nonfinite_before_step && incident.evidence.nonfinite_tensors.empty();
+}
+
 TEST(Guard, LearningRateTooHighIsRolledBackAndBackedOff) {  // Z1
   // Unnormalised inputs (x40) and plain SGD at lr 0.5: the loss and gradient norm grow
-  // geometrically and the weights overflow within a few dozen steps.
+  // geometrically and the weights overflow within a few dozen steps. The divergence watch is
+  // off: this is the repair of the first non-finite value.
   auto train = clusters(640, 1, 40.0), test = clusters(300, 2, 40.0);
-  auto sgd = [](double lr) {
-    CompileOptions c;
-    c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
-    c.optimizer = OptimizerSpec().type(OptimizerType::sgd).learning_rate(lr);
-    c.guard = GuardOptions().snapshot_every(10);
-    return c;
-  };
+  auto sgd = [](double lr) { return sgd_options(lr, false); };
   torch::manual_seed(0);
   Trainer clean(SequentialModel(mlp()), sgd(0.0005));
   const double clean_acc = fit_and_test(clean, train, test, 4);
@@ -342,6 +349,28 @@ TEST(Guard, LearningRateTooHighIsRolledBackAndBackedOff) {  // Z1
   EXPECT_NE(std::find(first.actions.begin(), first.actions.end(), "rollback"), first.actions.end());
   EXPECT_NE(std::find(first.actions.begin(), first.actions.end(), "lr_backoff"), first.actions.end());
   EXPECT_LT(g.lr_scale(), 1.0);
+  EXPECT_FALSE(g.stopped());
+  EXPECT_GE(acc, clean_acc - 0.01) << "the repaired run must reach the clean run's accuracy";
+}
+
+TEST(Guard, TheSameDivergenceIsCaughtWhileFiniteAndTheInputsRescaled) {
+  auto train = clusters(640, 1, 40.0), test = clusters(300, 2, 40.0);
+  torch::manual_seed(0);
+  Trainer clean(SequentialModel(mlp()), sgd_options(0.0005, true));
+  const double clean_acc = fit_and_test(clean, train, test, 4);
+  ASSERT_TRUE(clean.guard()->incidents().empty());
+  torch::manual_seed(0);
+  Trainer guarded(SequentialModel(mlp()), sgd_options(0.5, true));
+  const double acc = fit_and_test(guarded, train, test, 4);
+  Guard& g = *guarded.guard();
+  ASSERT_FALSE(g.incidents().empty());
+  const Incident& first = *g.incidents().front();
+  EXPECT_EQ(first.evidence.failed_check, "divergence") << first.summary();
+  EXPECT_TRUE(all_finite_weights_before(first)) << "caught before any value went non-finite";
+  EXPECT_EQ(first.diagnosis.top().cause, cause::unscaled_inputs) << first.summary();
+  EXPECT_NE(first.diagnosis.find(cause::lr_too_high), nullptr);
+  EXPECT_NE(std::find(first.actions.begin(), first.actions.end(), "rescale_inputs"), first.actions.end());
+  EXPECT_LT(guarded.input_scale(), 1.0);
   EXPECT_FALSE(g.stopped());
   EXPECT_GE(acc, clean_acc - 0.01) << "the repaired run must reach the clean run's accuracy";
 }

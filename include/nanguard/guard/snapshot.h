@@ -41,8 +41,8 @@ class SnapshotRing {
   // Copies the current state into the next slot, labelled with `step`.
   void take(int64_t step);
   // Restores the newest snapshot whose step is <= max_step; returns its step, or nullopt if
-  // none qualifies (nothing is changed then).
-  std::optional<int64_t> restore_at_or_before(int64_t max_step);
+  // none qualifies (nothing is changed then). include_first: the kept first snapshot counts.
+  std::optional<int64_t> restore_at_or_before(int64_t max_step, bool include_first = true);
   // Restores the newest snapshot.
   std::optional<int64_t> restore_newest();
   // Steps of the snapshots held, oldest first.
@@ -61,6 +61,7 @@ class SnapshotRing {
 
  private:
   void restore(const Slot& slot);
+  void fill(Slot& slot, int64_t step);  // copies the current state into the slot
 
   TrainingStateRefs state_;
   std::vector<std::unique_ptr<Slot>> slots_;  // the ring, then the kept first snapshot if any
