@@ -11,18 +11,27 @@ std::string UnitRangeDivisor::describe() const {
   return integer ? "their largest value: integer inputs such as 8-bit pixels" : "their RMS";
 }
 
+InputScale input_scale_of(const at::Tensor& x) {
+  InputScale s;
+  if (!x.defined() || !x.is_floating_point() || x.numel() == 0) return s;
+  torch::NoGradGuard no_grad;
+  // In double: the squares of values beyond ~1.8e19 overflow float32.
+  const at::Tensor all = x.detach().to(torch::kCPU, torch::kDouble).flatten();
+  const at::Tensor finite = all.index({all.isfinite()});
+  s.finite = finite.numel();
+  if (s.finite == 0) return s;
+  s.rms = finite.pow(2).mean().sqrt().item<double>();
+  s.absmax = finite.abs().max().item<double>();
+  s.integer = (finite == finite.round()).all().item<bool>();
+  return s;
+}
+
 UnitRangeDivisor unit_range_divisor(const at::Tensor& x) {
   UnitRangeDivisor d;
-  if (!x.defined() || !x.is_floating_point() || x.numel() == 0) return d;
-  torch::NoGradGuard no_grad;
-  const at::Tensor finite = x.isfinite();
-  const at::Tensor values = torch::where(finite, x, torch::zeros_like(x));
-  const double count = finite.sum().item<double>();
-  if (count == 0) return d;
-  const double absmax = values.abs().max().item<double>();
-  const double rms = std::sqrt(values.pow(2).sum(torch::kDouble).item<double>() / count);
-  d.integer = (values == values.round()).all().item<bool>();
-  const double divisor = d.integer ? absmax : rms;
+  const InputScale s = input_scale_of(x);
+  if (s.finite == 0) return d;
+  d.integer = s.integer;
+  const double divisor = d.integer ? s.absmax : s.rms;
   if (std::isfinite(divisor) && divisor > 1.0) d.divisor = divisor;
   return d;
 }

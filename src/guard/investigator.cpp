@@ -12,6 +12,7 @@
 #include "guard/divergence_watch.h"
 #include "guard/rng_state.h"
 #include "guard/training_state.h"
+#include "nanguard/data/input_scale.h"
 #include "nanguard/env/self_test.h"
 #include "nanguard/guard/snapshot.h"
 #include "nanguard/numerics/health.h"
@@ -493,16 +494,13 @@ std::shared_ptr<Incident> Investigator::screen(int64_t step, const data::Batch& 
 
 namespace {
 
-// RMS, largest |x| and integrality of the batch's finite inputs, in double.
+// RMS, largest |x| and integrality of the batch's finite inputs.
 void collect_input_scale(const data::Batch& batch, Evidence& ev) {
-  if (!batch.x.defined() || !batch.x.is_floating_point() || batch.x.numel() == 0) return;
-  torch::NoGradGuard no_grad;
-  const auto x = batch.x.detach().to(torch::kCPU, torch::kDouble).flatten();
-  const auto finite = x.index({x.isfinite()});
-  if (finite.numel() == 0) return;
-  ev.input_rms = finite.pow(2).mean().sqrt().item<double>();
-  ev.input_absmax = finite.abs().max().item<double>();
-  ev.inputs_integer = (finite == finite.round()).all().item<bool>() && ev.input_absmax >= 2;
+  const data::InputScale s = data::input_scale_of(batch.x);
+  if (s.finite == 0) return;
+  ev.input_rms = s.rms;
+  ev.input_absmax = s.absmax;
+  ev.inputs_integer = s.integer && s.absmax >= 2;
 }
 
 }  // namespace
