@@ -43,9 +43,9 @@ nlohmann::json logs_json(const Logs& logs) {
 }
 
 // ReLU layers with every unit dead at the monitor's last sampled step.
-std::vector<std::string> dead_layers(const Trainer& trainer) {
+std::vector<std::string> dead_layers(Trainer& trainer) {
   std::vector<std::string> dead;
-  const Guard* guard = const_cast<Trainer&>(trainer).guard();
+  const Guard* guard = trainer.guard();
   if (guard == nullptr || guard->monitor() == nullptr) return dead;
   const auto& history = guard->monitor()->history();
   for (auto it = history.rbegin(); it != history.rend(); ++it) {
