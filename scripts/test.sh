@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Builds nanguard and runs the whole test suite (with MNIST, so the zoo's Z0/Z3/Z5 run), then
-# installs it, builds the standalone consumer in examples/ against the installed package and
-# runs its scenario of its own through the zoo's harness and its GAN loop.
+# Builds nanguard and runs the whole test suite (with MNIST, so the zoo's Z0/Z3/Z5 run), installs
+# the Python package (import nanguard) and runs its pytest suite (tests/python), then installs the
+# C++ package, builds the standalone consumer in examples/ against the installed package and runs
+# its scenario of its own through the zoo's harness and its GAN loop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --data
 scripts/build.sh
 (cd build && ctest --output-on-failure -j2 --timeout 300)
+# The Python package: installed into Debian python3's site folder (the python component, which a
+# plain install leaves out), imported from outside the repository, then its pytest suite.
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+$sudo cmake --install build --component python
+(cd / && /usr/bin/python3 -c "import nanguard; print('import nanguard', nanguard.__version__, 'from', nanguard.__file__)")
+/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/python
 cmake --install build --prefix build/install >/dev/null
 build/install/bin/nanguard --help >/dev/null  # the installed CLI finds the installed library
 # A user of the package needs LibTorch and nothing else. The package asks for Torch only and its
