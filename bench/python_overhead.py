@@ -122,7 +122,7 @@ def main():
     for name in ("unguarded", "nanguard", "anomaly"):
         over = 100.0 * (median[name] / median["unguarded"] - 1)
         print("  %-10s median step %8.1f us   overhead %+6.1f%%" % (name, median[name], over))
-    print("  guard: %s" % guard.summary())
+    print("  %s" % guard.summary())
     if args.json:
         print(json.dumps({"median_us": median, "cpu": cpu_model(), "threads": torch.get_num_threads(),
                           "steps_per_way": args.rounds * args.block}))
