@@ -222,19 +222,19 @@ class scope:
 
 
 def _wants_context(fn):
-    """Whether the closure takes (batch, ctx) rather than (batch)."""
+    """Whether the closure takes (batch, ctx) rather than (batch): two required positional
+    parameters (a second one with a default value, `lambda b, m=model: ...`, is not the context)."""
     code = getattr(fn, "__code__", None)
-    if code is not None:
-        if code.co_flags & inspect.CO_VARARGS:
-            return True
-        n = code.co_argcount - (1 if getattr(fn, "__self__", None) is not None else 0)
-        return n >= 2
+    if code is not None and getattr(fn, "__defaults__", 0) != 0:  # a plain function or lambda
+        required = code.co_argcount - len(fn.__defaults__ or ()) - (1 if inspect.ismethod(fn) else 0)
+        return required >= 2
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
         return False
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+    required = [p for p in params
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is inspect.Parameter.empty]
+    return len(required) >= 2
 
 
 def _primary(batch):
@@ -282,7 +282,8 @@ class Guard:
         verdict = guard.step(batch, closure)        # closure(batch) or closure(batch, ctx)
 
     model: a torch.nn.Module (its trainable parameters and buffers are snapshotted; forward hooks
-    on its modules name them in incidents, installed only during replays). optimizer: any
+    on its modules name them in incidents, installed only for replays and the monitor's sampled
+    steps). optimizer: any
     torch.optim.Optimizer over the model's parameters whose state is tensors (SGD, Adam, AdamW,
     RMSprop, Adagrad, ...): learning-rate and epsilon repairs write its param_groups.
     scheduler: an lr_scheduler the guard steps once per step (skipped ones included, and again
@@ -339,6 +340,7 @@ class Guard:
         self._runner = self._run_closure
         self._core = _core.Guard([n for n, _ in named], [p for _, p in named],
                                  [b for _, b in model.named_buffers()], optimizer, options, self)
+        self._sample_every = self._core.activation_sample_every()
 
     # ---- the step ----
 
@@ -548,7 +550,8 @@ class Guard:
         self._closure = closure
         if closure is None:
             return
-        key = getattr(closure, "__code__", None) or closure
+        key = (closure.__code__, closure.__defaults__, inspect.ismethod(closure)) \
+            if hasattr(closure, "__code__") and hasattr(closure, "__defaults__") else closure
         try:
             wants = self._wants_cache.get(key)
         except TypeError:  # unhashable callable
@@ -570,9 +573,11 @@ class Guard:
         fn = self._closure
         if fn is None:
             raise RuntimeError("nanguard: internal error: the step's closure is gone")
-        if not traced:
+        named = traced or (run == "first" and self._sample_every > 0 and step % self._sample_every == 0)
+        if not named:
             return fn(batch, StepContext(run, step, traced)) if self._closure_wants_ctx else fn(batch)
-        # A traced replay: forward hooks name the module every op runs in.
+        # A traced replay, or a step whose activations the monitor samples: forward hooks name the
+        # module every op runs in.
         handles = []
         try:
             for name, module in self._modules:

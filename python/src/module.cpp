@@ -421,5 +421,11 @@ PYBIND11_MODULE(_nanguard, m) {
       .def("quarantined", [](PyGuard& g) { return g.guard().quarantined(); })
       .def("summary", [](PyGuard& g) { return g.guard().summary(); })
       .def("snapshot_steps", [](PyGuard& g) { return g.guard().snapshots().steps(); })
-      .def("snapshot_every", [](PyGuard& g) { return g.guard().options().snapshot_every(); });
+      .def("snapshot_every", [](PyGuard& g) { return g.guard().options().snapshot_every(); })
+      .def("activation_sample_every",
+           [](PyGuard& g) -> int64_t {
+             // The steps whose first run records activations for the monitor (named by module).
+             const auto* m = g.guard().monitor();
+             return m && m->options().activations() ? m->options().sample_every() : 0;
+           });
 }

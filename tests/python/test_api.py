@@ -208,3 +208,28 @@ def test_verdict_and_summary():
     v = guard.step(batch(), ce(model))
     assert v.outcome == "applied" and math.isfinite(v.loss) and v.incident is None
     assert "1 steps, 1 applied" in guard.summary()
+
+
+def test_closure_context_is_passed_to_two_required_parameters_only():
+    model, opt = small()
+    guard = nanguard.Guard(model, opt)
+    got = []
+
+    def with_ctx(b, ctx):
+        got.append(ctx.run)
+        return ce(model)(b)
+
+    def with_default(b, m=model):  # the second parameter is not the context
+        got.append(m is model)
+        return ce(m)(b)
+
+    class Loop:
+        def closure(self, b):
+            got.append("method")
+            return ce(model)(b)
+
+    guard.step(batch(), with_ctx)
+    guard.step(batch(), with_default)
+    guard.step(batch(), Loop().closure)
+    guard.step(batch(), lambda b, ctx: (got.append(ctx.step), ce(model)(b))[1])
+    assert got == ["first", True, "method", 3]

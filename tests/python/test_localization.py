@@ -115,9 +115,9 @@ def test_scope_names_a_region_of_loop_code():
     assert verdict.incident.module_ran_in == "loss"
 
 
-def test_no_hooks_outside_replays():
+def test_hooks_only_on_replays_and_sampled_steps():
     model = MLP(inputs=4, hidden=4, classes=2)
-    guard = nanguard.Guard(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    guard = nanguard.Guard(model, torch.optim.SGD(model.parameters(), lr=0.1), monitor_sample_every=4)
     seen = []
 
     def closure(b):
@@ -126,9 +126,28 @@ def test_no_hooks_outside_replays():
         loss.backward()
         return loss
 
-    for _ in range(3):
+    for _ in range(6):
         assert guard.step(torch.randn(4, 4), closure).applied
-    assert seen == [0, 0, 0]
+    # Steps 0 and 4 are the monitor's sampled steps (activations named by module): one hook per
+    # module (flatten, fc1, relu, fc2); the others run with none.
+    assert seen == [4, 0, 0, 0, 4, 0]
+
+
+def test_monitor_warnings_name_the_python_module():
+    torch.manual_seed(0)
+    model = MLP(inputs=6, hidden=8, classes=2)
+    with torch.no_grad():
+        model.fc1.bias.fill_(-100.0)  # every hidden unit dead
+    guard = nanguard.Guard(model, torch.optim.SGD(model.parameters(), lr=0.01), divergence=False)
+
+    def closure(b):
+        loss = torch.nn.functional.cross_entropy(model(b), torch.zeros(len(b), dtype=torch.long))
+        loss.backward()
+        return loss
+
+    guard.step(torch.randn(16, 6), closure)
+    dead = [e for e in guard.events if e["kind"] == "warning" and e["cause"] == "dying_relu"]
+    assert dead and dead[0]["module"] == "relu"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
