@@ -288,7 +288,10 @@ class Guard:
     RMSprop, Adagrad, ...): learning-rate and epsilon repairs write its param_groups.
     scheduler: an lr_scheduler the guard steps once per step (skipped ones included, and again
     for steps a rollback re-runs), restored with each snapshot, so it stays in step; do not call
-    its step() yourself.
+    its step() yourself. stable_loss: a callable that switches the loop's loss to its stable form
+    (a hand-written log(softmax(z)) to log_softmax or cross_entropy) and returns True, or False
+    when it cannot; with it an unsafe loss is repaired by the stable_loss action instead of
+    skipping every step it poisons.
 
     Options (keyword arguments): enabled, snapshot_every (100), snapshot_capacity (3),
     check_state_every (50), rerun_lost_steps (True), kept_batch_bytes, replay (True),
@@ -300,7 +303,7 @@ class Guard:
     Events (incidents, repairs, warnings) go to the logging module's "nanguard" logger.
     """
 
-    def __init__(self, model, optimizer, scheduler=None, **options):
+    def __init__(self, model, optimizer, scheduler=None, stable_loss=None, **options):
         if not isinstance(model, torch.nn.Module):
             raise ValueError("nanguard.Guard: model must be a torch.nn.Module, got " + type(model).__name__)
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -312,6 +315,9 @@ class Guard:
                                  + type(scheduler).__name__)
             if getattr(scheduler, "optimizer", optimizer) is not optimizer:
                 raise ValueError("nanguard.Guard: the scheduler schedules another optimizer than the guard's")
+        if stable_loss is not None and not callable(stable_loss):
+            raise ValueError("nanguard.Guard: stable_loss must be callable (it switches the loop's loss to its "
+                             "stable form), got " + type(stable_loss).__name__)
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("nanguard.Guard: the model has no parameter that requires grad")
@@ -326,6 +332,8 @@ class Guard:
         self._model = model
         self._optimizer = optimizer
         self._scheduler = scheduler
+        self._stable_loss = stable_loss
+        self._loss_stable = False
         self._scheduler_states = {}
         self._next_token = 0
         capacity = options.get("snapshot_capacity", 3)
@@ -339,7 +347,8 @@ class Guard:
         self._modules = [(name, m) for name, m in model.named_modules() if name]
         self._runner = self._run_closure
         self._core = _core.Guard([n for n, _ in named], [p for _, p in named],
-                                 [b for _, b in model.named_buffers()], optimizer, options, self)
+                                 [b for _, b in model.named_buffers()], optimizer, options, self,
+                                 stable_loss is not None)
         self._sample_every = self._core.activation_sample_every()
 
     # ---- the step ----
@@ -645,6 +654,17 @@ class Guard:
         state = self._scheduler_states.get(int(extra[0]))
         if state is not None:
             self._scheduler.load_state_dict(copy.deepcopy(state))
+
+    def _use_stable_loss(self):
+        switched = self._stable_loss()
+        switched = True if switched is None else bool(switched)
+        if switched:
+            self._loss_stable = True
+            _log.info("switched the loss to its stable form")
+        return switched
+
+    def _loss_is_stable(self):
+        return self._loss_stable
 
     def _on_rerun_step_applied(self):
         if self._scheduler is not None:

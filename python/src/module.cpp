@@ -215,7 +215,7 @@ struct NotAnIncident : std::runtime_error {
 class PyGuard {
  public:
   PyGuard(std::vector<std::string> names, std::vector<at::Tensor> params, std::vector<at::Tensor> buffers,
-          py::object optimizer, const py::dict& options, py::object host) {
+          py::object optimizer, const py::dict& options, py::object host, bool stable_loss) {
     auto adapter = std::make_shared<PyOptimizer>(std::move(optimizer));
     GuardOptions o = parse_options(options);
     // A weak reference: the Python Guard owns this object; a strong one would be a cycle that
@@ -230,6 +230,11 @@ class PyGuard {
     };
     hooks.load_extra = [this](const std::vector<double>& extra) { call_host("_load_extra", py::cast(extra)); };
     hooks.rerun_step_applied = [this] { call_host("_on_rerun_step_applied"); };
+    if (stable_loss) {
+      // The loop's loss has a stable form the guard may switch to (the stable_loss repair).
+      hooks.use_stable_loss = [this] { return call_host("_use_stable_loss").cast<bool>(); };
+      hooks.loss_is_stable = [this] { return call_host("_loss_is_stable").cast<bool>(); };
+    }
     guard_ = std::make_unique<Guard>(std::move(names), std::move(params), std::move(buffers),
                                      std::vector<std::shared_ptr<OptimizerAdapter>>{adapter}, o, std::move(hooks));
   }
@@ -399,9 +404,9 @@ PYBIND11_MODULE(_nanguard, m) {
 
   py::class_<PyGuard>(m, "Guard")
       .def(py::init<std::vector<std::string>, std::vector<at::Tensor>, std::vector<at::Tensor>, py::object,
-                    const py::dict&, py::object>(),
+                    const py::dict&, py::object, bool>(),
            py::arg("names"), py::arg("parameters"), py::arg("buffers"), py::arg("optimizer"), py::arg("options"),
-           py::arg("host"))
+           py::arg("host"), py::arg("stable_loss"))
       .def("step", &PyGuard::step)
       .def("begin_step", &PyGuard::begin_step)
       .def("check", &PyGuard::check)

@@ -167,3 +167,36 @@ def test_model_on_the_gpu():
     verdict = guard.step((x[:32], y[:32]), closure)
     assert verdict.incident.birth_op == "aten::log"
     assert verdict.incident.cause == "unsafe_loss/log_of_zero"
+
+
+def test_stable_loss_repairs_the_unsafe_loss():
+    torch.manual_seed(0)
+    model = MLP()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = images(n=320)
+    loss_fn = {"f": unsafe_loss}
+
+    def switch():
+        loss_fn["f"] = lambda z, t: torch.nn.functional.cross_entropy(50 * z, t)
+        return True
+
+    guard = nanguard.Guard(model, opt, stable_loss=switch)
+
+    def closure(b):
+        loss = loss_fn["f"](model(b[0]), b[1])
+        loss.backward()
+        return loss
+
+    verdicts = [guard.step((x[i:i + 32], y[i:i + 32]), closure) for i in range(0, 320, 32)]
+    first = verdicts[0].incident
+    assert first.cause == "unsafe_loss/log_of_zero"
+    assert "stable_loss" in first.actions
+    assert verdicts[0].applied  # recomputed with the stable loss
+    assert all(v.applied and v.incident is None for v in verdicts[1:])
+    assert len(guard.incidents) == 1
+
+
+def test_stable_loss_must_be_callable():
+    model = MLP(inputs=4, hidden=4, classes=2)
+    with pytest.raises(ValueError, match="stable_loss must be callable"):
+        nanguard.Guard(model, torch.optim.SGD(model.parameters(), lr=0.1), stable_loss="log_softmax")
