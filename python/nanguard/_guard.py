@@ -361,7 +361,8 @@ class Guard:
         IdSample batch from nanguard.with_ids. ids: the samples' dataset ids (a sequence or an
         int64 tensor of one id per sample), when the batch does not carry them.
         closure(batch) or closure(batch, ctx): computes the loss from the batch alone, runs
-        backward and returns the loss; no zero_grad, no optimizer step."""
+        backward and returns the loss; no zero_grad, no optimizer step. A closure with two
+        required parameters receives a StepContext as the second (which run this is)."""
         if not callable(closure):
             raise ValueError("nanguard.Guard.step: the closure must be callable, got " + type(closure).__name__)
         user_batch, x, ids_t, n = self._prepare(batch, ids)
