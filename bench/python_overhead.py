@@ -110,21 +110,32 @@ def main():
         run(name, args.warmup, record=False)
     rng = random.Random(2)
     names = list(ways)
+    # Per round, the ratio of each way's median step to the unguarded one's in the same round:
+    # the machine's slow and fast phases (other jobs) cancel out of it.
+    ratios = {name: [] for name in ways}
     for _ in range(args.rounds):
         rng.shuffle(names)
+        start = {name: len(w["times"]) for name, w in ways.items()}
         for name in names:
             run(name, args.block, record=True)
+        block = {name: statistics.median(w["times"][start[name]:]) for name, w in ways.items()}
+        for name in ways:
+            ratios[name].append(block[name] / block["unguarded"])
 
     median = {name: statistics.median(w["times"]) / 1e3 for name, w in ways.items()}
-    print("python_overhead: the article's MLP, Adam, batch 32, PyTorch %s eager, %d threads, %s" %
-          (torch.__version__, torch.get_num_threads(), cpu_model()))
+    print("python_overhead: the article's MLP, Adam, batch 32, PyTorch %s eager, %d threads, %s, load average %s" %
+          (torch.__version__, torch.get_num_threads(), cpu_model(), " ".join("%.2f" % v for v in os.getloadavg())))
     print("  %d rounds x %d steps per way, interleaved" % (args.rounds, args.block))
     for name in ("unguarded", "nanguard", "anomaly"):
         over = 100.0 * (median[name] / median["unguarded"] - 1)
-        print("  %-10s median step %8.1f us   overhead %+6.1f%%" % (name, median[name], over))
+        q = statistics.quantiles(ratios[name], n=4) if len(ratios[name]) > 1 else [1, 1, 1]
+        print("  %-10s median step %8.1f us   overhead %+6.1f%%   per-round overhead: median %+6.1f%% (quartiles %+.1f%%, %+.1f%%)"
+              % (name, median[name], over, 100 * (statistics.median(ratios[name]) - 1), 100 * (q[0] - 1),
+                 100 * (q[2] - 1)))
     print("  %s" % guard.summary())
     if args.json:
-        print(json.dumps({"median_us": median, "cpu": cpu_model(), "threads": torch.get_num_threads(),
+        print(json.dumps({"median_us": median, "per_round_overhead": {k: statistics.median(v) - 1 for k, v in ratios.items()},
+                          "cpu": cpu_model(), "threads": torch.get_num_threads(),
                           "steps_per_way": args.rounds * args.block}))
     return 0
 
