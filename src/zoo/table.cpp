@@ -174,6 +174,57 @@ std::string quote(const std::string& s) {
   return q + "'";
 }
 
+// The nanguard-from-Python cells of a scenario's anomaly-mode row: birth op, cause, repaired,
+// seconds. Judged like the C++ runs: the birth op and phase (or the phase, or the blamed
+// samples) the scenario expects, its true cause (or one also counted correct).
+std::string python_guard_cells(const Table& table, const std::string& id, const ScenarioResult* cpp) {
+  const auto it = std::find_if(table.python_guard.begin(), table.python_guard.end(),
+                               [&](const PythonGuardResult& p) { return p.scenario == id; });
+  if (it == table.python_guard.end()) return "- | - | - | -";
+  const PythonGuardResult& p = *it;
+  if (!p.error.empty()) return "not run: " + cell(p.error) + " | - | - | -";
+  const Scenario* s = find_scenario(id);
+  const auto cause_is = [&](const std::string& spec) {
+    const auto slash = spec.find('/');
+    const std::string want = spec.substr(0, slash);
+    const std::string got = p.cause.substr(0, p.cause.find('/'));
+    return !p.cause.empty() && got == want && (slash == std::string::npos || p.cause == spec);
+  };
+  bool localized = true;
+  std::vector<std::string> where;
+  if (!p.birth_op.empty()) where.push_back(p.birth_op);
+  if (s && !s->expected_birth_op.empty()) {
+    localized = p.birth_op == s->expected_birth_op && (s->expected_phase.empty() || p.phase == s->expected_phase);
+  } else if (s && !s->expected_phase.empty()) {
+    localized = p.phase == s->expected_phase;
+    if (!p.phase.empty()) where.push_back("(" + p.phase + ")");
+  }
+  if (s && !s->expected_samples.empty()) {
+    std::vector<int64_t> want = s->expected_samples, got = p.samples;
+    std::sort(want.begin(), want.end());
+    std::sort(got.begin(), got.end());
+    localized = localized && want == got;
+    where.push_back(got == want ? "the corrupted samples" : fmt::format("{} other samples", got.size()));
+  }
+  if (where.empty()) where.push_back("-");
+  bool cause_ok = false;
+  if (s) {
+    cause_ok = cause_is(s->true_subkind.empty() ? s->true_cause : s->true_cause + "/" + s->true_subkind) ||
+               std::any_of(s->also_correct.begin(), s->also_correct.end(), cause_is);
+  }
+  const double clean = cpp ? cpp->clean_accuracy : -1;
+  const bool repairable = s && s->repairable;
+  const std::string repaired =
+      !repairable ? "n/a"
+      : clean < 0 ? fmt::format("{:.1f}% (no clean twin)", 100 * p.final_accuracy)
+                  : fmt::format("{} ({:.1f}% vs {:.1f}%)",
+                                p.finite && p.final_accuracy >= clean - 0.01 - 1e-9 ? "yes" : "no",
+                                100 * p.final_accuracy, 100 * clean);
+  return fmt::format("{} {} | {} {} | {} | {:.2f}", cell(fmt::format("{}", fmt::join(where, " "))),
+                     localized ? "(correct)" : "(wrong)",
+                     p.cause.empty() ? "-" : cell(p.cause), cause_ok ? "(correct)" : "(wrong)", repaired, p.seconds);
+}
+
 }  // namespace
 
 AnomalyResult run_anomaly_mode(const std::string& python, const std::filesystem::path& python_dir,
@@ -218,6 +269,43 @@ AnomalyResult run_anomaly_mode(const std::string& python, const std::filesystem:
     std::transform(op.begin(), op.end(), op.begin(), [](unsigned char c) { return std::tolower(c); });
     r.op_correct = op == fwd;
   }
+  return r;
+}
+
+PythonGuardResult run_python_guard(const std::string& python, const std::filesystem::path& python_dir,
+                                   const std::string& scenario, uint64_t seed, const std::filesystem::path& mnist_dir) {
+  PythonGuardResult r;
+  r.scenario = scenario;
+  r.seed = seed;
+  const auto script = python_dir / "nanguard_zoo.py";
+  if (!std::filesystem::exists(script)) {
+    r.error = "no script " + script.string();
+    return r;
+  }
+  int status = 0;
+  const std::string out = read_command(fmt::format("{} {} --scenario {} --seed {} --mnist {} 2>/dev/null", quote(python),
+                                                   quote(script.string()), quote(scenario), seed,
+                                                   quote(mnist_dir.string())),
+                                       status);
+  const auto line_start = out.rfind('{');
+  json j = line_start == std::string::npos ? json() : json::parse(out.substr(line_start), nullptr, false);
+  if (status != 0 || j.is_discarded() || !j.is_object()) {
+    r.error = fmt::format("the script failed (status {})", status);
+    return r;
+  }
+  if (j.contains("error")) {
+    r.error = j["error"].get<std::string>();
+    return r;
+  }
+  r.detected = j.value("detected", false);
+  r.detected_step = j.value("detected_step", int64_t{-1});
+  r.birth_op = j.value("birth_op", std::string());
+  r.phase = j.value("phase", std::string());
+  r.cause = j.value("cause", std::string());
+  if (j.contains("samples") && j["samples"].is_array()) r.samples = j["samples"].get<std::vector<int64_t>>();
+  r.final_accuracy = j.value("final_accuracy", -1.0);
+  r.finite = j.value("finite", false);
+  r.seconds = j.value("seconds", 0.0);
   return r;
 }
 
@@ -267,6 +355,8 @@ Table run_table(const TableOptions& options) {
         auto r = run_anomaly_mode(options.python(), options.python_dir(), s->id, 0, options.mnist_dir());
         if (r.error.rfind("no equivalent", 0) == 0) continue;
         table.anomaly.push_back(r);
+        table.python_guard.push_back(
+            run_python_guard(options.python(), options.python_dir(), s->id, 0, options.mnist_dir()));
       }
     }
   }
@@ -352,12 +442,14 @@ std::string Table::to_markdown() const {
     md << "Not run: " << anomaly_note << ".\n";
   } else {
     md << "| id | anomaly mode names | names the birth op | error at step | seconds | nanguard birth op | "
-          "nanguard detection to diagnosis (s) |\n|---|---|---|---|---|---|---|\n";
+          "nanguard detection to diagnosis (s) | nanguard from Python: birth op | cause | repaired | seconds |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (const auto& a : anomaly) {
       auto rs = select(*this, a.scenario, "nanguard");
       const ScenarioResult* g = rs.empty() ? nullptr : rs.front();
+      const std::string py = python_guard_cells(*this, a.scenario, g);
       if (!a.error.empty()) {
-        md << fmt::format("| {} | not run: {} | - | - | - | - | - |\n", a.scenario, cell(a.error));
+        md << fmt::format("| {} | not run: {} | - | - | - | - | - | {} |\n", a.scenario, cell(a.error), py);
         continue;
       }
       const Scenario* s = find_scenario(a.scenario);
@@ -366,13 +458,19 @@ std::string Table::to_markdown() const {
       const std::string judged = s && !has_op && !s->expected_phase.empty()
                                      ? "n/a (judged by phase: " + s->expected_phase + ")"
                                      : "n/a (no birth op: data or optimizer)";
-      md << fmt::format("| {} | {} | {} | {} | {:.2f} | {} | {} |\n", a.scenario,
+      md << fmt::format("| {} | {} | {} | {} | {:.2f} | {} | {} | {} |\n", a.scenario,
                         a.detected ? cell(a.op) : "nothing (no error)",
                         !has_op ? judged : a.op_correct ? "yes" : "no",
                         a.detected_step < 0 ? "-" : std::to_string(a.detected_step), a.seconds,
                         g ? cell(g->birth_op) : "-",
-                        g && g->diagnosis_seconds >= 0 ? fmt::format("{:.3f}", g->diagnosis_seconds) : "-");
+                        g && g->diagnosis_seconds >= 0 ? fmt::format("{:.3f}", g->diagnosis_seconds) : "-", py);
     }
+  }
+  if (anomaly_available) {
+    md << "\nnanguard from Python: `zoo/python/nanguard_zoo.py` (the same Python equivalents in a plain "
+          "PyTorch loop under `nanguard.Guard`); its birth op (or the samples blamed, for data faults) and "
+          "cause are marked correct as the C++ runs are judged; repaired: final accuracy within 1 point "
+          "of (or above) the C++ clean twin's, with finite parameters.\n";
   }
   md << fmt::format("\nTotal wall time of the table: {:.0f} s.\n", seconds);
   return md.str();
@@ -409,6 +507,22 @@ std::string Table::to_json() const {
                   {"error", a.error}});
   }
   j["anomaly_mode"] = an;
+  json pg = json::array();
+  for (const auto& p : python_guard) {
+    pg.push_back({{"scenario", p.scenario},
+                  {"seed", p.seed},
+                  {"detected", p.detected},
+                  {"detected_step", p.detected_step},
+                  {"birth_op", p.birth_op},
+                  {"phase", p.phase},
+                  {"cause", p.cause},
+                  {"samples", p.samples},
+                  {"final_accuracy", p.final_accuracy},
+                  {"finite", p.finite},
+                  {"seconds", p.seconds},
+                  {"error", p.error}});
+  }
+  j["python_guard"] = pg;
   j["anomaly_available"] = anomaly_available;
   if (!anomaly_note.empty()) j["anomaly_note"] = anomaly_note;
   return j.dump(2);

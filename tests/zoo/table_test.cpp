@@ -104,6 +104,38 @@ TEST(ZooTable, AnomalyModeWithoutScriptSaysWhy) {
   EXPECT_NE(r.error.find("no script"), std::string::npos) << r.error;
 }
 
+TEST(ZooTable, PythonGuardWithoutScriptSaysWhy) {
+  nanguard::testing::TempDir dir;
+  const auto r = run_python_guard("/usr/bin/python3", dir.path(), "Z3", 0, dir.path());
+  EXPECT_FALSE(r.detected);
+  EXPECT_NE(r.error.find("nanguard_zoo.py"), std::string::npos) << r.error;
+}
+
+TEST(ZooTable, PythonGuardColumnIsJudgedLikeTheCppRuns) {
+  Table t = sample_table();
+  t.anomaly_available = true;
+  t.anomaly_note.clear();
+  AnomalyResult a;
+  a.scenario = "Z3";
+  a.detected = true;
+  a.op = "LogBackward0";
+  t.anomaly.push_back(a);
+  PythonGuardResult p;
+  p.scenario = "Z3";
+  p.detected = true;
+  p.birth_op = "aten::log";
+  p.phase = "forward";
+  p.cause = "unsafe_loss/log_of_zero";
+  p.final_accuracy = 0.0;  // below any clean twin: not repaired
+  p.finite = true;
+  t.python_guard.push_back(p);
+  const std::string md = t.to_markdown();
+  EXPECT_NE(md.find("nanguard from Python: birth op"), std::string::npos) << md;
+  EXPECT_NE(md.find("aten::log (correct) | unsafe_loss/log_of_zero (correct) | no ("), std::string::npos) << md;
+  const auto j = nlohmann::json::parse(t.to_json());
+  EXPECT_EQ(j["python_guard"][0]["birth_op"], "aten::log");
+}
+
 }  // namespace
 }  // namespace nanguard::zoo
 

@@ -1,5 +1,5 @@
 // The zoo's table: every scenario under every baseline over a few seeds, side by side, plus
-// PyTorch's anomaly mode on the scenarios that have a Python equivalent.
+// PyTorch's anomaly mode and nanguard from Python on the scenarios that have a Python equivalent.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +24,22 @@ struct AnomalyResult {
   bool op_correct = false;    // it names the scenario's birth op (LogBackward0 for aten::log)
   double seconds = 0;         // wall time of the run until the error (or the end)
   std::string error;          // why the script could not run ("" when it ran)
+};
+
+// One run of nanguard from Python (zoo/python/nanguard_zoo.py) on a Python equivalent.
+struct PythonGuardResult {
+  std::string scenario;
+  uint64_t seed = 0;
+  bool detected = false;      // an incident or a warning
+  int64_t detected_step = -1;
+  std::string birth_op;       // of the first incident ("" when none)
+  std::string phase;
+  std::string cause;          // the first incident's top cause, e.g. "unsafe_loss/log_of_zero"
+  std::vector<int64_t> samples;  // ids blamed over all incidents
+  double final_accuracy = -1;    // on the scenario's test images, in [0, 1]
+  bool finite = false;           // parameters finite at the end
+  double seconds = 0;            // wall time of the guarded training
+  std::string error;             // why the script could not run ("" when it ran)
 };
 
 struct TableOptions {
@@ -55,6 +71,8 @@ struct Table {
   std::vector<AnomalyResult> anomaly;
   bool anomaly_available = false;
   std::string anomaly_note;  // why the anomaly-mode column is missing, if it is
+  // nanguard from Python beside anomaly mode (run when anomaly mode is).
+  std::vector<PythonGuardResult> python_guard;
   int64_t seeds = 0;
   double seconds = 0;
 
@@ -74,6 +92,11 @@ void prepare_output_dir(const std::filesystem::path& dir);
 void write_result(const ScenarioResult& result, const std::filesystem::path& dir);
 // Writes dir/table.md and dir/table.json (IoError when it cannot).
 void write_table(const Table& table, const std::filesystem::path& dir);
+
+// Runs the Python equivalent of one scenario under nanguard from Python (import nanguard); the
+// result's error says why it could not run (no script, no nanguard package, a failed run).
+PythonGuardResult run_python_guard(const std::string& python, const std::filesystem::path& python_dir,
+                                   const std::string& scenario, uint64_t seed, const std::filesystem::path& mnist_dir);
 
 // Runs the Python equivalent of one scenario under anomaly mode; the result's error says why
 // it could not run (no script for the scenario, no torch, a failed run).
