@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "diagnose/divergence.h"
+#include "diagnose/initialisation.h"
 
 namespace nanguard {
 namespace {
@@ -962,6 +963,16 @@ void rule_exploding(const Evidence& e, const Facts& f, const UnsafeBirth& unsafe
                        "orthogonally or with a smaller scale"
                      : "clip the gradient norm (e.g. to 1.0), check the weight initialisation "
                        "scale, or add normalisation layers";
+  // A recurrent matrix with a gain above every standard init multiplies the gradient once per
+  // time step: the initialisation is where the explosion comes from, and re-initialising that
+  // matrix (not clipping its symptoms) is the repair.
+  const std::vector<InitFinding> gains = detail::findings_of(e, "recurrent_gain");
+  if ((recurrent || recurrent_grads) && !gains.empty()) {
+    c.subkind = detail::kRecurrentGain;
+    c.explanation += " The recurrent weights are out of scale for a stable recurrence: " + detail::init_findings_text(gains) +
+                     "; above 1, the backward product of the step Jacobians can grow with every time step.";
+    c.suggestion = detail::reinit_suggestion(gains) + ", or clip the gradient norm (e.g. to 1.0)";
+  }
   out.push_back(std::move(c));
 }
 

@@ -6,7 +6,11 @@
 //   overflow_forecast: the monitor's growth detector forecasts float32 overflow within
 //                      `forecast_steps` steps;
 //   collapse:          every unit of a ReLU layer dead on two sampled steps in a row (a
-//                      constant output).
+//                      constant output);
+//   dead_start:        within the first `initial_steps` steps, the first layer receives exactly
+//                      zero gradient while the last one does not (the monitor's vanishing-gradient
+//                      signal): nothing can ever move it. The guard keeps it only where that
+//                      layer's parameters are out of scale (init_inspection.h).
 // The thresholds and the measurements that chose them are in docs/guard.md.
 #pragma once
 
@@ -27,13 +31,13 @@ struct Warning;
 namespace detail {
 
 struct DivergenceFinding {
-  std::string kind;          // "loss_excursion", "overflow_forecast", "collapse"
+  std::string kind;          // "loss_excursion", "overflow_forecast", "collapse", "dead_start"
   int64_t step = 0;          // the step whose check found it
   double value = 0;          // the loss, the forecast steps, or the dead fraction
   double threshold = 0;      // what it passed
   double reference = 0;      // the healthy loss level the threshold came from
   int64_t excursion_start = -1;  // the first step outside the healthy regime
-  std::string layer;         // collapse: the dead layer
+  std::string layer;         // collapse, dead_start: the dead layer
   std::string message;       // one sentence with the numbers
 };
 
@@ -44,7 +48,8 @@ class DivergenceWatch {
   // The finite loss of a step whose values all passed the check: an excursion, or nullopt (the
   // loss then joins the healthy history).
   std::optional<DivergenceFinding> check_loss(int64_t step, double loss);
-  // A monitor warning of this step: an overflow forecast within the horizon is an excursion.
+  // A monitor warning of this step: an overflow forecast within the horizon is an excursion, a
+  // first layer without any gradient in the first steps a dead start.
   std::optional<DivergenceFinding> check_warning(const monitor::Warning& warning);
   // Activation statistics of a sampled step (after its update): a layer with every unit dead.
   std::optional<DivergenceFinding> check_activations(int64_t step, const std::vector<monitor::ActivationStats>& stats);

@@ -10,6 +10,7 @@
 
 #include "core/check.h"
 #include "guard/guard_impl.h"
+#include "guard/init_inspection.h"
 #include "nanguard/guard/consensus.h"
 #include "nanguard/numerics/health.h"
 
@@ -243,7 +244,15 @@ void Guard::Impl::emit_warnings(const std::vector<monitor::Warning>& warnings) {
     // A spike can be one batch of extreme samples: screen this step's batch before its update.
     if (w.detector == "loss_spike" || w.detector == "grad_norm_spike") screen_trigger = w.detector;
     executor->prevent_overflow(w);
-    if (!pending_divergence) pending_divergence = divergence.check_warning(w);
+    if (!pending_divergence) {
+      auto found = divergence.check_warning(w);
+      // A layer without gradient at the start is a dead start the guard can repair only where
+      // its parameters are out of scale; otherwise it stays a warning (depth, structure).
+      if (found && found->kind == "dead_start" &&
+          detail::inspect_initialisation(state.names(), state.params(), found->layer + ".").empty())
+        found.reset();
+      pending_divergence = found;
+    }
   }
 }
 

@@ -10,6 +10,7 @@
 
 #include "guard/batch_memory.h"
 #include "guard/divergence_watch.h"
+#include "guard/init_inspection.h"
 #include "guard/rng_state.h"
 #include "guard/training_state.h"
 #include "nanguard/data/input_scale.h"
@@ -381,6 +382,9 @@ std::shared_ptr<Incident> Investigator::investigate(const FailedStep& failed) {
   fill_optimizer(state_, ev);
   collect_batch_evidence(failed.batch, ev);
   collect_tensor_evidence(failed.loss, ev);
+  // Recurrent gains above every standard init (an exploding recurrent gradient's usual origin),
+  // on the pre-step weights: an SVD per recurrent matrix, on an incident only.
+  ev.init_findings = inspect_initialisation(state_.names(), state_.params(), "", /*recurrent_only=*/true);
   // The gradient norm was beyond float32's range on the steps just before (or is now).
   ev.gradient_norm_overflow =
       failed.overflow_streak || (ev.nonfinite_tensors.empty() && state_.gradient_norm_overflows());
@@ -526,6 +530,8 @@ std::shared_ptr<Incident> Investigator::investigate_divergence(const FailedStep&
   ev.divergence_layer = finding.layer;
   ev.birth_module = finding.layer;
   ev.inputs_rescalable = inputs_rescalable;
+  if (finding.kind == "dead_start")
+    ev.init_findings = inspect_initialisation(state_.names(), state_.params(), finding.layer + ".");
   incident->diagnosis = diagnose(ev);
   incident->seconds_to_diagnosis = seconds_since(detected);
   return incident;

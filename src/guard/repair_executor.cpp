@@ -10,6 +10,7 @@
 #include "guard/divergence_watch.h"
 #include "guard/event_log.h"
 #include "guard/healthy_history.h"
+#include "guard/init_inspection.h"
 #include "guard/rng_state.h"
 #include "guard/sentinel.h"
 #include "guard/training_state.h"
@@ -69,6 +70,9 @@ void RepairExecutor::rollback(Run& r) {
   // taken at that step already holds the state whose loss left the healthy range).
   const Evidence& ev = r.incident->evidence;
   if (ev.diverged && ev.excursion_start >= 0) target = std::min(target, ev.excursion_start - 1);
+  // A dead start goes back to the initial state itself (the re-initialisation after the
+  // rollback replaces what was wrong with it).
+  if (ev.diverged && ev.divergence_kind == "dead_start") target = 0;
   // The kept first snapshot is for divergences (a run that leaves its regime at the start);
   // other rollbacks go to the ring, whose lost steps the batch memory can re-run.
   auto restored = p_.ring.restore_at_or_before(target, /*include_first=*/ev.diverged);
@@ -148,6 +152,39 @@ void RepairExecutor::safe_epsilon(Run& r) {
     }
   }
   event(r, RepairAction::safe_epsilon, changed.empty() ? "no epsilon below " + fmt::format("{:.3g}", safe) : "epsilon " + changed);
+}
+
+// Re-initialises the parameters the evidence measured out of scale. Their optimizer state
+// describes the old values, so it is erased; and the snapshot rolled back to gets the new
+// values, so that a later rollback to it does not bring the bad initialisation back.
+void RepairExecutor::reinitialize(Run& r) {
+  const auto& names = p_.state.names();
+  const auto& params = p_.state.params();
+  std::vector<at::Tensor> changed;
+  std::string done;
+  for (const InitFinding& f : r.incident->evidence.init_findings) {
+    const auto it = std::find(names.begin(), names.end(), f.parameter);
+    if (it == names.end()) continue;
+    const at::Tensor& p = params[static_cast<size_t>(it - names.begin())];
+    done += (done.empty() ? "" : "; ") + detail::reinitialize(p, f);
+    changed.push_back(p);
+  }
+  for (OptimizerAdapter* opt : p_.state.optimizers()) {
+    const std::vector<at::Tensor> own = opt->parameters();
+    auto kept = opt->state();
+    const auto before = kept.size();
+    kept.erase(std::remove_if(kept.begin(), kept.end(),
+                              [&](const OptimizerParamStateView& v) {
+                                if (v.param < 0 || v.param >= static_cast<int64_t>(own.size())) return false;
+                                const at::Tensor& p = own[static_cast<size_t>(v.param)];
+                                return std::any_of(changed.begin(), changed.end(),
+                                                   [&](const at::Tensor& c) { return c.is_same(p); });
+                              }),
+               kept.end());
+    if (kept.size() != before) opt->load_state(kept);
+  }
+  if (r.rolled_back_to && !changed.empty()) p_.ring.retake(*r.rolled_back_to);
+  event(r, RepairAction::reinitialize, done.empty() ? "no parameter to re-initialise" : "re-initialised " + done);
 }
 
 void RepairExecutor::recompute_action(Run& r) {
@@ -273,6 +310,7 @@ StepVerdict RepairExecutor::execute(const std::shared_ptr<Incident>& incident, c
       case RepairAction::stop: stop(r, "training stopped"); break;
       case RepairAction::rescale_inputs: rescale_inputs(r); break;
       case RepairAction::safe_epsilon: safe_epsilon(r); break;
+      case RepairAction::reinitialize: reinitialize(r); break;
     }
     if (s_.stopped) break;
   }

@@ -99,6 +99,7 @@ class RepairExecutor {
   void stable_loss(Run& r);
   void rescale_inputs(Run& r);
   void safe_epsilon(Run& r);
+  void reinitialize(Run& r);
   void recompute_action(Run& r);
   // Recomputes the step from the pre-step state (without quarantined samples); applies it if
   // finite.

@@ -82,6 +82,12 @@ void SnapshotRing::take(int64_t step) {
   last_take_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+void SnapshotRing::retake(int64_t step) {
+  torch::NoGradGuard no_grad;
+  for (auto& slot : slots_)
+    if (slot->valid && slot->step == step) fill(*slot, step);
+}
+
 void SnapshotRing::fill(Slot& slot, int64_t step) {
   for (size_t i = 0; i < state_.parameters.size(); ++i) copy_into(slot.parameters[i], state_.parameters[i]);
   for (size_t i = 0; i < state_.buffers.size(); ++i) copy_into(slot.buffers[i], state_.buffers[i]);

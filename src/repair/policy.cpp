@@ -13,7 +13,7 @@
 namespace nanguard {
 namespace {
 
-constexpr std::array<std::pair<RepairAction, const char*>, 10> kActionNames = {{
+constexpr std::array<std::pair<RepairAction, const char*>, 11> kActionNames = {{
     {RepairAction::skip_step, "skip_step"},
     {RepairAction::quarantine_samples, "quarantine_samples"},
     {RepairAction::rollback, "rollback"},
@@ -24,6 +24,7 @@ constexpr std::array<std::pair<RepairAction, const char*>, 10> kActionNames = {{
     {RepairAction::stop, "stop"},
     {RepairAction::rescale_inputs, "rescale_inputs"},
     {RepairAction::safe_epsilon, "safe_epsilon"},
+    {RepairAction::reinitialize, "reinitialize"},
 }};
 
 constexpr std::array<const char*, 14> kCauses = {
@@ -121,6 +122,12 @@ RepairPolicy RepairPolicy::automatic() {
       // plan_repair turns rescale_inputs into lr_backoff when the trainer cannot rescale.
       {cause::unscaled_inputs, {A::rescale_inputs, A::rollback}},
       {cause::exploding_gradients, {A::rollback, A::enable_clipping}},
+      // The recurrent gain is the origin: undo the explosion's updates, then replace the gain
+      // (a clip would leave it there and keep trimming its symptoms).
+      {std::string(cause::exploding_gradients) + "/recurrent_gain", {A::rollback, A::reinitialize}},
+      // A layer that no update can move: restart from the initial state with that layer
+      // re-initialised (the rollback goes first so the re-initialised weights are what stays).
+      {std::string(cause::bad_initialization) + "/dead_start", {A::rollback, A::reinitialize}},
       {cause::optimizer_state_overflow, {A::rollback, A::lr_backoff}},
       {cause::environment, {A::recompute}},
       // The update itself made the NaN: undo it, and fix the setting before the lost steps
@@ -217,6 +224,10 @@ std::vector<RepairAction> plan_repair(const Diagnosis& diagnosis, const Evidence
         break;
       case A::rescale_inputs:
         push_unique(plan, evidence.inputs_rescalable ? A::rescale_inputs : A::lr_backoff);
+        break;
+      case A::reinitialize:
+        // Only what the guard measured out of scale is re-initialised; nothing else.
+        if (!evidence.init_findings.empty()) push_unique(plan, A::reinitialize);
         break;
       case A::enable_clipping:
       case A::safe_epsilon:

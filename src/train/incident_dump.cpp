@@ -10,19 +10,20 @@
 namespace nanguard {
 namespace fs = std::filesystem;
 
-void write_module_tensors(const fs::path& path, torch::nn::Module& module) {
+void write_module_tensors(const fs::path& path, torch::nn::Module& module, const ExtraTensors& extra) {
   write_file_atomic(path, [&](const fs::path& tmp) {
     torch::serialize::OutputArchive archive;
     for (const auto& item : module.named_parameters()) archive.write(item.key(), item.value());
     for (const auto& item : module.named_buffers()) archive.write(item.key(), item.value(), /*is_buffer=*/true);
+    for (const auto& [name, value] : extra) archive.write(name, value, /*is_buffer=*/true);
     archive.save_to(tmp.string());
   });
 }
 
 void write_incident_dump(const fs::path& dir, torch::nn::Module& module, const data::Batch& batch,
-                         const at::Tensor& rng_state, torch::optim::Optimizer* optimizer) {
+                         const at::Tensor& rng_state, torch::optim::Optimizer* optimizer, const ExtraTensors& extra) {
   torch::NoGradGuard no_grad;
-  write_module_tensors(dir / "state.pt", module);
+  write_module_tensors(dir / "state.pt", module, extra);
   if (optimizer != nullptr) {
     write_file_atomic(dir / "optimizer.pt", [&](const fs::path& tmp) { torch::save(*optimizer, tmp.string()); });
   }

@@ -192,13 +192,14 @@ monitor::MonitorOptions parse_monitor(const toml::table& table, const std::strin
 // [guard.divergence]: the finite-divergence watch (names as in DivergenceOptions).
 DivergenceOptions parse_divergence(const toml::table& table, const std::string& file) {
   TableReader r(table, "guard.divergence", file);
-  r.reject_unknown({"enabled", "collapse", "loss_factor", "initial_steps", "window", "forecast_steps"});
+  r.reject_unknown({"enabled", "collapse", "dead_start", "loss_factor", "initial_steps", "window", "forecast_steps"});
   DivergenceOptions d;
   bool flag = false;
   int64_t n = 0;
   double x = 0;
   if (table.contains("enabled")) r.read(std::string_view("enabled"), flag, "true or false"), d.enabled(flag);
   if (table.contains("collapse")) r.read(std::string_view("collapse"), flag, "true or false"), d.collapse(flag);
+  if (table.contains("dead_start")) r.read(std::string_view("dead_start"), flag, "true or false"), d.dead_start(flag);
   if (table.contains("loss_factor")) r.read(std::string_view("loss_factor"), x, "a number"), d.loss_factor(x);
   if (table.contains("initial_steps")) r.read(std::string_view("initial_steps"), n, "an integer"), d.initial_steps(n);
   if (table.contains("window")) r.read(std::string_view("window"), n, "an integer"), d.window(n);

@@ -17,6 +17,11 @@
 
 namespace nanguard {
 namespace {
+// The input scale of a rescaled run, saved with its weights.
+constexpr const char* kInputScaleKey = "nanguard.input_scale";
+}  // namespace
+
+namespace {
 
 using Clock = std::chrono::steady_clock;
 
@@ -89,7 +94,7 @@ Trainer::Trainer(SequentialModel model, CompileOptions options)
     hooks.dump_incident = [this](int64_t step, const data::Batch& batch, const at::Tensor& rng) {
       if (incident_dump_dir_.empty()) return;
       write_incident_dump(incident_dump_dir_ / ("step_" + std::to_string(step)), *model_, batch, rng,
-                          optimizer_.get());
+                          optimizer_.get(), saved_extras());
     };
     hooks.on_event = [this](const GuardEvent& e) {
       if (event_handler_) event_handler_(e);
@@ -347,7 +352,13 @@ void Trainer::save_weights(const std::filesystem::path& path) {
                            "' holds NaN or Inf");
     }
   }
-  write_module_tensors(path, *model_);
+  write_module_tensors(path, *model_, saved_extras());
+}
+
+// A rescaled run's weights expect rescaled inputs: the scale travels with them.
+ExtraTensors Trainer::saved_extras() const {
+  if (input_scale_ == 1.0) return {};
+  return {{kInputScaleKey, torch::tensor(input_scale_, torch::kDouble)}};
 }
 
 void Trainer::load_weights(const std::filesystem::path& path) {
@@ -371,8 +382,20 @@ void Trainer::load_weights(const std::filesystem::path& path) {
     };
     for (const auto& item : model_->named_parameters()) collect(item.key(), item.value(), false);
     for (const auto& item : model_->named_buffers()) collect(item.key(), item.value(), true);
+    // The input scale of a run the guard rescaled (absent: the inputs as the config gives them).
+    double scale = 1.0;
+    at::Tensor saved_scale;
+    if (archive.try_read(kInputScaleKey, saved_scale, /*is_buffer=*/true)) {
+      const bool ok = saved_scale.numel() == 1 && saved_scale.is_floating_point();
+      scale = ok ? saved_scale.item<double>() : 0.0;
+      if (!(std::isfinite(scale) && scale > 0)) {
+        throw ValueError("weights file " + path.string() + ": '" + kInputScaleKey +
+                         "' must be one finite number > 0, got " + (ok ? fmt::format("{}", scale) : "a tensor of shape " + c10::str(saved_scale.sizes())));
+      }
+    }
     torch::NoGradGuard no_grad;
     for (auto& [target, value] : loaded) target.copy_(value);
+    input_scale_ = scale;
   } catch (const c10::Error& e) {
     throw ValueError("cannot load weights from " + path.string() +
                      " (not a nanguard weights file, or saved from another model): " +

@@ -134,13 +134,19 @@ TEST(RunConfig, GuardTableErrorsNameKeyAndLine) {
 
 TEST(RunConfig, GuardDivergenceTable) {
   const std::string base = std::string(kGood) + "\n[guard.divergence]\n";
-  RunConfig c = parse_run_config(base + "loss_factor = 8\nforecast_steps = 5\ncollapse = false\n"
-                                        "[guard.policy]\n\"lr_too_high/divergence\" = [\"rollback\"]\n",
+  RunConfig c = parse_run_config(base + "loss_factor = 8\nforecast_steps = 5\ncollapse = false\ndead_start = false\n"
+                                        "[guard.policy]\n\"lr_too_high/divergence\" = [\"rollback\"]\n"
+                                        "\"bad_initialization/dead_start\" = [\"rollback\", \"reinitialize\"]\n",
                                  "g.toml");
   EXPECT_DOUBLE_EQ(c.compile.guard.divergence().loss_factor(), 8.0);
   EXPECT_EQ(c.compile.guard.divergence().forecast_steps(), 5);
   EXPECT_FALSE(c.compile.guard.divergence().collapse());
+  EXPECT_FALSE(c.compile.guard.divergence().dead_start());
   EXPECT_TRUE(c.compile.guard.divergence().enabled());
+  EXPECT_EQ(c.compile.guard.policy().actions_for("bad_initialization", "dead_start"),
+            (std::vector<RepairAction>{RepairAction::rollback, RepairAction::reinitialize}));
+  EXPECT_TRUE(throws_with<ValueError>([&] { parse_run_config(base + "dead_start = 1\n", "g.toml"); },
+                                      {"guard.divergence.dead_start", "true or false"}));
   EXPECT_EQ(c.compile.guard.policy().actions_for("lr_too_high", "divergence"),
             (std::vector<RepairAction>{RepairAction::rollback}));
   EXPECT_TRUE(throws_with<ValueError>([&] { parse_run_config(base + "loss_factor = 0.5\n", "g.toml"); },

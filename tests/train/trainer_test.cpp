@@ -140,6 +140,42 @@ TEST(Trainer, WeightsRoundTripAndLoadRejectsOtherModels) {
   EXPECT_THROW(c.load_weights(dir / "missing.pt"), IoError);
 }
 
+// A rescaled run's weights carry their input scale, so evaluate / predict after load_weights
+// scale the inputs as training did.
+TEST(Trainer, TheInputScaleTravelsWithTheWeights) {
+  testing::TempDir dir;
+  torch::manual_seed(0);
+  Trainer a(SequentialModel(small_mlp()), adam());
+  EXPECT_DOUBLE_EQ(a.input_scale(), 1.0);
+  auto write = [&](const std::string& file, const at::Tensor& scale) {
+    write_module_tensors(dir / file, *a.model(), {{"nanguard.input_scale", scale}});
+  };
+  write("scaled.pt", torch::tensor(1.0 / 255, torch::kDouble));
+  Trainer b(SequentialModel(small_mlp()), adam());
+  b.load_weights(dir / "scaled.pt");
+  EXPECT_DOUBLE_EQ(b.input_scale(), 1.0 / 255);
+  auto x = torch::randn({5, 2}) * 255;
+  EXPECT_TRUE(torch::allclose(b.predict(x), a.predict(x / 255)));
+  // save_weights writes it back, and weights without it reset it.
+  b.save_weights(dir / "again.pt");
+  Trainer c(SequentialModel(small_mlp()), adam());
+  c.load_weights(dir / "again.pt");
+  EXPECT_DOUBLE_EQ(c.input_scale(), 1.0 / 255);
+  a.save_weights(dir / "plain.pt");
+  c.load_weights(dir / "plain.pt");
+  EXPECT_DOUBLE_EQ(c.input_scale(), 1.0);
+  // Bad values name the key and what was expected, and leave the trainer as it was.
+  write("zero.pt", torch::tensor(0.0, torch::kDouble));
+  write("nan.pt", torch::tensor(std::nan(""), torch::kDouble));
+  write("shape.pt", torch::ones({2}, torch::kDouble));
+  for (const char* bad : {"zero.pt", "nan.pt", "shape.pt"}) {
+    EXPECT_TRUE(testing::throws_with<ValueError>([&] { c.load_weights(dir / bad); },
+                                                 {bad, "nanguard.input_scale", "one finite number > 0"}))
+        << bad;
+    EXPECT_DOUBLE_EQ(c.input_scale(), 1.0) << bad;
+  }
+}
+
 TEST(Trainer, RefusesToWriteAPoisonedCheckpoint) {
   testing::TempDir dir;
   torch::manual_seed(0);

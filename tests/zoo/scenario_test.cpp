@@ -321,6 +321,16 @@ TEST_F(ZooMnist, Z5BadSamplesAreBlamedAndQuarantined) {
   EXPECT_TRUE(r.repaired) << r.final_accuracy << " vs clean " << r.clean_accuracy;
 }
 
+// Z12 under the guard: the saturated LSTM is a dead start, re-initialised from the initial state;
+// it then learns from its input (unguarded it stays at chance, checked below).
+TEST_F(ZooMnist, Z12DeadStartIsReinitialisedAndLearns) {
+  const auto r = run("Z12");
+  EXPECT_EQ(r.incidents, 1);
+  EXPECT_EQ(r.top_cause, "bad_initialization/dead_start");
+  EXPECT_TRUE(r.cause_correct);
+  EXPECT_EQ(r.actions, (std::vector<std::string>{"rollback", "reinitialize", "rerun_lost_steps"}));
+  EXPECT_GT(r.final_accuracy, 0.4) << "clean " << r.clean_accuracy;
+}
 
 // The scenarios Z9-Z15 on their own (no guard): each fails the way its comment says, and its
 // clean twin trains. A few epochs of 2000 images, batches of 64 in order.

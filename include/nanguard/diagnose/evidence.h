@@ -52,6 +52,23 @@ struct AuditFlags {
   std::vector<std::pair<std::string, std::vector<int64_t>>> by_property;  // ids ascending
 };
 
+// A parameter whose scale no standard initialisation gives (measured on the incident's
+// pre-step weights), and the initialisation that would replace it.
+struct InitFinding {
+  std::string parameter;  // "rnn.weight_hh", "lstm.bias_ih_l0"
+  // "recurrent_gain": a recurrent matrix (or one gate's block of it) whose largest singular value
+  //                   is above every standard initialisation's;
+  // "weight_scale":   a weight whose standard deviation is several times He's sqrt(2 / fan_in);
+  // "saturating_bias": a bias whose RMS alone drives sigmoid / tanh into their flat ends.
+  std::string problem;
+  double value = 0;      // the largest singular value, the standard deviation or the RMS
+  double reference = 0;  // what a standard initialisation gives (1, He's std, ...)
+  // The replacement: "orthogonal", "glorot_uniform", "zeros", or "uniform" in +-bound (a
+  // recurrent layer's bias: PyTorch's default U(+-1/sqrt(hidden)) for its layers).
+  std::string scheme;
+  double bound = 0;
+};
+
 struct Evidence {
   int64_t step = 0;   // global step of the failed check
   int64_t epoch = -1;
@@ -155,13 +172,13 @@ struct Evidence {
   // Finite divergence: every value finite, but the run left its healthy regime (the guard's
   // divergence watch). failed_check is then "divergence".
   bool diverged = false;
-  std::string divergence_kind;       // "loss_excursion", "overflow_forecast", "collapse"
+  std::string divergence_kind;       // "loss_excursion", "overflow_forecast", "collapse", "dead_start"
   std::string divergence_finding;    // the watch's sentence, with its numbers
   double divergence_value = 0;       // the loss, the forecast steps or the dead fraction
   double divergence_threshold = 0;   // the threshold it passed
   double divergence_reference = 0;   // the run's healthy loss level
   int64_t excursion_start = -1;      // the first step outside the healthy regime
-  std::string divergence_layer;      // collapse: the dead layer
+  std::string divergence_layer;      // collapse, dead_start: the dead layer
   // The scale of the batch's (finite) inputs: raw 8-bit pixels have an RMS in the tens and
   // only integer values.
   double input_rms = 0;
@@ -169,6 +186,10 @@ struct Evidence {
   bool inputs_integer = false;
   // The trainer owns the data pipeline and can rescale the inputs (GuardHooks::rescale_inputs).
   bool inputs_rescalable = false;
+
+  // Parameters out of every standard initialisation's scale (recurrent gains above 1, weights
+  // several times He's scale, saturating biases), as the guard measured them on this incident.
+  std::vector<InitFinding> init_findings;
 };
 
 }  // namespace nanguard

@@ -27,6 +27,10 @@ struct DivergenceOptions {
   TORCH_ARG(int64_t, forecast_steps) = 20;
   // Collapse: a ReLU layer with every unit dead on a sampled step (needs monitor activations).
   TORCH_ARG(bool, collapse) = true;
+  // Dead start: within the first `initial_steps` steps a layer receives exactly zero gradient
+  // and some of its parameters are out of every standard initialisation's scale (the monitor's
+  // vanishing-gradient signal, needs the monitor). Repaired by re-initialising them.
+  TORCH_ARG(bool, dead_start) = true;
 
  public:
   // Throws ValueError naming the first option out of range.

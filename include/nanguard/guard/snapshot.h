@@ -56,6 +56,10 @@ class SnapshotRing {
   int64_t capacity() const { return capacity_; }
   // Drops every snapshot newer than `step` (after a rollback they describe an abandoned path).
   void discard_after(int64_t step);
+  // Copies the current state into every snapshot labelled `step` (the kept first one too), after
+  // a repair changed the state restored from it on purpose (a re-initialised layer), so that a
+  // later rollback to it does not bring the old state back.
+  void retake(int64_t step);
 
   struct Slot;
 

@@ -21,6 +21,7 @@ enum class RepairAction {
   stop,                // stop training with the full report
   rescale_inputs,      // scale a trainer-owned input pipeline to unit range (unscaled inputs)
   safe_epsilon,        // raise an optimizer epsilon that is 0 (or underflows) to a safe value
+  reinitialize,        // re-initialise the parameters measured out of scale (Evidence::init_findings)
 };
 
 // "skip_step", "quarantine_samples", ...
@@ -60,6 +61,8 @@ struct RepairPolicy {
 //   lr_too_high/divergence -> rollback, lr_backoff (every value finite: nothing to clip)
 //   unscaled_inputs -> rescale_inputs, rollback
   //   exploding_gradients -> rollback, enable_clipping
+  //   exploding_gradients/recurrent_gain -> rollback, reinitialize
+  //   bad_initialization/dead_start -> rollback, reinitialize
   //   optimizer_state_overflow -> rollback, lr_backoff
   //   environment -> recompute
   //   optimizer_setting -> rollback, safe_epsilon
@@ -115,6 +118,8 @@ class RepairLedger {
 //   - lr_backoff is dropped when the learning rate is known and already at the floor (the
 //     caller clamps new rates to lr_floor);
 //   - safe_epsilon stays;
+//   - reinitialize stays only when the evidence measured parameters out of scale
+//     (evidence.init_findings), else it is dropped;
 //   - enable_clipping stays; when evidence.clipping_enabled it means "tighten": the caller
 //     halves the current max norm;
 //   - recompute becomes skip_step when the replay reproduced the fault (recomputing would give

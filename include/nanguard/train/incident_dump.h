@@ -7,6 +7,9 @@
 #pragma once
 
 #include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
@@ -22,11 +25,16 @@ struct IncidentDump {
   std::filesystem::path optimizer_file;  // empty when not dumped; load with Trainer::load_optimizer_state
 };
 
-// Parameters and buffers under flat names ("layers.1.dense.weight"), written atomically.
-void write_module_tensors(const std::filesystem::path& path, torch::nn::Module& module);
+// Tensors saved beside a module's, under names of their own ("nanguard.input_scale").
+using ExtraTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+// Parameters and buffers under flat names ("layers.1.dense.weight"), and `extra` as buffers,
+// written atomically.
+void write_module_tensors(const std::filesystem::path& path, torch::nn::Module& module, const ExtraTensors& extra = {});
 
 void write_incident_dump(const std::filesystem::path& dir, torch::nn::Module& module, const data::Batch& batch,
-                         const at::Tensor& rng_state, torch::optim::Optimizer* optimizer = nullptr);
+                         const at::Tensor& rng_state, torch::optim::Optimizer* optimizer = nullptr,
+                         const ExtraTensors& extra = {});
 // Throws IoError naming the missing file, ValueError for inconsistent contents.
 IncidentDump read_incident_dump(const std::filesystem::path& dir);
 

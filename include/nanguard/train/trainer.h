@@ -17,6 +17,7 @@
 #include "nanguard/data/dataset.h"
 #include "nanguard/guard/guard.h"
 #include "nanguard/train/history.h"
+#include "nanguard/train/incident_dump.h"
 #include "nanguard/train/loss.h"
 #include "nanguard/train/metrics.h"
 #include "nanguard/train/model.h"
@@ -122,7 +123,8 @@ class Trainer {
   void set_audit_flagged_samples(AuditFlags flags) { audit_flagged_ = std::move(flags); }
   // The factor every input is multiplied by before the model (1 unless the guard's
   // rescale_inputs repair scaled inputs that were far from unit range); evaluate and predict
-  // apply it too.
+  // apply it too. save_weights stores it with the weights ("nanguard.input_scale") and
+  // load_weights restores it, so `nanguard evaluate` of a rescaled run scales as training did.
   double input_scale() const { return input_scale_; }
   // The training loss of the first applied step (NaN before it): the level a run that learns
   // falls below.
@@ -143,6 +145,8 @@ class Trainer {
   at::Tensor model_input(const at::Tensor& x) const;
   // The guard's rescale_inputs repair: scales the training inputs to unit range.
   std::string rescale_inputs();
+  // What save_weights writes beside the model (the input scale of a rescaled run).
+  ExtraTensors saved_extras() const;
   // Sparse labels must index the model's outputs; checked once per dataset, not per step.
   void check_labels(const data::TensorDataset& dataset, const char* what) const;
 

@@ -1,0 +1,280 @@
+// A bad initialisation measured on the parameters (init_inspection.h), its repair, and the dead
+// start as an incident of the guard.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "guard/init_inspection.h"
+#include "nanguard/core/error.h"
+#include "nanguard/guard/guard.h"
+#include "nanguard/guard/optimizer_adapter.h"
+#include "nanguard/guard/snapshot.h"
+
+namespace nanguard {
+namespace {
+
+using detail::inspect_initialisation;
+
+struct Named {
+  std::vector<std::string> names;
+  std::vector<at::Tensor> params;
+};
+Named named(torch::nn::Module& m) {
+  Named n;
+  for (const auto& p : m.named_parameters()) {
+    n.names.push_back(p.key());
+    n.params.push_back(p.value());
+  }
+  return n;
+}
+
+double largest_singular_value(const at::Tensor& m) { return at::linalg_svdvals(m.detach()).max().item<double>(); }
+
+TEST(InitInspection, DefaultInitialisationsAreInScale) {
+  torch::manual_seed(0);
+  torch::nn::LSTM lstm(torch::nn::LSTMOptions(28, 32));
+  torch::nn::RNN rnn(torch::nn::RNNOptions(28, 96));
+  torch::nn::Linear dense(784, 128);
+  torch::nn::Embedding embedding(1000, 16);  // N(0, 1) is its standard
+  for (torch::nn::Module* m : {static_cast<torch::nn::Module*>(lstm.get()), static_cast<torch::nn::Module*>(rnn.get()),
+                               static_cast<torch::nn::Module*>(dense.get()),
+                               static_cast<torch::nn::Module*>(embedding.get())}) {
+    const Named n = named(*m);
+    EXPECT_TRUE(inspect_initialisation(n.names, n.params).empty()) << m->name();
+  }
+}
+
+TEST(InitInspection, ARecurrentGainAboveOneIsFoundPerGateBlock) {
+  torch::manual_seed(0);
+  torch::nn::LSTM lstm(torch::nn::LSTMOptions(8, 16));
+  {
+    torch::NoGradGuard no_grad;
+    // Only the cell gate's block (the third of four) has gain 1.5.
+    torch::nn::init::orthogonal_(lstm->named_parameters()["weight_hh_l0"].narrow(0, 32, 16), 1.5);
+  }
+  const Named n = named(*lstm);
+  const auto found = inspect_initialisation(n.names, n.params);
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].parameter, "weight_hh_l0");
+  EXPECT_EQ(found[0].problem, "recurrent_gain");
+  EXPECT_NEAR(found[0].value, 1.5, 1e-4);
+  EXPECT_EQ(found[0].scheme, "orthogonal");
+}
+
+TEST(InitInspection, OutOfScaleWeightsAndSaturatingBiasesAreFound) {
+  torch::manual_seed(0);
+  torch::nn::Linear a(64, 64), b(64, 10);
+  {
+    torch::NoGradGuard no_grad;
+    a->weight.normal_(0.0, 1.0);  // 5.7x He's sqrt(2 / 64)
+    a->bias.fill_(15.0);
+  }
+  torch::nn::Sequential model(a, b);
+  const Named n = named(*model);
+  auto found = inspect_initialisation(n.names, n.params);
+  ASSERT_EQ(found.size(), 2u);
+  EXPECT_EQ(found[0].parameter, "0.weight");
+  EXPECT_EQ(found[0].problem, "weight_scale");
+  EXPECT_NEAR(found[0].reference, std::sqrt(2.0 / 64), 1e-12);
+  EXPECT_EQ(found[0].scheme, "glorot_uniform");
+  EXPECT_EQ(found[1].parameter, "0.bias");
+  EXPECT_EQ(found[1].problem, "saturating_bias");
+  EXPECT_EQ(found[1].scheme, "zeros");
+  EXPECT_EQ(found[1].bound, 0.0);
+  // A prefix keeps one layer; recurrent_only skips everything that is not recurrent.
+  EXPECT_TRUE(inspect_initialisation(n.names, n.params, "1.").empty());
+  EXPECT_EQ(inspect_initialisation(n.names, n.params, "0.").size(), 2u);
+  EXPECT_TRUE(inspect_initialisation(n.names, n.params, "", /*recurrent_only=*/true).empty());
+}
+
+TEST(InitInspection, ARecurrentLayersSaturatingBiasGetsTheLayersDefaultRange) {
+  torch::nn::LSTM lstm(torch::nn::LSTMOptions(28, 32));
+  {
+    torch::NoGradGuard no_grad;
+    lstm->named_parameters()["bias_hh_l0"].fill_(15.0);
+  }
+  const Named n = named(*lstm);
+  const auto found = inspect_initialisation(n.names, n.params);
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].parameter, "bias_hh_l0");
+  EXPECT_EQ(found[0].scheme, "uniform");
+  EXPECT_DOUBLE_EQ(found[0].bound, 1.0 / std::sqrt(32.0));
+  at::Tensor b = lstm->named_parameters()["bias_hh_l0"];
+  EXPECT_NE(detail::reinitialize(b, found[0]).find("uniform in +-0.177"), std::string::npos);
+  EXPECT_LE(b.abs().max().item<double>(), found[0].bound);
+  InitFinding no_bound = found[0];
+  no_bound.bound = 0;
+  EXPECT_THROW(detail::reinitialize(b, no_bound), ValueError);
+}
+
+TEST(InitInspection, NonFiniteParametersAreNotMistakenForABadInitialisation) {
+  torch::nn::RNN rnn(torch::nn::RNNOptions(4, 8));
+  {
+    torch::NoGradGuard no_grad;
+    torch::nn::init::orthogonal_(rnn->named_parameters()["weight_hh_l0"], 2.0);
+    rnn->named_parameters()["weight_hh_l0"][0][0] = std::nanf("");
+  }
+  const Named n = named(*rnn);
+  EXPECT_TRUE(inspect_initialisation(n.names, n.params).empty());
+}
+
+TEST(Reinitialize, EachSchemeReplacesTheValuesInPlace) {
+  torch::manual_seed(0);
+  torch::nn::LSTM lstm(torch::nn::LSTMOptions(8, 16));
+  torch::nn::Linear dense(64, 32);
+  at::Tensor w_hh = lstm->named_parameters()["weight_hh_l0"];
+  {
+    torch::NoGradGuard no_grad;
+    w_hh.mul_(3.0);
+    dense->weight.normal_(0.0, 1.0);
+    dense->bias.fill_(9.0);
+  }
+  const void* storage = w_hh.data_ptr();
+  InitFinding f;
+  f.parameter = "weight_hh_l0";
+  f.value = 3.4;
+  f.scheme = "orthogonal";
+  EXPECT_NE(detail::reinitialize(w_hh, f).find("orthogonal, gain 1"), std::string::npos);
+  EXPECT_EQ(w_hh.data_ptr(), storage);
+  for (int64_t g = 0; g < 4; ++g) EXPECT_NEAR(largest_singular_value(w_hh.narrow(0, 16 * g, 16)), 1.0, 1e-4);
+
+  f.parameter = "weight";
+  f.scheme = "glorot_uniform";
+  detail::reinitialize(dense->weight, f);
+  const double bound = std::sqrt(6.0 / (64 + 32));
+  EXPECT_LE(dense->weight.abs().max().item<double>(), bound + 1e-6);
+  EXPECT_GT(dense->weight.abs().max().item<double>(), 0.5 * bound);
+
+  f.parameter = "bias";
+  f.scheme = "zeros";
+  detail::reinitialize(dense->bias, f);
+  EXPECT_EQ(dense->bias.abs().max().item<double>(), 0.0);
+
+  f.scheme = "lecun_cubic";
+  try {
+    detail::reinitialize(dense->bias, f);
+    FAIL() << "an unknown scheme must throw";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("lecun_cubic"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("expected orthogonal, glorot_uniform, uniform or zeros"), std::string::npos);
+  }
+}
+
+TEST(SnapshotRetake, ARetakenSnapshotHoldsTheChangedStateAndTheKeptFirstToo) {
+  torch::nn::Linear net(3, 2);
+  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1));
+  auto adapter = make_optimizer_adapter(opt);
+  SnapshotRing ring({net->parameters(), {}, {adapter.get()}, nullptr, nullptr}, 2, /*keep_first=*/true);
+  ring.take(0);
+  {
+    torch::NoGradGuard no_grad;
+    net->weight.fill_(7.0);
+  }
+  ring.retake(0);
+  {
+    torch::NoGradGuard no_grad;
+    net->weight.fill_(-1.0);
+  }
+  ring.take(5);
+  ring.discard_after(0);  // only the ring's and the kept snapshot of step 0 are left
+  ASSERT_EQ(ring.restore_at_or_before(0, /*include_first=*/false), 0);
+  EXPECT_EQ(net->weight.min().item<double>(), 7.0);
+  {
+    torch::NoGradGuard no_grad;
+    net->weight.fill_(-1.0);
+  }
+  ring.take(9);
+  ring.take(12);  // the ring (capacity 2) no longer holds step 0: only the kept first one does
+  ASSERT_EQ(ring.restore_at_or_before(0, /*include_first=*/true), 0);
+  EXPECT_EQ(net->weight.min().item<double>(), 7.0);
+}
+
+// An LSTM whose gate biases (15 + 15) pin every gate: its gradient is exactly 0 from step 0.
+struct Reader : torch::nn::Module {
+  Reader() {
+    lstm = register_module("lstm", torch::nn::LSTM(torch::nn::LSTMOptions(4, 8).batch_first(true)));
+    out = register_module("out", torch::nn::Linear(8, 3));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    auto h = std::get<0>(lstm->forward(x));
+    return out->forward(h.select(1, h.size(1) - 1));
+  }
+  torch::nn::LSTM lstm{nullptr};
+  torch::nn::Linear out{nullptr};
+};
+
+TEST(GuardDeadStart, ASaturatedLstmIsReinitialisedFromTheInitialState) {
+  torch::manual_seed(3);
+  auto model = std::make_shared<Reader>();
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->lstm->named_parameters())
+      if (p.key().rfind("bias", 0) == 0) p.value().fill_(15.0);
+  }
+  torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(1e-2));
+  std::vector<GuardEvent> events;
+  GuardHooks hooks;
+  hooks.on_event = [&](const GuardEvent& e) { events.push_back(e); };
+  Guard guard(*model, opt, GuardOptions(), hooks);
+  const auto x = torch::randn({64, 5, 4});
+  const auto y = torch::randint(0, 3, {64});
+  for (int64_t step = 0; step < 12; ++step) {
+    data::Batch b{x.narrow(0, (step % 4) * 16, 16), y.narrow(0, (step % 4) * 16, 16),
+                  torch::arange((step % 4) * 16, (step % 4) * 16 + 16, torch::kLong)};
+    guard.step(b, [&](const data::Batch& batch) {
+      auto loss = torch::nn::functional::cross_entropy(model->forward(batch.x), batch.y);
+      loss.backward();
+      return loss;
+    });
+  }
+  ASSERT_EQ(guard.incidents().size(), 1u);
+  const Incident& inc = *guard.incidents().front();
+  EXPECT_EQ(inc.diagnosis.top().cause, cause::bad_initialization);
+  EXPECT_EQ(inc.diagnosis.top().subkind, "dead_start");
+  EXPECT_EQ(inc.evidence.divergence_layer, "lstm");
+  EXPECT_EQ(inc.evidence.init_findings.size(), 2u);  // bias_ih_l0, bias_hh_l0
+  ASSERT_GE(inc.actions.size(), 2u);
+  EXPECT_EQ(inc.actions[0], "rollback");
+  EXPECT_EQ(inc.actions[1], "reinitialize");
+  bool rolled_to_start = false;
+  for (const auto& e : events)
+    if (e.kind == "action" && e.action == "rollback") rolled_to_start = e.detail.find("step 0") != std::string::npos;
+  EXPECT_TRUE(rolled_to_start);
+  // The biases left the saturated range and the LSTM learns now.
+  for (auto& p : model->lstm->named_parameters())
+    if (p.key().rfind("bias", 0) == 0) EXPECT_LT(p.value().abs().max().item<double>(), 1.0) << p.key();
+  ASSERT_TRUE(model->lstm->named_parameters()["weight_ih_l0"].grad().defined() || true);
+  opt.zero_grad();
+  torch::nn::functional::cross_entropy(model->forward(x), y).backward();
+  EXPECT_GT(model->lstm->named_parameters()["weight_ih_l0"].grad().abs().max().item<double>(), 0.0);
+}
+
+TEST(GuardDeadStart, ALayerWithoutGradientButInScaleStaysAWarning) {
+  // relu units all dead from a large negative bias of the output layer's input: the first
+  // layer gets no gradient, but nothing is out of scale (bias -3 is below the limit).
+  torch::manual_seed(0);
+  torch::nn::Sequential model(torch::nn::Linear(6, 8), torch::nn::Functional(torch::relu), torch::nn::Linear(8, 3));
+  {
+    torch::NoGradGuard no_grad;
+    model->named_parameters()["0.weight"].mul_(0.01);
+    model->named_parameters()["0.bias"].fill_(-3.0);
+  }
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1));
+  Guard guard(*model, opt);
+  const auto x = torch::rand({16, 6});
+  const auto y = torch::randint(0, 3, {16});
+  for (int step = 0; step < 5; ++step) {
+    guard.step(data::Batch{x, y, torch::arange(16, torch::kLong)}, [&](const data::Batch& b) {
+      auto loss = torch::nn::functional::cross_entropy(model->forward(b.x), b.y);
+      loss.backward();
+      return loss;
+    });
+  }
+  EXPECT_TRUE(guard.incidents().empty());
+}
+
+}  // namespace
+}  // namespace nanguard
