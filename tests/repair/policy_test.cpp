@@ -19,7 +19,7 @@ using Actions = std::vector<RepairAction>;
 const std::vector<RepairAction> kAll = {
     A::skip_step,       A::quarantine_samples, A::rollback,  A::lr_backoff,
     A::enable_clipping, A::stable_loss,        A::recompute, A::stop,
-    A::rescale_inputs,  A::safe_epsilon};
+    A::rescale_inputs,  A::safe_epsilon,       A::reinitialize};
 
 Diagnosis diagnosis_of(const std::string& cause, std::vector<int64_t> samples = {}) {
   CauseScore c;
@@ -53,14 +53,14 @@ TEST(RepairAction, NamesRoundTrip) {
   EXPECT_EQ(names,
             (std::vector<std::string>{"skip_step", "quarantine_samples", "rollback", "lr_backoff",
                                       "enable_clipping", "stable_loss", "recompute", "stop", "rescale_inputs",
-                                      "safe_epsilon"}));
+                                      "safe_epsilon", "reinitialize"}));
 }
 
 TEST(RepairAction, BadNameListsTheValidOnes) {
   EXPECT_TRUE(throws_with<ValueError>(
       [] { repair_action_from_string("jump"); },
       {"\"jump\"", "skip_step", "quarantine_samples", "rollback", "lr_backoff", "enable_clipping",
-       "stable_loss", "recompute", "stop", "rescale_inputs", "safe_epsilon"}));
+       "stable_loss", "recompute", "stop", "rescale_inputs", "safe_epsilon", "reinitialize"}));
   EXPECT_THROW(repair_action_from_string(""), ValueError);
   EXPECT_THROW(repair_action_from_string("Skip_Step"), ValueError);  // names are exact
   EXPECT_THROW(repair_action_from_string("skip_step "), ValueError);
@@ -70,7 +70,7 @@ TEST(RepairAction, BadNameListsTheValidOnes) {
 
 TEST(RepairPolicy, AutomaticHasTheDocumentedDefaults) {
   RepairPolicy p = RepairPolicy::automatic();
-  EXPECT_EQ(p.actions.size(), 13u);
+  EXPECT_EQ(p.actions.size(), 15u);
   EXPECT_EQ(p.actions_for(cause::bad_input_data), (Actions{A::quarantine_samples, A::skip_step}));
   EXPECT_EQ(p.actions_for(cause::data_outlier), (Actions{A::quarantine_samples, A::rollback}));
   EXPECT_EQ(p.actions_for(cause::transient_fault), (Actions{A::recompute}));
@@ -81,6 +81,8 @@ TEST(RepairPolicy, AutomaticHasTheDocumentedDefaults) {
   EXPECT_EQ(p.actions_for(cause::lr_too_high, "other"), (Actions{A::rollback, A::lr_backoff, A::enable_clipping}));
   EXPECT_EQ(p.actions_for(cause::unscaled_inputs), (Actions{A::rescale_inputs, A::rollback}));
   EXPECT_EQ(p.actions_for(cause::exploding_gradients), (Actions{A::rollback, A::enable_clipping}));
+  EXPECT_EQ(p.actions_for(cause::exploding_gradients, "recurrent_gain"), (Actions{A::rollback, A::reinitialize}));
+  EXPECT_EQ(p.actions_for(cause::bad_initialization, "dead_start"), (Actions{A::rollback, A::reinitialize}));
   EXPECT_EQ(p.actions_for(cause::optimizer_state_overflow), (Actions{A::rollback, A::lr_backoff}));
   EXPECT_EQ(p.actions_for(cause::environment), (Actions{A::recompute}));
   EXPECT_EQ(p.actions_for(cause::optimizer_setting), (Actions{A::rollback, A::safe_epsilon}));
