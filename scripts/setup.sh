@@ -5,6 +5,7 @@
 #   scripts/setup.sh          build and test dependencies
 #   scripts/setup.sh --data   also data/mnist and data/fashion-mnist
 #   scripts/setup.sh --bench  also pandas, valgrind and time for side-by-side benchmarks
+# Data parallelism (src/dist) needs libgloo-dev: the headers of the Gloo that LibTorch links.
 # The Python package (python/) needs pybind11-dev, python3-dev and python3-torch (Debian's torch
 # runs on the same LibTorch as libtorch-dev); its tests need python3-pytest.
 set -euo pipefail
@@ -25,7 +26,8 @@ packages=(build-essential cmake ninja-build pkg-config
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   protobuf-compiler libprotobuf-dev python3-protobuf chromium
-  pybind11-dev python3-dev python3-pytest python3-torch)
+  pybind11-dev python3-dev python3-pytest python3-torch
+  libgloo-dev)
 if [ "$want_data" = 1 ]; then packages+=(dataset-fashion-mnist); fi
 if [ "$want_bench" = 1 ]; then packages+=(valgrind python3-pandas time); fi
 if ! command -v npm >/dev/null 2>&1; then packages+=(npm); fi

@@ -1,6 +1,10 @@
 // nanguard fit CONFIG: trains and evaluates a model described by a TOML file and writes the
 // run folder (history, curves, summary, weights).
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <iostream>
 
 #include <fmt/format.h>
@@ -12,6 +16,8 @@
 #include "nanguard/core/atomic_file.h"
 #include "nanguard/core/error.h"
 #include "nanguard/data/audit.h"
+#include "nanguard/dist/data_parallel.h"
+#include "nanguard/dist/launcher.h"
 #include "nanguard/env/blas.h"
 #include "nanguard/guard/snapshot.h"
 #include "nanguard/monitor/monitor.h"
@@ -34,7 +40,64 @@ struct FitArgs {
   bool quiet = false;
   bool dump_incidents = false;
   std::string tensorboard;  // "" = off
+  int nproc_per_node = 0;   // 0: one process (or as torchrun started this one)
 };
+
+// The median wall time of a training step (on_batch_begin to on_batch_end), in seconds.
+class StepTimer : public Callback {
+ public:
+  void on_batch_begin(Trainer&, int64_t) override { start_ = std::chrono::steady_clock::now(); }
+  void on_batch_end(Trainer&, int64_t, const StepResult&) override {
+    seconds_.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+  }
+  double median() const {
+    if (seconds_.empty()) return 0;
+    std::vector<double> s = seconds_;
+    std::nth_element(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(s.size() / 2), s.end());
+    return s[s.size() / 2];
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+  std::vector<double> seconds_;
+};
+
+// `--nproc-per-node N`: this command line again as N workers with torchrun's environment.
+int launch_workers(int nproc) {
+  std::vector<std::string> argv;
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) throw IoError("cannot find this program's path to start its workers: " + ec.message());
+  argv.push_back(self.string());
+  const auto& args = command_line();
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--nproc-per-node") {
+      ++i;  // and its value
+      continue;
+    }
+    if (args[i].rfind("--nproc-per-node=", 0) == 0) continue;
+    argv.push_back(args[i]);
+  }
+  const dist::LaunchResult result = dist::launch_local_workers(nproc, argv);
+  if (result.failed_rank < 0) return kOk;
+  std::cerr << "nanguard: data-parallel run failed: " << result.error << "\n";
+  // A worker's own exit code says why (1 stopped, 2 bad input, ...); a death by signal is a peer failure.
+  return result.exit_code > 0 && result.exit_code < 128 ? result.exit_code : kPeerFailed;
+}
+
+// What summary.json says of each rank of a data-parallel run.
+nlohmann::json rank_record(const dist::DataParallel& group, Trainer& trainer, const StepTimer& timer) {
+  std::vector<at::Tensor> state = trainer.model()->parameters();
+  for (const auto& b : trainer.model()->buffers()) state.push_back(b);
+  nlohmann::json j;
+  j["rank"] = group.rank();
+  j["host"] = group.host();
+  j["pid"] = static_cast<int64_t>(getpid());
+  j["steps"] = trainer.global_step();
+  j["step_seconds_median"] = timer.median();
+  j["weights_digest"] = dist::digest(state);
+  return j;
+}
 
 nlohmann::json logs_json(const Logs& logs) {
   nlohmann::json j = nlohmann::json::object();
@@ -82,9 +145,21 @@ report::RunVerdict judge(Trainer& trainer, const History& history, const data::T
   return report::judge_run(in);
 }
 
-int run_fit(const FitArgs& args) {
+int run_fit(const FitArgs& args_in) {
   const auto start = std::chrono::steady_clock::now();
+  if (args_in.nproc_per_node > 1 && std::getenv("WORLD_SIZE") == nullptr) return launch_workers(args_in.nproc_per_node);
+  // Under torchrun (or our own launcher) this process is one rank; rank 0 leads: it alone
+  // talks and writes the run folder, the others train beside it.
+  const std::shared_ptr<dist::DataParallel> group = dist::DataParallel::from_environment();
+  const bool lead = !group || group->rank() == 0;
+  FitArgs args = args_in;
+  if (!lead) {
+    args.quiet = true;
+    args.dump_incidents = false;
+    args.tensorboard.clear();
+  }
   RunConfig config = load_config_with(args.config, args.overrides);
+  config.compile.data_parallel = group;
   const std::filesystem::path out = args.out.empty() ? std::filesystem::path("runs") / config.name : std::filesystem::path(args.out);
   const env::BlasInfo blas = env::warn_if_reference_blas();
 
@@ -95,11 +170,12 @@ int run_fit(const FitArgs& args) {
     data::AuditOptions audit_options;
     if (config.data.kind == "mnist") audit_options.range_min(0).range_max(255.0 / config.data.scale);
     const data::QuickAudit audit = data::quick_audit(data.train.x(), data.train.y(), data.train.ids(), audit_options);
-    write_text_atomic(out / "audit.json", audit.to_json());
+    if (lead) write_text_atomic(out / "audit.json", audit.to_json());
     AuditFlags flags(audit.flagged_ids);
     for (const auto& f : audit.flags) flags.add(f.kind, f.samples);
     trainer->set_audit_flagged_samples(std::move(flags));
     for (const auto& f : audit.flags) {
+      if (!lead) break;
       std::cerr << fmt::format("nanguard: data audit: {} {} training samples ({}), e.g. ids {}\n", f.count, f.kind,
                                f.detail, fmt::join(f.samples.begin(), f.samples.begin() + std::min<size_t>(f.samples.size(), 8), ", "));
     }
@@ -109,21 +185,31 @@ int run_fit(const FitArgs& args) {
     std::cout << trainer->model()->summary();
     std::cout << fmt::format("Training on {} samples, validating on {}, {} epochs of batch {}\n", data.train.size(),
                              data.validation.size(), config.fit.epochs, config.fit.batch_size);
+    if (group) {
+      std::cout << fmt::format("Data parallel: {} processes (gloo), batch {} per process, global batch {}\n",
+                               group->world_size(), config.fit.batch_size, config.fit.batch_size * group->world_size());
+    }
   }
   // Every guard event goes to events.jsonl as it happens; incidents are also told on the console.
-  report::EventLog events(out / "events.jsonl");
-  const env::EnvSummary environment = write_environment(out);
+  std::unique_ptr<report::EventLog> events;
+  env::EnvSummary environment;
+  if (lead) {
+    events = std::make_unique<report::EventLog>(out / "events.jsonl");
+    environment = write_environment(out);
+  }
   std::vector<GuardEvent> all_events;
   std::unique_ptr<report::TensorBoardCallback> tensorboard;
   if (!args.tensorboard.empty()) tensorboard = std::make_unique<report::TensorBoardCallback>(args.tensorboard);
   trainer->set_event_handler([&](const GuardEvent& e) {
-    events.write(e);
+    if (!lead) return;
+    events->write(e);
     all_events.push_back(e);
     if (tensorboard) tensorboard->add_event(e);
     if (args.quiet) return;
     if (e.kind == "incident") {
       const std::string what = e.detail == "divergence" ? "divergence (every value finite)" : "non-finite " + e.detail;
-      std::cout << fmt::format("\n[nanguard] step {}: {} - {} ({:.0f}%){}\n  {}\n", e.step, what, e.cause,
+      std::cout << fmt::format("\n[nanguard] step {}{}: {} - {} ({:.0f}%){}\n  {}\n", e.step,
+                               e.rank >= 0 ? fmt::format(" (rank {})", e.rank) : "", what, e.cause,
                                e.confidence * 100, e.op.empty() ? "" : ", born in " + e.op + (e.module.empty() ? "" : " (" + e.module + ")"),
                                e.explanation);
     } else if (e.kind == "action") {
@@ -133,7 +219,8 @@ int run_fit(const FitArgs& args) {
     }
   });
   ProgressBar progress(std::cout);
-  std::vector<Callback*> callbacks;
+  StepTimer timer;
+  std::vector<Callback*> callbacks{&timer};
   if (!args.quiet) callbacks.push_back(&progress);
   if (tensorboard) callbacks.push_back(tensorboard.get());
   History history = trainer->fit(data.train, data.validation.size() > 0 ? &data.validation : nullptr, config.fit,
@@ -145,6 +232,20 @@ int run_fit(const FitArgs& args) {
   summary["epochs"] = static_cast<int64_t>(history.size());
   summary["steps"] = trainer->global_step();
   summary["train_samples"] = data.train.size();
+  if (group) {
+    // Every rank's record reaches rank 0 (one all-gather): equal digests mean equal weights.
+    nlohmann::json ranks = nlohmann::json::array();
+    for (const std::string& r : group->all_gather_bytes(rank_record(*group, *trainer, timer).dump()))
+      ranks.push_back(nlohmann::json::parse(r));
+    bool same = true;
+    for (const auto& r : ranks) same = same && r["weights_digest"] == ranks[0]["weights_digest"];
+    summary["distributed"] = {{"world_size", group->world_size()},
+                              {"backend", "gloo"},
+                              {"batch_size_per_rank", config.fit.batch_size},
+                              {"global_batch_size", config.fit.batch_size * group->world_size()},
+                              {"weights_identical", same},
+                              {"ranks", ranks}};
+  }
   summary["final_epoch"] = history.size() ? logs_json(history.logs.back()) : nlohmann::json::object();
   Logs test;
   if (data.test.size() > 0) {
@@ -186,6 +287,11 @@ int run_fit(const FitArgs& args) {
     if (!args.quiet) {
       std::cout << guard->summary();  // incidents are summarised in plain words once the report is written
     }
+  }
+  if (!lead) {
+    // The run folder is rank 0's; this rank ends as the run did.
+    if (trainer->guard() && trainer->guard()->stopped()) throw TrainingStopped("the guard stopped the run (rank " + std::to_string(group->rank()) + ")");
+    return kOk;
   }
   const double steps_per_epoch = history.size() ? static_cast<double>(trainer->global_step()) / history.size() : 0;
   std::vector<std::filesystem::path> written =
@@ -241,6 +347,10 @@ Command add_fit(CLI::App& app) {
   sub->add_flag("--quiet", args->quiet, "No progress output");
   sub->add_option("--tensorboard", args->tensorboard,
                   "Also log to TensorBoard event files in this folder (open with: tensorboard --logdir DIR)");
+  sub->add_option("--nproc-per-node", args->nproc_per_node,
+                  "Data parallelism: train as N local processes (gloo on loopback), batch_size per process; "
+                  "the same as torchrun --standalone --nproc_per_node N --no_python nanguard fit ...")
+      ->check(integer_at_least(1, "a positive integer", "POSITIVE"));
   sub->add_flag("--dump-incidents", args->dump_incidents,
                 "Write each incident's batch and pre-step state to OUT/incidents/step_N for `nanguard replay`");
   return [args] { return run_fit(*args); };

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -25,6 +26,11 @@ inline CLI::Validator integer_at_least(int64_t min, const std::string& expected,
       desc);
 }
 
+// The command line main() was given (argv[1..]), for `fit --nproc-per-node` to start its workers
+// with.
+void set_command_line(int argc, char** argv);
+const std::vector<std::string>& command_line();
+
 Command add_fit(CLI::App& app);
 Command add_evaluate(CLI::App& app);
 Command add_replay(CLI::App& app);
@@ -43,6 +49,7 @@ enum ExitCode : int {
   kChecksWarned = 5,     // `doctor`: no check failed but at least one warned
   kChecksFailed = 6,     // `doctor`: a check failed (e.g. the numerics self-test);
                          // `data check`: findings beyond its rules
+  kPeerFailed = 7,       // data parallelism: a peer process died or stayed silent
 };
 
 }  // namespace nanguard::cli

@@ -36,13 +36,26 @@ std::string unknown_subcommand(CLI::App& app, int argc, char** argv) {
 
 }  // namespace
 
+namespace nanguard::cli {
+namespace {
+std::vector<std::string>& stored_command_line() {
+  static std::vector<std::string> args;
+  return args;
+}
+}  // namespace
+void set_command_line(int argc, char** argv) { stored_command_line().assign(argv + 1, argv + argc); }
+const std::vector<std::string>& command_line() { return stored_command_line(); }
+}  // namespace nanguard::cli
+
 int main(int argc, char** argv) {
   using namespace nanguard::cli;
+  set_command_line(argc, argv);
   CLI::App app{"nanguard: detect, localize, diagnose and repair NaN/Inf in deep-learning training"};
   app.require_subcommand(1);
   app.footer(
       "Exit codes: 0 ok, 1 training stopped, 2 bad input (flag, config, data), 3 I/O error, "
-      "4 internal error, 5 checks warned (doctor), 6 checks failed (doctor, data check).");
+      "4 internal error, 5 checks warned (doctor), 6 checks failed (doctor, data check), 7 a data-parallel "
+      "peer died or hung.");
   const std::vector<std::pair<std::string, Command>> commands{
       {"fit", add_fit(app)},
       {"evaluate", add_evaluate(app)},
@@ -74,6 +87,9 @@ int main(int argc, char** argv) {
   } catch (const nanguard::IoError& e) {
     std::cerr << "nanguard: I/O error: " << e.what() << "\n";
     return kIoError;
+  } catch (const nanguard::PeerError& e) {
+    std::cerr << "nanguard: data-parallel peer failed: " << e.what() << "\n";
+    return kPeerFailed;
   } catch (const nanguard::TrainingStopped& e) {
     std::cerr << "nanguard: training stopped: " << e.what() << "\n";
     return kTrainingStopped;

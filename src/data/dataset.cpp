@@ -89,6 +89,23 @@ void BatchLoader::start_epoch(int64_t epoch) {
     auto keep = torch::isin(ids, torch::tensor(excluded_, torch::kLong)).logical_not();
     order_ = order_.masked_select(keep);
   }
+  if (world_ > 1) {
+    const int64_t used = order_.size(0) / world_ * world_;
+    const int64_t global = batch_size_ * world_;
+    const int64_t full = used / global;
+    const int64_t tail = (used - full * global) / world_;
+    std::vector<at::Tensor> mine;
+    if (full > 0) mine.push_back(order_.slice(0, 0, full * global).view({full, world_, batch_size_}).select(1, rank_).reshape({-1}));
+    if (tail > 0) mine.push_back(order_.slice(0, full * global, used).view({world_, tail}).select(0, rank_));
+    order_ = mine.empty() ? torch::empty({0}, torch::kLong) : torch::cat(mine);
+  }
+}
+
+void BatchLoader::set_shard(int rank, int world) {
+  NANGUARD_CHECK(world >= 1 && rank >= 0 && rank < world, "shard {} of {} does not exist", rank, world);
+  NANGUARD_CHECK(dataset_->size() >= world, "{} samples cannot be shared by {} processes", dataset_->size(), world);
+  rank_ = rank;
+  world_ = world;
 }
 
 int64_t BatchLoader::num_batches() const { return (order_.size(0) + batch_size_ - 1) / batch_size_; }

@@ -10,6 +10,7 @@
 
 #include "core/check.h"
 #include "guard/guard_impl.h"
+#include "guard/incident_wire.h"
 #include "guard/init_inspection.h"
 #include "nanguard/guard/consensus.h"
 #include "nanguard/numerics/health.h"
@@ -130,78 +131,195 @@ Decision Guard::Impl::check(const at::Tensor& loss) {
     d.loss = loss.sum().item<double>();
     return d;
   }
-  if (executor->state().stopped || open.batch.size() == 0) {
+  const bool empty = open.batch.size() == 0;
+  if (executor->state().stopped || (empty && !state.distributed())) {
     d.kind = Decision::Kind::skip;
     d.loss = kNaN;
     return d;
   }
-  NANGUARD_CHECK(loss.defined() && loss.numel() >= 1, "the guard's closure must return the loss");
-  const at::Tensor total = loss.numel() == 1 ? loss : loss.sum();
-  detail::CheckResult r = sentinel.check(total);
-  if (consensus && consensus->world_size() > 1) {
-    std::vector<double> failed{r.loss_finite ? 0.0 : 1.0, r.grads_finite ? 0.0 : 1.0, r.state_failed ? 1.0 : 0.0};
-    consensus->all_max(failed);  // one rank's failure is every rank's
-    r.loss_finite = failed[0] == 0;
-    r.grads_finite = failed[1] == 0;
-    r.state_failed = failed[2] != 0;
+  detail::CheckResult r;
+  at::Tensor total;
+  if (!empty) {
+    NANGUARD_CHECK(loss.defined() && loss.numel() >= 1, "the guard's closure must return the loss");
+    total = loss.numel() == 1 ? loss : loss.sum();
+    r = sentinel.check(total);
+  }
+  const Vote vote = state.distributed() ? cast_vote(r, empty) : Vote{};
+  if (vote.any_empty) {
+    // A rank whose whole batch was quarantined has no gradient to give: every rank skips.
+    d.kind = Decision::Kind::skip;
+    d.loss = kNaN;
+    return d;
   }
   d.loss = r.loss;
   d.grad_norm = r.grad_norm;
-  const int64_t t = open.step;
   if (r.healthy()) {
-    open.norm_overflow = r.norm_overflow;
-    // A loss far above the run's healthy level stays out of its histories.
-    if (auto excursion = divergence.check_loss(t, r.loss)) return divergence_decision(*excursion, total);
-    after_healthy_check(r);
-    if (!pending_divergence && options.divergence().collapse())
-      pending_divergence = divergence.check_activations(t, open.activations);
-    if (pending_divergence) {
-      const detail::DivergenceFinding found = *pending_divergence;
-      pending_divergence.reset();
-      history.drop_step(t);
-      return divergence_decision(found, total);
-    }
-    if (monitor && (!screen_trigger.empty() || executor->state().outlier_watch)) {
-      const std::string trigger = screen_trigger.empty() ? std::string("sample_screen") : screen_trigger;
-      screen_trigger.clear();
-      if (auto incident = investigator->screen(t, open.batch, trigger)) {
-        // The extreme step is not part of the run's trend: keep it out of the histories and the
-        // monitor's windows.
-        history.drop_step(t);
+    // Ranks agree on steps whose outcome can rest on what only one rank sees: its batch (the
+    // screen), its per-layer signals (sampled steps, and the warnings of the update after one).
+    const bool must_agree = state.distributed() && (open.sampled || agree_next_check || executor->state().outlier_watch ||
+                                                    !screen_trigger.empty() || pending_divergence.has_value());
+    agree_next_check = false;
+    Outcome o = healthy_outcome(r, total);
+    // Without must_agree an incident comes from values every rank shares (the voted loss), so
+    // every rank has one and agrees on whose it is.
+    if (state.distributed() && (must_agree || o.incident)) {
+      o = agree(std::move(o));
+      if (o.incident) {
+        // As the rank that found it did: the step leaves the histories and the trends restart.
+        history.drop_step(open.step);
         if (monitor) monitor->reset_trends();
-        return incident_decision(std::move(incident), /*caught_before_update=*/true);
       }
     }
+    if (o.incident) return incident_decision(std::move(o.incident), o.caught_before_update);
     return d;
   }
-  if (r.state_failed && executor->state().last_snapshot_step == t) {
+  if (r.state_failed && executor->state().last_snapshot_step == open.step) {
     // The snapshot taken at the start of this step holds the poisoned state: drop it.
-    ring->discard_after(t - 1);
+    ring->discard_after(open.step - 1);
     executor->state().last_snapshot_step = ring->steps().empty() ? -1 : ring->steps().back();
   }
-  // The pre-step state, before any replay touches it: parameters, batch and RNG. When the
-  // state is already poisoned the optimizer replay dumps the state before the failing step.
-  const bool state_poisoned = r.state_failed || !all_finite(state.params());
-  if (hooks.dump_incident && !state_poisoned) hooks.dump_incident(t, open.batch, rng_before_step.to_tensor());
-  detail::FailedStep failed{t, open.batch, closure(), total, r.state_failed, overflow_streak, {}};
-  return incident_decision(investigator->investigate(failed), /*caught_before_update=*/false);
+  // The lowest failing rank replays and diagnoses; the others wait for its incident (they do
+  // not replay: their own step was healthy, or another rank speaks for it).
+  const int root = vote.failed_ranks.empty() ? 0 : vote.failed_ranks.front();
+  std::shared_ptr<Incident> incident;
+  if (!state.distributed() || state.consensus()->rank() == root) {
+    // The pre-step state, before any replay touches it: parameters, batch and RNG. When the
+    // state is already poisoned the optimizer replay dumps the state before the failing step.
+    const bool state_poisoned = r.state_failed || !all_finite(state.params());
+    if (hooks.dump_incident && !state_poisoned) hooks.dump_incident(open.step, open.batch, rng_before_step.to_tensor());
+    detail::FailedStep failed{open.step, open.batch, closure(), total, r.state_failed, overflow_streak, {}};
+    incident = investigator->investigate(failed);
+  }
+  if (state.distributed()) incident = share_incident(std::move(incident), root, vote.failed_ranks);
+  return incident_decision(std::move(incident), /*caught_before_update=*/false);
+}
+
+// What a healthy check leads to on this rank: nothing, or an incident of a finite kind (a loss
+// excursion, a forecast overflow, a collapse, a screened batch of extreme samples).
+Guard::Impl::Outcome Guard::Impl::healthy_outcome(const detail::CheckResult& r, const at::Tensor& total) {
+  const int64_t t = open.step;
+  open.norm_overflow = r.norm_overflow;
+  // A loss far above the run's healthy level stays out of its histories.
+  if (auto excursion = divergence.check_loss(t, r.loss)) return divergence_outcome(*excursion, total);
+  after_healthy_check(r);
+  if (!pending_divergence && options.divergence().collapse())
+    pending_divergence = divergence.check_activations(t, open.activations);
+  if (pending_divergence) {
+    const detail::DivergenceFinding found = *pending_divergence;
+    pending_divergence.reset();
+    history.drop_step(t);
+    return divergence_outcome(found, total);
+  }
+  if (monitor && (!screen_trigger.empty() || executor->state().outlier_watch)) {
+    const std::string trigger = screen_trigger.empty() ? std::string("sample_screen") : screen_trigger;
+    screen_trigger.clear();
+    if (auto incident = investigator->screen(t, open.batch, trigger)) {
+      // The extreme step is not part of the run's trend: keep it out of the histories and the
+      // monitor's windows.
+      history.drop_step(t);
+      if (monitor) monitor->reset_trends();
+      return Outcome{std::move(incident), /*caught_before_update=*/true};
+    }
+  }
+  return Outcome{};
 }
 
 // The run left its healthy regime with every value finite. A loss excursion on a batch of
 // extreme samples is theirs (the screen), anything else a divergence: its pre-step state is
 // the excursion's, so the plan rolls back.
-Decision Guard::Impl::divergence_decision(const detail::DivergenceFinding& found, const at::Tensor& loss) {
+Guard::Impl::Outcome Guard::Impl::divergence_outcome(const detail::DivergenceFinding& found, const at::Tensor& loss) {
   const int64_t t = open.step;
   if (found.kind == "loss_excursion") {
     if (auto incident = investigator->screen(t, open.batch, "loss_excursion")) {
       if (monitor) monitor->reset_trends();
-      return incident_decision(std::move(incident), /*caught_before_update=*/true);
+      return Outcome{std::move(incident), /*caught_before_update=*/true};
     }
   }
   detail::FailedStep failed{t, open.batch, closure(), loss, false, overflow_streak, {}};
   auto incident = investigator->investigate_divergence(failed, found, static_cast<bool>(hooks.rescale_inputs));
   if (monitor) monitor->reset_trends();
-  return incident_decision(std::move(incident), /*caught_before_update=*/false);
+  return Outcome{std::move(incident), /*caught_before_update=*/false};
+}
+
+// Slots of the vote, per rank.
+namespace {
+enum VoteSlot { kLossFailed, kGradsFailed, kStateFailed, kNormOverflow, kEmpty, kLoss, kGradSquare, kVoteSlots };
+}  // namespace
+
+// One all-reduce: every rank writes its check into its own slots, so every rank learns which
+// ranks failed; the loss and gradient norm the histories and detectors see are the ranks' mean
+// loss and the root mean square of their gradient norms, the same numbers on every rank.
+Guard::Impl::Vote Guard::Impl::cast_vote(detail::CheckResult& r, bool empty) {
+  const int w = state.consensus()->world_size();
+  const int me = state.consensus()->rank();
+  std::vector<double> slots(static_cast<size_t>(w) * kVoteSlots, 0.0);
+  double* mine = &slots[static_cast<size_t>(me) * kVoteSlots];
+  mine[kLossFailed] = r.loss_finite ? 0 : 1;
+  mine[kGradsFailed] = r.grads_finite ? 0 : 1;
+  mine[kStateFailed] = r.state_failed ? 1 : 0;
+  mine[kNormOverflow] = r.norm_overflow ? 1 : 0;
+  mine[kEmpty] = empty ? 1 : 0;
+  mine[kLoss] = r.loss_finite && std::isfinite(r.loss) ? r.loss : 0;
+  mine[kGradSquare] = r.grads_finite && std::isfinite(r.grad_norm) ? r.grad_norm * r.grad_norm : 0;
+  state.consensus()->all_sum(slots);
+  Vote v;
+  double loss = 0, square = 0;
+  bool state_failed = false, overflow = false;
+  for (int k = 0; k < w; ++k) {
+    const double* s = &slots[static_cast<size_t>(k) * kVoteSlots];
+    if (s[kLossFailed] > 0 || s[kGradsFailed] > 0) v.failed_ranks.push_back(k);
+    state_failed = state_failed || s[kStateFailed] > 0;
+    overflow = overflow || s[kNormOverflow] > 0;
+    v.any_empty = v.any_empty || s[kEmpty] > 0;
+    loss += s[kLoss];
+    square += s[kGradSquare];
+  }
+  const bool failed = !v.failed_ranks.empty();
+  r.loss_finite = r.loss_finite && !failed;
+  r.grads_finite = r.grads_finite && !failed;
+  r.state_failed = state_failed;  // the weights are the same everywhere: so is their check
+  r.norm_overflow = overflow;
+  if (!failed) {
+    r.loss = loss / w;
+    r.grad_norm = std::sqrt(square / w);
+  }
+  return v;
+}
+
+// The incident of `root` on every rank: the root sends its own (with the rank and host that
+// found it), the others receive it.
+std::shared_ptr<Incident> Guard::Impl::share_incident(std::shared_ptr<Incident> mine, int root,
+                                                      const std::vector<int>& failed_ranks) {
+  Consensus& c = *state.consensus();
+  std::string bytes;
+  if (c.rank() == root) {
+    NANGUARD_INTERNAL_ASSERT(mine != nullptr, "rank {} speaks for step {} without an incident", root, open.step);
+    mine->evidence.rank = root;
+    mine->evidence.host = c.host();
+    mine->evidence.failed_ranks = failed_ranks;
+    bytes = detail::encode_incident(*mine);
+  }
+  c.broadcast_bytes(bytes, root);
+  return c.rank() == root ? mine : detail::decode_incident(bytes);
+}
+
+// Ranks whose healthy checks led to different outcomes take the strongest: a screened batch
+// (its samples are named) over any other incident over none; among equals the lowest rank.
+Guard::Impl::Outcome Guard::Impl::agree(Outcome mine) {
+  Consensus& c = *state.consensus();
+  const int w = c.world_size();
+  std::vector<double> strength(static_cast<size_t>(w), 0.0);
+  strength[static_cast<size_t>(c.rank())] = !mine.incident ? 0 : mine.caught_before_update ? 2 : 1;
+  c.all_sum(strength);
+  int root = 0;
+  for (int k = 1; k < w; ++k)
+    if (strength[static_cast<size_t>(k)] > strength[static_cast<size_t>(root)]) root = k;
+  if (strength[static_cast<size_t>(root)] == 0) return Outcome{};
+  std::vector<int> found;
+  for (int k = 0; k < w; ++k)
+    if (strength[static_cast<size_t>(k)] > 0) found.push_back(k);
+  const bool caught = strength[static_cast<size_t>(root)] == 2;
+  return Outcome{share_incident(std::move(mine.incident), root, found), caught};
 }
 
 // A healthy check: snapshot validation, the overflow warning, histories and the monitor.
@@ -274,6 +392,7 @@ Decision Guard::Impl::incident_decision(std::shared_ptr<Incident> incident, bool
   inc.samples = top.samples.empty() ? ev.blamed_samples : top.samples;
   inc.explanation = top.explanation;
   inc.detail = ev.failed_check;
+  inc.rank = ev.rank;
   log.emit(inc);
   ledger.record_incident();
   std::vector<RepairAction> plan = options.repair() ? plan_repair(incident->diagnosis, ev, options.policy(), ledger)
@@ -314,9 +433,22 @@ Decision Guard::Impl::check_exception(std::exception_ptr error) {
   }
   state.zero_grad();
   if (!options.enabled() || executor->state().stopped || open.batch.size() == 0) return propagate();
-  detail::FailedStep failed{open.step, open.batch, closure(), at::Tensor(), false, overflow_streak, message};
-  auto incident = investigator->investigate_exception(failed);
-  if (!incident) return propagate();
+  std::vector<int> failed_ranks;
+  if (state.distributed()) {
+    // The other ranks are in this step's vote: this rank's loss is as good as non-finite.
+    detail::CheckResult r;
+    r.loss_finite = false;
+    r.loss = kNaN;
+    failed_ranks = cast_vote(r, false).failed_ranks;
+  }
+  const int root = failed_ranks.empty() ? 0 : failed_ranks.front();
+  std::shared_ptr<Incident> incident;
+  if (!state.distributed() || state.consensus()->rank() == root) {
+    detail::FailedStep failed{open.step, open.batch, closure(), at::Tensor(), false, overflow_streak, message};
+    incident = investigator->investigate_exception(failed);
+    if (!incident) return propagate();  // in a data-parallel run the other ranks then fail on this one
+  }
+  if (state.distributed()) incident = share_incident(std::move(incident), root, failed_ranks);
   return incident_decision(std::move(incident), /*caught_before_update=*/false);
 }
 
@@ -352,6 +484,8 @@ StepVerdict Guard::Impl::update(const Decision& d) {
   }
   state.apply_update(rs.per_tensor_clip(), global_clip, d.grad_norm);
   if (open.sampled) emit_warnings(monitor->end_update(t, state.second_moments(), std::move(open.activations)));
+  // Those warnings rest on this rank's own gradients: the next check is agreed on.
+  agree_next_check = open.sampled;
   executor->record_update(t, global_clip, rs.per_tensor_clip());
   const bool snapshot_next = options.snapshot_every() > 0 && rs.applied % options.snapshot_every() == 0;
   const bool check_now =

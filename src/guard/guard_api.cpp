@@ -150,7 +150,8 @@ std::shared_ptr<const Incident> Guard::examine(const data::Batch& batch, const B
   // and remembered batch, look at the new state, and put the state back whatever happened.
   SnapshotRing scratch(g.state.snapshot_refs(), 1);
   scratch.take(t);
-  g.state.apply_update(g.executor->state().per_tensor_clip(), g.executor->state().global_clip());
+  g.state.apply_update(g.executor->state().per_tensor_clip(), g.executor->state().global_clip(), -1,
+                       /*averaged=*/false);  // an offline look at one rank's step
   if (!all_finite(g.state.state_tensors())) {
     detail::EventLog quiet([](const GuardEvent&) {});
     detail::BatchMemory one(detail::BatchMemoryOptions{true, std::numeric_limits<int64_t>::max(), nullptr}, quiet);
@@ -168,7 +169,10 @@ std::shared_ptr<const Incident> Guard::examine(const data::Batch& batch, const B
   return incident;
 }
 
-void Guard::set_consensus(std::shared_ptr<Consensus> consensus) { impl_->consensus = std::move(consensus); }
+void Guard::set_consensus(std::shared_ptr<Consensus> consensus) {
+  impl_->consensus = std::move(consensus);
+  impl_->state.set_consensus(impl_->consensus.get());
+}
 
 double Guard::lr_scale() const { return impl_->executor ? impl_->executor->state().lr_scale : 1.0; }
 double Guard::clip_norm() const { return impl_->executor ? impl_->executor->state().clip_norm : 0.0; }

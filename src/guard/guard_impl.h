@@ -68,7 +68,22 @@ struct Guard::Impl {
   StepVerdict repair(const Decision& decision);
   Decision incident_decision(std::shared_ptr<Incident> incident, bool caught_before_update);
   void after_healthy_check(const detail::CheckResult& r);
-  Decision divergence_decision(const detail::DivergenceFinding& found, const at::Tensor& loss);
+  // What a healthy check led to on this rank: an incident of a finite kind, or none.
+  struct Outcome {
+    std::shared_ptr<Incident> incident;
+    bool caught_before_update = false;  // a screened batch
+  };
+  Outcome healthy_outcome(const detail::CheckResult& r, const at::Tensor& total);
+  Outcome divergence_outcome(const detail::DivergenceFinding& found, const at::Tensor& loss);
+  // Data parallelism: the vote on every rank's check, the incident of one rank on every rank,
+  // and the agreement on outcomes that rest on one rank's own data.
+  struct Vote {
+    std::vector<int> failed_ranks;  // ascending
+    bool any_empty = false;         // a rank's whole batch was quarantined
+  };
+  Vote cast_vote(detail::CheckResult& r, bool empty);
+  std::shared_ptr<Incident> share_incident(std::shared_ptr<Incident> mine, int root, const std::vector<int>& failed_ranks);
+  Outcome agree(Outcome mine);
   void emit_warnings(const std::vector<monitor::Warning>& warnings);
   void run_evidence(Evidence& ev) const;
   const StepClosure* closure() const { return open.closure ? &open.closure : nullptr; }
@@ -94,7 +109,8 @@ struct Guard::Impl {
 
   int64_t steps = 0;
   bool snapshot_due = true;
-  bool overflow_streak = false;  // the gradient norm is beyond float32's range (warned once)
+  bool overflow_streak = false;
+  bool agree_next_check = false;  // the last update was on a sampled step (data parallelism)  // the gradient norm is beyond float32's range (warned once)
   std::string screen_trigger;   // a spike warning of this step: screen its batch for extreme samples
   detail::OpenStep open;
   std::vector<std::shared_ptr<const Incident>> incidents;

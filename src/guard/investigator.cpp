@@ -314,7 +314,7 @@ void Investigator::trace_failed_update(const FailedStep& failed, Evidence& ev) {
   // Applies the gradients of step i as the run did: its learning rates and its clipping.
   auto update_as_recorded = [&](size_t i) {
     state_.set_learning_rates(steps[i].learning_rates);
-    state_.apply_update(steps[i].per_tensor_clip, steps[i].global_clip);
+    state_.apply_update(steps[i].per_tensor_clip, steps[i].global_clip, -1, /*averaged=*/false);
   };
   // Runs step i of the replay; false when its loss is already non-finite (a failure the
   // optimizer did not cause).

@@ -44,6 +44,7 @@ void RepairExecutor::event(Run& r, RepairAction action, const std::string& detai
   e.confidence = r.incident->diagnosis.top().confidence;
   e.action = to_string(action);
   e.detail = detail;
+  e.rank = r.incident->evidence.rank;
   if (action == RepairAction::quarantine_samples) e.samples = r.incident->diagnosis.top().samples;
   p_.log.emit(e);
   r.incident->actions.push_back(e.action);
@@ -197,19 +198,32 @@ void RepairExecutor::recompute_action(Run& r) {
                              : "step recomputed from the same state: still non-finite, dropped");
 }
 
+// Data parallelism: what every rank's run of a closure gave, so that all apply the update or
+// none does (an update is a collective). kRunOk < kRunEmpty < kRunFailed: the worst wins.
+enum RunCode { kRunOk = 0, kRunEmpty = 1, kRunFailed = 2 };
+int RepairExecutor::agreed(int code) const {
+  if (!p_.state.distributed()) return code;
+  std::vector<double> v{static_cast<double>(code)};
+  p_.state.consensus()->all_max(v);
+  return static_cast<int>(v.front());
+}
+
 bool RepairExecutor::recompute(Run& r) {
-  if (r.closure == nullptr) return false;
+  if (r.closure == nullptr) return false;  // the same on every rank: the loop gave none
   const data::Batch kept = p_.memory.filter(r.batch);
-  if (kept.size() == 0) return false;
-  p_.rng_before_step.restore();
-  p_.state.zero_grad();
+  int code = kRunEmpty;
   at::Tensor again;
-  try {
-    again = (*r.closure)(kept, step_context(StepContext::Run::recompute, r.step));
-  } catch (const std::exception&) {
-    return false;  // as good as non-finite again (an op refused a NaN): the step is dropped
+  if (kept.size() > 0) {
+    p_.rng_before_step.restore();
+    p_.state.zero_grad();
+    try {
+      again = (*r.closure)(kept, step_context(StepContext::Run::recompute, r.step));
+      code = p_.state.loss_and_gradients_finite(again) ? kRunOk : kRunFailed;
+    } catch (const std::exception&) {
+      code = kRunFailed;  // as good as non-finite again (an op refused a NaN): the step is dropped
+    }
   }
-  if (!p_.state.loss_and_gradients_finite(again)) return false;
+  if (agreed(code) != kRunOk) return false;
   p_.state.apply_update(s_.per_tensor_clip(), s_.global_clip());
   ++s_.applied;
   p_.memory.mark_applied(r.step, p_.state.learning_rates(), s_.global_clip(), s_.per_tensor_clip());
@@ -223,15 +237,20 @@ int64_t RepairExecutor::rerun_lost_steps(Run& r) {
   bool finite = true;
   for (const RecentBatch& rb : r.lost_steps) {
     const data::Batch b = p_.memory.stored(rb);
-    if (b.size() == 0) continue;
-    p_.state.zero_grad();
-    bool ok = false;
-    try {
-      ok = p_.state.loss_and_gradients_finite((*r.closure)(b, step_context(StepContext::Run::rerun, rb.step)));
-    } catch (const std::exception&) {
-      ok = false;  // an op refused a non-finite value: the re-run failed like a NaN
+    int code = kRunEmpty;
+    if (b.size() > 0) {
+      p_.state.zero_grad();
+      try {
+        code = p_.state.loss_and_gradients_finite((*r.closure)(b, step_context(StepContext::Run::rerun, rb.step)))
+                   ? kRunOk
+                   : kRunFailed;
+      } catch (const std::exception&) {
+        code = kRunFailed;  // an op refused a non-finite value: the re-run failed like a NaN
+      }
     }
-    if (!ok) {
+    code = agreed(code);
+    if (code == kRunEmpty) continue;
+    if (code == kRunFailed) {
       finite = false;
       break;
     }
@@ -261,6 +280,7 @@ void RepairExecutor::rerun_lost(Run& r) {
   e.cause = r.cause;
   e.confidence = r.incident->diagnosis.top().confidence;
   e.action = "rerun_lost_steps";
+  e.rank = r.incident->evidence.rank;
   const int64_t rerun = rerun_lost_steps(r);
   if (rerun >= 0) {
     const bool ok = recompute(r);

@@ -105,6 +105,8 @@ class RepairExecutor {
   // finite.
   bool recompute(Run& r);
   void rerun_lost(Run& r);
+  // The worst of every rank's closure-run code (this rank's alone in one process).
+  int agreed(int code) const;
   // Re-applies the lost steps in order from the restored snapshot; how many ran, or -1 when
   // one went non-finite again (the snapshot is then restored once more).
   int64_t rerun_lost_steps(Run& r);

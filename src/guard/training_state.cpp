@@ -184,7 +184,13 @@ void TrainingState::clip_global(double max_norm, double grad_norm) {
   }
 }
 
-void TrainingState::apply_update(double per_tensor_clip, double global_clip, double grad_norm) {
+bool TrainingState::distributed() const { return consensus_ != nullptr && consensus_->world_size() > 1; }
+
+void TrainingState::apply_update(double per_tensor_clip, double global_clip, double grad_norm, bool averaged) {
+  if (averaged && distributed()) {
+    consensus_->average_gradients(params_);
+    grad_norm = -1;  // the caller's norm was of this rank's gradients
+  }
   if (user_clip_) {
     torch::NoGradGuard no_grad;
     user_clip_();

@@ -11,6 +11,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "nanguard/guard/consensus.h"
 #include "nanguard/guard/guard.h"
 #include "nanguard/guard/optimizer_adapter.h"
 #include "nanguard/guard/snapshot.h"
@@ -56,10 +57,16 @@ class TrainingState {
   // float sum is then infinite although every gradient is finite).
   bool gradient_norm_overflows() const;
 
-  // Clips (each gradient on its own to per_tensor_clip, then each optimizer's gradients to a
+  // Averages the gradients over the data-parallel group (when there is one and `averaged`),
+  // clips (each gradient on its own to per_tensor_clip, then each optimizer's gradients to a
   // total norm of global_clip; 0 turns a clip off) and steps every optimizer. grad_norm is the
-  // total norm when the caller has it (-1: computed here when needed).
-  void apply_update(double per_tensor_clip, double global_clip, double grad_norm = -1);
+  // total norm when the caller has it (-1: computed here when needed). Replays pass averaged =
+  // false: they run on one rank and must not enter a collective.
+  void apply_update(double per_tensor_clip, double global_clip, double grad_norm = -1, bool averaged = true);
+  // The data-parallel group whose gradient average every update takes (null: one process).
+  void set_consensus(Consensus* consensus) { consensus_ = consensus; }
+  Consensus* consensus() const { return consensus_; }
+  bool distributed() const;
   // The caller's own clipping (GuardHooks::clip_gradients), run first in every update.
   void set_user_clip(std::function<void()> clip) { user_clip_ = std::move(clip); }
 
@@ -76,6 +83,7 @@ class TrainingState {
   // discriminator's update).
   std::vector<std::vector<size_t>> params_of_;
   std::function<void()> user_clip_;
+  Consensus* consensus_ = nullptr;
 };
 
 }  // namespace nanguard::detail

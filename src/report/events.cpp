@@ -21,6 +21,7 @@ std::string event_json(const GuardEvent& e) {
   j["explanation"] = e.explanation;
   j["action"] = e.action;
   j["detail"] = e.detail;
+  if (e.rank >= 0) j["rank"] = e.rank;  // data parallelism only
   // Replace invalid UTF-8 rather than throwing on an odd module name.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }

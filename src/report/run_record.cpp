@@ -245,6 +245,7 @@ std::vector<GuardEvent> parse_events_jsonl(const std::string& text, const std::s
     e.explanation = str_field(j, "explanation");
     e.action = str_field(j, "action");
     e.detail = str_field(j, "detail");
+    if (j.contains("rank") && j["rank"].is_number_integer()) e.rank = j["rank"].get<int>();
     if (j.contains("samples") && j["samples"].is_array()) {
       for (const auto& s : j["samples"]) {
         if (s.is_number_integer()) e.samples.push_back(s.get<int64_t>());

@@ -128,6 +128,17 @@ double Metric::result() const {
   return sum_.item<double>() / static_cast<double>(count_);
 }
 
+double Metric::total() const { return count_ == 0 || !sum_.defined() ? 0.0 : sum_.item<double>(); }
+
+void Metric::set_totals(double total, int64_t count) {
+  if (sum_.defined()) {
+    sum_.fill_(total);
+  } else {
+    sum_ = torch::tensor(total, torch::kDouble);
+  }
+  count_ = count;
+}
+
 void Metric::reset() {
   if (sum_.defined()) sum_.zero_();
   count_ = 0;

@@ -12,6 +12,7 @@
 #include "nanguard/core/atomic_file.h"
 #include "nanguard/core/error.h"
 #include "nanguard/data/input_scale.h"
+#include "nanguard/dist/data_parallel.h"
 #include "nanguard/trace/scope.h"
 #include "nanguard/train/incident_dump.h"
 
@@ -52,6 +53,8 @@ Trainer::Trainer(SequentialModel model, CompileOptions options)
   }
   model_->to(options_.device);
   parameters_ = model_->parameters();
+  // Every rank starts from rank 0's weights (and buffers): they stay equal from then on.
+  if (options_.data_parallel) options_.data_parallel->broadcast_state(parameters_, model_->buffers());
   optimizer_ = make_optimizer(options_.optimizer, parameters_);
   schedule_ = make_schedule(options_.schedule, options_.optimizer.effective_learning_rate());
   set_learning_rate(*optimizer_, schedule_->learning_rate(0));
@@ -109,6 +112,7 @@ Trainer::Trainer(SequentialModel model, CompileOptions options)
     });
     torch::nn::Module& module = *model_;
     guard_ = std::make_unique<Guard>(module, *optimizer_, options_.guard, std::move(hooks));
+    if (options_.data_parallel) guard_->set_consensus(options_.data_parallel);
   }
 }
 
@@ -204,6 +208,7 @@ StepResult Trainer::step_on_batch(const data::Batch& batch, at::Tensor* logits_o
   if (!guard_) {
     zero_grad();
     auto loss = forward_backward(batch);
+    if (options_.data_parallel) options_.data_parallel->average_gradients(parameters_);
     clip_gradients(options_.optimizer, parameters_);
     optimizer_->step();
     if (!first_loss_.defined()) first_loss_ = loss.detach();
@@ -264,10 +269,28 @@ Logs Trainer::run_epoch(data::BatchLoader& loader, int64_t epoch, const std::vec
     }
     for (auto* cb : callbacks) cb->on_batch_end(*this, b, step);
   }
+  double total = loss_sum.item<double>();
+  reduce_over_ranks(total, seen, metrics);
   Logs logs;
-  logs.set("loss", seen > 0 ? loss_sum.item<double>() / static_cast<double>(seen) : 0.0);
+  logs.set("loss", seen > 0 ? total / static_cast<double>(seen) : 0.0);
   for (const auto& m : metrics) logs.set(m.name(), m.result());
   return logs;
+}
+
+// The sums of every rank (one all-reduce): the epoch's or the evaluation's figures are the
+// whole data's, the same on every rank.
+void Trainer::reduce_over_ranks(double& loss_sum, int64_t& count, std::vector<Metric>& metrics) const {
+  if (!options_.data_parallel) return;
+  std::vector<double> sums{loss_sum, static_cast<double>(count)};
+  for (const auto& m : metrics) {
+    sums.push_back(m.total());
+    sums.push_back(static_cast<double>(m.count()));
+  }
+  options_.data_parallel->all_sum(sums);
+  loss_sum = sums[0];
+  count = static_cast<int64_t>(sums[1]);
+  for (size_t i = 0; i < metrics.size(); ++i)
+    metrics[i].set_totals(sums[2 + 2 * i], static_cast<int64_t>(sums[3 + 2 * i]));
 }
 
 Logs Trainer::evaluate(const data::TensorDataset& dataset, int64_t batch_size) {
@@ -277,17 +300,23 @@ Logs Trainer::evaluate(const data::TensorDataset& dataset, int64_t batch_size) {
   model_->eval();
   auto metrics = make_metrics();
   data::BatchLoader loader(dataset, batch_size, /*shuffle=*/false);
+  // Data parallelism: each rank evaluates every world-th batch, and the sums are reduced.
+  const int rank = options_.data_parallel ? options_.data_parallel->rank() : 0;
+  const int world = options_.data_parallel ? options_.data_parallel->world_size() : 1;
   double loss_sum = 0.0;
-  for (int64_t b = 0; b < loader.num_batches(); ++b) {
+  int64_t seen = 0;
+  for (int64_t b = rank; b < loader.num_batches(); b += world) {
     data::Batch batch = on_device(loader.batch(b));
     auto logits = model_->forward_logits(model_input(batch.x));
     auto loss = compute_loss(options_.loss, logits, model_->output_activation(), batch.y);
     loss_sum += loss.item<double>() * static_cast<double>(batch.size());
+    seen += batch.size();
     update_metrics(metrics, logits, batch.y);
   }
   model_->train(was_training);
+  reduce_over_ranks(loss_sum, seen, metrics);
   Logs logs;
-  logs.set("loss", loss_sum / static_cast<double>(dataset.size()));
+  logs.set("loss", loss_sum / static_cast<double>(std::max<int64_t>(seen, 1)));
   for (const auto& m : metrics) logs.set(m.name(), m.result());
   return logs;
 }
@@ -299,6 +328,7 @@ History Trainer::fit(const data::TensorDataset& train, const data::TensorDataset
   check_labels(train, "training");
   if (validation != nullptr) check_labels(*validation, "validation");
   data::BatchLoader loader(train, options.batch_size, options.shuffle, options.seed);
+  if (options_.data_parallel) loader.set_shard(options_.data_parallel->rank(), options_.data_parallel->world_size());
   if (guard_) loader.exclude_ids(guard_->quarantined());
   loader_ = &loader;
   train_data_ = &train;

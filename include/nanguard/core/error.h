@@ -33,6 +33,13 @@ class TrainingStopped : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A data-parallel peer died or stayed silent past the group's timeout: the run cannot go on.
+// The message names the rank where it can be told.
+class PeerError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 // A broken invariant inside nanguard itself: a bug, never the user's fault.
 class InternalError : public std::logic_error {
  public:

@@ -66,6 +66,12 @@ class BatchLoader {
   // Excludes samples by dataset id from the next epoch on (quarantine).
   void exclude_ids(const std::vector<int64_t>& ids);
   const std::vector<int64_t>& excluded_ids() const { return excluded_; }
+  // Data parallelism: from the next start_epoch on, this loader yields shard `rank` of `world`.
+  // Global batch i of the epoch's order (world * batch_size samples) is split into `world`
+  // equal parts and the rank takes part `rank`: the ranks' batches of a step together are the
+  // one-process batch at batch_size * world. The epoch's last samples that do not divide
+  // evenly over the ranks are left out, so every rank runs the same number of equal steps.
+  void set_shard(int rank, int world);
   int64_t batch_size() const { return batch_size_; }
 
  private:
@@ -73,8 +79,9 @@ class BatchLoader {
   int64_t batch_size_;
   bool shuffle_;
   uint64_t seed_;
-  at::Tensor order_;  // positions in epoch order
+  at::Tensor order_;  // positions in epoch order (this shard's)
   std::vector<int64_t> excluded_;
+  int rank_ = 0, world_ = 1;
 };
 
 // The four IDX files of MNIST-layout data sets (MNIST, Fashion-MNIST) in one folder:

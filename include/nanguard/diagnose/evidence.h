@@ -69,9 +69,16 @@ struct InitFinding {
   double bound = 0;
 };
 
+// A new field must also join the list in src/guard/incident_wire.cpp: in a data-parallel run
+// the evidence travels from the rank that found it to every other.
 struct Evidence {
   int64_t step = 0;   // global step of the failed check
   int64_t epoch = -1;
+  // Data parallelism: the rank whose check failed (and whose replay this evidence is), its host,
+  // and every rank whose check failed at this step. -1, "" and empty in one process.
+  int rank = -1;
+  std::string host;
+  std::vector<int> failed_ranks;
   // What failed the cheap check: "loss", "gradients", "parameters" (after the previous
   // optimizer step) or "optimizer_state"; "exception" when the closure threw.
   std::string failed_check;

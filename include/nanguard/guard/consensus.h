@@ -1,10 +1,16 @@
 // The guard's consensus point: in a data-parallel run every process must take the same
 // decision (apply, skip, roll back to the same snapshot, the same learning-rate scale). The
-// guard combines a few numbers per step through it; in one process there is none and the
-// step costs nothing more.
+// guard combines a few numbers per step through it, and averages the gradients through it
+// before every update it applies; in one process there is none and the step costs nothing
+// more. dist::DataParallel implements it on c10d.
 #pragma once
 
+#include <string>
 #include <vector>
+
+namespace at {
+class Tensor;
+}
 
 namespace nanguard {
 
@@ -18,8 +24,15 @@ class Consensus {
   virtual void all_sum(std::vector<double>& values) = 0;
   // Every process ends with the root's values (resized to the root's length).
   virtual void broadcast(std::vector<double>& values, int root) = 0;
+  // Every process ends with the root's bytes (an incident, serialised).
+  virtual void broadcast_bytes(std::string& bytes, int root) = 0;
+  // Averages the gradients of `params` over every process, in place: called before every
+  // update the guard applies (never in its local replays).
+  virtual void average_gradients(const std::vector<at::Tensor>& params) = 0;
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
+  // The host this process runs on (incidents name it with the rank).
+  virtual std::string host() const = 0;
 };
 
 }  // namespace nanguard

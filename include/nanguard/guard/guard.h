@@ -199,7 +199,12 @@ class Guard {
   // Returns null when the step is healthy. The state is left as it was.
   std::shared_ptr<const Incident> examine(const data::Batch& batch, const BatchClosure& closure);
 
-  // The consensus of a data-parallel run (every process takes the same decision); none: local.
+  // The consensus of a data-parallel run (none: local). Every rank then takes the same decision:
+  // each step's check is voted on (one small all-reduce: every rank learns which ranks failed),
+  // the lowest failing rank replays and diagnoses while the others wait, its incident is
+  // broadcast and every rank carries out the same plan; the gradients are averaged through it
+  // before every update the guard applies (so the closure runs forward and backward only, and
+  // a NaN never crosses ranks). Set before the first step (dist::DataParallel is one).
   void set_consensus(std::shared_ptr<Consensus> consensus);
 
   // Multiplier the guard applied to the learning rate (1 until an lr backoff).

@@ -34,6 +34,7 @@ struct GuardEvent {
   std::string explanation;
   std::string action;
   std::string detail;  // e.g. "lr 0.5 -> 0.05", "rolled back to step 100"
+  int rank = -1;  // data parallelism: the rank the incident happened on (-1 in one process)
 };
 
 }  // namespace nanguard

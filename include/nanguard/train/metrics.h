@@ -31,6 +31,11 @@ class Metric {
   // The mean over everything accumulated since the last reset (0 when empty, as Keras).
   double result() const;
   void reset();
+  // The sum and element count behind result(), and their replacement by totals over several
+  // processes (data parallelism).
+  double total() const;
+  int64_t count() const { return count_; }
+  void set_totals(double total, int64_t count);
 
   // The name as the user gave it ("accuracy"): the history column.
   const std::string& name() const { return name_; }

@@ -25,6 +25,9 @@
 #include "nanguard/train/schedule.h"
 
 namespace nanguard {
+namespace dist {
+class DataParallel;
+}
 
 class Trainer;
 
@@ -38,6 +41,11 @@ struct CompileOptions {
   GuardOptions guard;
   // Where the model trains; batches are moved there as they are drawn (ids stay on the CPU).
   c10::Device device = c10::Device(c10::kCPU);
+  // Data parallelism (null: one process). Every rank starts from rank 0's weights, takes its
+  // own shard of each epoch (batch_size is per rank, as in PyTorch's DDP), averages the
+  // gradients before each update, and evaluates its share of a dataset; the guard votes
+  // through it. Every rank must run the same calls of the trainer.
+  std::shared_ptr<dist::DataParallel> data_parallel;
 };
 
 struct FitOptions {
@@ -137,6 +145,7 @@ class Trainer {
   StepResult step_on_batch(const data::Batch& batch, at::Tensor* logits_out);
   std::vector<Metric> make_metrics() const;
   void update_metrics(std::vector<Metric>& metrics, const at::Tensor& logits, const at::Tensor& target);
+  void reduce_over_ranks(double& loss_sum, int64_t& count, std::vector<Metric>& metrics) const;
   void zero_grad();
   void apply_scheduled_learning_rate();
   // The batch's inputs and labels on the training device.
