@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <map>
 
 #include <fmt/format.h>
@@ -45,6 +47,15 @@ std::string host_name() {
   char buf[256] = {0};
   if (gethostname(buf, sizeof(buf) - 1) != 0) return "unknown-host";
   return buf;
+}
+
+// A process that no longer runs: gone, or a zombie its launcher has not reaped yet.
+bool process_gone(int64_t pid) {
+  if (kill(static_cast<pid_t>(pid), 0) != 0) return errno == ESRCH;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const auto close = text.rfind(')');
+  return close != std::string::npos && close + 2 < text.size() && (text[close + 2] == 'Z' || text[close + 2] == 'X');
 }
 
 bool is_loopback(const std::string& addr) {
@@ -84,7 +95,7 @@ struct DataParallel::Impl {
     std::string gone;
     for (size_t r = 0; r < peers.size(); ++r) {
       if (static_cast<int>(r) == options.rank || peers[r].first != host) continue;
-      if (kill(static_cast<pid_t>(peers[r].second), 0) != 0 && errno == ESRCH)
+      if (process_gone(peers[r].second))
         gone += fmt::format("{}rank {} (pid {} on {})", gone.empty() ? "" : ", ", r, peers[r].second, host);
     }
     return gone;
