@@ -45,6 +45,35 @@ TEST(BatchLoader, CoversEverySampleOncePerEpochWithTheirIds) {
   EXPECT_EQ(loader.batch(3).size(), 1);
 }
 
+// Data parallelism: at step i the ranks' batches together are the one-process batch i at
+// batch_size * world; samples that do not divide evenly over the ranks are left out.
+TEST(BatchLoader, ShardsSplitEachGlobalBatchIntoEqualParts) {
+  auto ds = make_dataset(23);
+  BatchLoader whole(ds, 8, /*shuffle=*/true, /*seed=*/3);
+  std::vector<BatchLoader> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back(ds, 4, true, 3);
+    ranks.back().set_shard(r, 2);
+  }
+  for (int64_t epoch = 0; epoch < 2; ++epoch) {
+    whole.start_epoch(epoch);
+    for (auto& l : ranks) l.start_epoch(epoch);
+    EXPECT_EQ(ranks[0].num_batches(), 3);  // 22 of 23 samples: 8 + 8 + 6
+    EXPECT_EQ(ranks[1].num_batches(), 3);
+    for (int64_t b = 0; b < 3; ++b) {
+      const auto a = to_vector(ranks[0].batch(b).ids), c = to_vector(ranks[1].batch(b).ids);
+      EXPECT_EQ(a.size(), c.size());
+      std::vector<int64_t> joined = a;
+      joined.insert(joined.end(), c.begin(), c.end());
+      const auto expected = to_vector(whole.batch(b).ids);
+      EXPECT_EQ(std::vector<int64_t>(expected.begin(), expected.begin() + static_cast<std::ptrdiff_t>(joined.size())),
+                joined)
+          << "epoch " << epoch << " batch " << b;
+    }
+  }
+  EXPECT_TRUE(testing::throws_with<ValueError>([&] { ranks[0].set_shard(2, 2); }, {"shard 2 of 2"}));
+}
+
 TEST(BatchLoader, ShuffleDependsOnSeedAndEpochOnly) {
   auto ds = make_dataset(50);
   BatchLoader a(ds, 50, true, 1), b(ds, 50, true, 1), c(ds, 50, true, 2);
