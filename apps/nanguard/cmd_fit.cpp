@@ -17,7 +17,6 @@
 #include "nanguard/core/error.h"
 #include "nanguard/data/audit.h"
 #include "nanguard/dist/data_parallel.h"
-#include "nanguard/dist/launcher.h"
 #include "nanguard/env/blas.h"
 #include "nanguard/guard/snapshot.h"
 #include "nanguard/monitor/monitor.h"
@@ -61,29 +60,6 @@ class StepTimer : public Callback {
   std::chrono::steady_clock::time_point start_;
   std::vector<double> seconds_;
 };
-
-// `--nproc-per-node N`: this command line again as N workers with torchrun's environment.
-int launch_workers(int nproc) {
-  std::vector<std::string> argv;
-  std::error_code ec;
-  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (ec) throw IoError("cannot find this program's path to start its workers: " + ec.message());
-  argv.push_back(self.string());
-  const auto& args = command_line();
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--nproc-per-node") {
-      ++i;  // and its value
-      continue;
-    }
-    if (args[i].rfind("--nproc-per-node=", 0) == 0) continue;
-    argv.push_back(args[i]);
-  }
-  const dist::LaunchResult result = dist::launch_local_workers(nproc, argv);
-  if (result.failed_rank < 0) return kOk;
-  std::cerr << "nanguard: data-parallel run failed: " << result.error << "\n";
-  // A worker's own exit code says why (1 stopped, 2 bad input, ...); a death by signal is a peer failure.
-  return result.exit_code > 0 && result.exit_code < 128 ? result.exit_code : kPeerFailed;
-}
 
 // What summary.json says of each rank of a data-parallel run.
 nlohmann::json rank_record(const dist::DataParallel& group, Trainer& trainer, const StepTimer& timer) {
@@ -147,7 +123,7 @@ report::RunVerdict judge(Trainer& trainer, const History& history, const data::T
 
 int run_fit(const FitArgs& args_in) {
   const auto start = std::chrono::steady_clock::now();
-  if (args_in.nproc_per_node > 1 && std::getenv("WORLD_SIZE") == nullptr) return launch_workers(args_in.nproc_per_node);
+  if (args_in.nproc_per_node > 1 && std::getenv("WORLD_SIZE") == nullptr) return launch_workers(args_in.nproc_per_node, "--nproc-per-node");
   // Under torchrun (or our own launcher) this process is one rank; rank 0 leads: it alone
   // talks and writes the run folder, the others train beside it.
   const std::shared_ptr<dist::DataParallel> group = dist::DataParallel::from_environment();

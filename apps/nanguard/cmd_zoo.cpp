@@ -5,9 +5,11 @@
 #include <iostream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "commands.h"
 #include "nanguard/core/error.h"
+#include "nanguard/dist/data_parallel.h"
 #include "nanguard/zoo/scenario.h"
 #include "nanguard/zoo/table.h"
 
@@ -27,6 +29,11 @@ struct ZooArgs {
   std::string python_dir;
   int64_t train_samples = 0;
   int64_t epochs = 0;
+  // Data parallelism. run: local workers to start (0: one process, or torchrun's); table:
+  // processes per data-parallel run (-1: the default, 2; 0: none).
+  int nproc = -1;
+  int fault_rank = -1;     // the rank the fault lives on (-1: every rank)
+  int64_t kill_step = -1;  // the fault rank kills itself at this step (-1: never)
 };
 
 std::filesystem::path executable_dir() {
@@ -64,11 +71,25 @@ int run_list() {
 int run_one(const ZooArgs& a) {
   const auto& scenario = zoo::builtin_scenario(a.id);
   zoo::check_baseline(a.baseline);
+  const bool launching = a.nproc > 1 && std::getenv("WORLD_SIZE") == nullptr;
+  if (a.fault_rank >= 0 && !launching && std::getenv("WORLD_SIZE") == nullptr) {
+    throw ValueError(fmt::format("--fault-rank {} needs a data-parallel run (--nproc 2 or more, or torchrun)", a.fault_rank));
+  }
+  if (launching && a.fault_rank >= a.nproc) {
+    throw ValueError(fmt::format("--fault-rank {}: expected a rank of the {} processes, 0-{}", a.fault_rank, a.nproc, a.nproc - 1));
+  }
+  if (a.kill_step >= 0 && a.fault_rank < 0) throw ValueError("--kill-step needs --fault-rank: the rank that dies");
+  if (launching) return launch_workers(a.nproc, "--nproc");
+  // Under torchrun (or our own launcher) this process is one rank; rank 0 writes the result.
+  const std::shared_ptr<dist::DataParallel> group = dist::DataParallel::from_environment();
+  const bool lead = !group || group->rank() == 0;
   const std::filesystem::path dir = a.out;
-  zoo::prepare_output_dir(dir);
+  if (lead) zoo::prepare_output_dir(dir);
   zoo::RunOptions o;
   o.baseline(a.baseline).seed(a.seed).mnist_dir(mnist_dir(a)).train_samples(a.train_samples).epochs(a.epochs);
+  o.data_parallel(group).fault_rank(a.fault_rank).kill_step(a.kill_step);
   const auto r = zoo::run_scenario(scenario, o);
+  if (!lead) return kOk;
   zoo::write_result(r, dir);
   // The cause and its verdict: a baseline without a diagnosis has none to judge, and the
   // healthy scenario's right answer is no cause at all.
@@ -81,6 +102,12 @@ int run_one(const ZooArgs& a) {
                            r.scenario, r.baseline, r.seed, r.detected, r.detected_step, r.birth_op.empty() ? "-" : r.birth_op,
                            r.phase, cause, verdict, r.final_accuracy * 100, r.clean_accuracy * 100, r.repaired, r.seconds,
                            (dir / "result.json").string());
+  if (group) {
+    std::cout << fmt::format("  {} processes, fault on {}; incidents on rank {}; weights identical on every rank: {}\n",
+                             r.world_size, r.fault_rank < 0 ? "every rank" : fmt::format("rank {}", r.fault_rank),
+                             r.incident_ranks.empty() ? std::string("-") : fmt::format("{}", fmt::join(r.incident_ranks, ", ")),
+                             r.weights_identical);
+  }
   return kOk;
 }
 
@@ -89,9 +116,16 @@ int run_table(const ZooArgs& a) {
   zoo::TableOptions o;
   o.seeds(a.seeds).only(a.only).mnist_dir(mnist_dir(a)).python(a.python).python_dir(python_dir(a));
   o.train_samples(a.train_samples).epochs(a.epochs);
+  // The data-parallel section runs this program's `zoo run --nproc` (--nproc 0 leaves it out).
+  o.nanguard(std::filesystem::read_symlink("/proc/self/exe")).nproc(a.nproc < 0 ? 2 : a.nproc);
   if (!a.baselines.empty()) o.baselines(a.baselines);
   o.validate();  // bad options leave no output folder behind
   zoo::prepare_output_dir(dir);
+  o.on_data_parallel([](const zoo::DataParallelResult& d) {
+    std::cerr << fmt::format("{} data-parallel seed {}: {} -> exit {}{}, incidents on ranks [{}], cause {} {:.1f} s\n", d.scenario,
+                             d.seed, d.fault, d.exit_code, d.error.empty() ? "" : " (" + d.error + ")",
+                             fmt::join(d.incident_ranks, ", "), d.top_cause.empty() ? "-" : d.top_cause, d.seconds);
+  });
   o.on_result([](const zoo::ScenarioResult& r) {
     std::cerr << fmt::format("{} {:<9} seed {}: detected {:<5} cause {:<28} final {:5.1f}% repaired {:<5} {:.1f} s\n",
                              r.scenario, r.baseline, r.seed, r.detected, r.top_cause.empty() ? "-" : r.top_cause,
@@ -115,12 +149,21 @@ Command add_zoo(CLI::App& app) {
   run->add_option("--baseline", a->baseline, "nanguard, prevent, none, terminate, skip or random");
   run->add_option("--seed", a->seed, "Seed of the run");
   run->add_option("--out", a->out, "Output folder")->required();
+  run->add_option("--nproc", a->nproc, "Run data-parallel on N local processes (the scenario's batch split over them)")
+      ->check(integer_at_least(1, "a number of processes, 1 or more", "N >= 1"));
+  run->add_option("--fault-rank", a->fault_rank,
+                  "The rank the scenario's data fault or fault hook lives on (default: every rank)")
+      ->check(integer_at_least(0, "a rank, 0 or more", "RANK >= 0"));
+  run->add_option("--kill-step", a->kill_step, "The fault rank kills itself (SIGKILL) at this step")
+      ->check(integer_at_least(0, "a step, 0 or more", "STEP >= 0"));
   CLI::App* table = zoo->add_subcommand("table", "Run every scenario and baseline; writes table.md and table.json");
   table->add_option("--out", a->out, "Output folder (default zoo-table)");
   table->add_option("--seeds", a->seeds, "Seeds per scenario and baseline (default 3)");
   table->add_option("--only", a->only, "Scenario ids to run (default all)")->delimiter(',');
   table->add_option("--baselines", a->baselines, "Baselines to run (default all)")->delimiter(',');
   table->add_option("--python", a->python, "Python with torch for the anomaly-mode column");
+  table->add_option("--nproc", a->nproc, "Processes per data-parallel run (default 2; 0 leaves that section out)")
+      ->check(integer_at_least(0, "a number of processes, 0 or more", "N >= 0"));
   table->add_option("--python-dir", a->python_dir, "Folder of the zoo's Python scripts (default zoo/python)");
   for (CLI::App* sub : {run, table}) {
     sub->add_option("--mnist", a->mnist, "MNIST folder (default $NANGUARD_MNIST_DIR or data/mnist)");

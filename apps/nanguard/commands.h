@@ -31,6 +31,11 @@ inline CLI::Validator integer_at_least(int64_t min, const std::string& expected,
 void set_command_line(int argc, char** argv);
 const std::vector<std::string>& command_line();
 
+// Runs this command line again as `nproc` local workers with torchrun's environment, `flag` and
+// its value left out; waits for them. Returns the exit code: 0, a worker's own code, or
+// kPeerFailed when one died by a signal (the error naming it is printed).
+int launch_workers(int nproc, const std::string& flag);
+
 Command add_fit(CLI::App& app);
 Command add_evaluate(CLI::App& app);
 Command add_replay(CLI::App& app);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -290,6 +291,60 @@ std::string stat(const std::string& k, const std::string& v, const char* cls = "
   return fmt::format("<div class=\"stat {}\"><div class=\"v\">{}</div><div class=\"k\">{}</div></div>", cls, detail::escape_markup(v), detail::escape_markup(k));
 }
 
+// A rank whose steps failed this often, each time finite again when replayed, is named as a
+// suspect device: one transient fault is a cosmic ray, repeated ones on one rank a machine.
+constexpr int kSuspectTransientFaults = 2;
+
+// summary.json's "distributed": per rank its host, steps, median step time and weights digest,
+// the incidents it produced, and a suspect device where one rank's faults repeat.
+std::string data_parallel_section(const json& summary, const std::vector<GuardEvent>& events) {
+  if (!summary.is_object() || !summary.contains("distributed") || !summary["distributed"].is_object()) return "";
+  const json& d = summary["distributed"];
+  auto field = [](const json& j, const char* k) { return j.is_object() && j.contains(k) ? plain(j[k]) : std::string("-"); };
+  std::map<int, int> incidents, transient;
+  for (const auto& e : events) {
+    if (e.kind != "incident" || e.rank < 0) continue;
+    incidents[e.rank]++;
+    if (e.cause.rfind("transient_fault", 0) == 0) transient[e.rank]++;
+  }
+  std::string h = "<section id=\"data-parallel\"><h2>Data parallel</h2>\n";
+  h += fmt::format("<p>{} processes ({}), batch {} per rank, {} per step; weights identical on every rank at the end: "
+                   "<b>{}</b>.</p>\n",
+                   detail::escape_markup(field(d, "world_size")), detail::escape_markup(field(d, "backend")),
+                   detail::escape_markup(field(d, "batch_size_per_rank")), detail::escape_markup(field(d, "global_batch_size")),
+                   detail::escape_markup(field(d, "weights_identical")));
+  const json ranks = d.contains("ranks") && d["ranks"].is_array() ? d["ranks"] : json::array();
+  h += "<table class=\"grid\" id=\"ranks\"><tr><th>rank</th><th>host</th><th>pid</th><th>steps</th><th>median step (ms)</th>"
+       "<th>incidents</th><th>weights digest</th></tr>";
+  for (const auto& r : ranks) {
+    const int rank = r.is_object() && r.contains("rank") && r["rank"].is_number_integer() ? r["rank"].get<int>() : -1;
+    const std::string ms = r.is_object() && r.contains("step_seconds_median") && r["step_seconds_median"].is_number()
+                               ? fmt::format("{:.3f}", r["step_seconds_median"].get<double>() * 1e3)
+                               : "-";
+    const auto n = incidents.find(rank);
+    h += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                     detail::escape_markup(field(r, "rank")), detail::escape_markup(field(r, "host")),
+                     detail::escape_markup(field(r, "pid")), detail::escape_markup(field(r, "steps")), ms,
+                     n == incidents.end() ? 0 : n->second, detail::escape_markup(field(r, "weights_digest")));
+  }
+  h += "</table>\n";
+  int all_transient = 0;
+  for (const auto& [rank, n] : transient) all_transient += n;
+  for (const auto& [rank, n] : transient) {
+    if (n < kSuspectTransientFaults) continue;
+    std::string host;
+    for (const auto& r : ranks) {
+      if (r.is_object() && r.contains("rank") && r["rank"] == rank) host = field(r, "host");
+    }
+    h += fmt::format("<p class=\"verdict bad\" id=\"suspect-device\"><b>Suspect device: rank {}{}.</b> {} of its steps "
+                     "produced a non-finite value that did not come back when the step was replayed from the same state "
+                     "and batch (transient faults); the other ranks had {}. Check that machine's memory and processor "
+                     "(<code>nanguard doctor</code> there) before trusting its results.</p>\n",
+                     rank, host.empty() ? "" : " on " + detail::escape_markup(host), n, all_transient - n);
+  }
+  return h + "</section>\n";
+}
+
 }  // namespace
 
 std::filesystem::path find_chart_scripts() {
@@ -431,6 +486,7 @@ std::string render_html(const RunRecord& run, const ReportOptions& options) {
     h += "</ul>\n";
   }
   h += "</section>\n";
+  h += data_parallel_section(summary, run.events);
 
   // Charts.
   const auto charts = report_charts(run);

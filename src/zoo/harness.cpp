@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <random>
 #include <set>
 
@@ -14,6 +15,7 @@
 #include "core/check.h"
 #include "nanguard/data/audit.h"
 #include "nanguard/data/input_scale.h"
+#include "nanguard/dist/data_parallel.h"
 #include "nanguard/monitor/monitor.h"
 #include "nanguard/guard/guard.h"
 #include "nanguard/trace/scope.h"
@@ -88,18 +90,41 @@ const std::vector<RepairAction>& random_actions() {
   return a;
 }
 
-// One training run. Fills the result's measured fields.
+// One training run. Fills the result's measured fields. `group`: this process is one rank of a
+// data-parallel run (null: one process).
 void train(const Scenario& scenario, const RunOptions& options, bool fault, const std::string& baseline,
-           ScenarioResult& r) {
+           ScenarioResult& r, dist::DataParallel* group = nullptr) {
   torch::manual_seed(options.seed());
   ScenarioRun run = scenario.build(context_for(options, fault));
   NANGUARD_CHECK(run.model && run.optimizer && run.forward && run.loss,
                  "zoo: scenario {}: build() must set model, optimizer, forward and loss", scenario.id);
   NANGUARD_CHECK(run.train.size() > 0 && run.epochs > 0 && run.batch_size > 0,
                  "zoo: scenario {}: build() gave no training data, epochs or batch size", scenario.id);
+  const int world = group ? group->world_size() : 1;
+  const int rank = group ? group->rank() : 0;
+  if (group && fault && options.fault_rank() >= 0 && rank != options.fault_rank()) {
+    // The fault lives on another rank: this one reads the clean twin's training set and runs
+    // no fault hook. The model, loss and optimizer stay the faulty build's, one for all ranks.
+    torch::manual_seed(options.seed());
+    ScenarioRun clean = scenario.build(context_for(options, false));
+    NANGUARD_CHECK(clean.train.size() == run.train.size(),
+                   "zoo: scenario {}: its clean twin has {} training samples, the faulty run {}", scenario.id,
+                   clean.train.size(), run.train.size());
+    run.train = clean.train;
+    run.after_backward = nullptr;
+  }
+  if (world > 1 && run.batch_size % world != 0) {
+    throw ValueError(fmt::format("zoo: scenario {}: its batch of {} does not split evenly over {} processes",
+                                 scenario.id, run.batch_size, world));
+  }
   torch::manual_seed(options.seed() + 1);  // the same stream for every baseline from here on
 
-  data::BatchLoader loader(run.train, run.batch_size, /*shuffle=*/true, options.seed());
+  // Data parallelism: the scenario's batch is the global batch; rank r takes the r-th part.
+  data::BatchLoader loader(run.train, run.batch_size / world, /*shuffle=*/true, options.seed());
+  if (group) {
+    loader.set_shard(rank, world);
+    group->broadcast_state(run.model->parameters(), run.model->buffers());
+  }
   int64_t step = 0;
   std::map<int64_t, int64_t> executions;  // per step: how often its closure ran
   // The guard's rescale_inputs repair scales the inputs at the model, as the trainer does.
@@ -149,14 +174,18 @@ void train(const Scenario& scenario, const RunOptions& options, bool fault, cons
       };
     }
     guard = std::make_unique<Guard>(*run.model, *run.optimizer, guard_options_for(baseline), hooks);
+    if (group) guard->set_consensus(std::shared_ptr<Consensus>(group, [](Consensus*) {}));
   }
+  NANGUARD_CHECK(!group || guard, "zoo: a data-parallel run needs a guarded baseline");
 
   bool stop = false;
   for (int64_t epoch = 0; epoch < run.epochs && !stop; ++epoch) {
     loader.start_epoch(epoch);
     for (int64_t i = 0; i < loader.num_batches() && !stop; ++i, ++step) {
       const data::Batch batch = loader.batch(i);
-      if (batch.size() == 0) continue;
+      if (group && rank == options.fault_rank() && step == options.kill_step()) std::raise(SIGKILL);
+      // Ranks hold equal shards; the guard's vote handles a shard emptied by quarantine.
+      if (batch.size() == 0 && !group) continue;
       if (guard) {
         auto verdict = guard->step(batch, closure);
         if (verdict.stopped()) stop = true;
@@ -191,6 +220,12 @@ void train(const Scenario& scenario, const RunOptions& options, bool fault, cons
   r.steps = step;
   r.final_accuracy = evaluate(run, input_scale);
   r.finite_at_end = all_finite(run.model->parameters());
+  if (group) {
+    r.world_size = world;
+    r.fault_rank = options.fault_rank();
+    const auto digests = group->all_gather_bytes(dist::digest(run.model->parameters()));
+    r.weights_identical = std::all_of(digests.begin(), digests.end(), [&](const std::string& d) { return d == digests[0]; });
+  }
 
   if (!guard) return;
   r.skipped_steps = guard->skipped_steps();
@@ -204,7 +239,9 @@ void train(const Scenario& scenario, const RunOptions& options, bool fault, cons
   }
   for (const auto& inc : guard->incidents()) {
     for (const auto& a : inc->actions) r.actions.push_back(a);
+    r.incident_ranks.push_back(inc->evidence.rank);
   }
+  if (!r.incident_ranks.empty()) r.rank = r.incident_ranks.front();
   if (!guard->incidents().empty()) {
     const Incident& first = *guard->incidents().front();
     const Evidence& ev = first.evidence;
@@ -342,10 +379,37 @@ ScenarioResult run_scenario(const Scenario& scenario, const RunOptions& options)
   r.baseline = options.baseline();
   r.seed = options.seed();
   const std::string key = cache_key(scenario, options);
+  dist::DataParallel* group = options.data_parallel().get();
+  if (group) {
+    if (!is_guarded(options.baseline())) {
+      throw ValueError(fmt::format("zoo: a data-parallel run takes a guarded baseline (nanguard, prevent or random), not '{}'",
+                                   options.baseline()));
+    }
+    if (options.fault_rank() < -1 || options.fault_rank() >= group->world_size()) {
+      throw ValueError(fmt::format("zoo: fault rank {} is not a rank of {} processes (expected -1 for every rank, or 0-{})",
+                                   options.fault_rank(), group->world_size(), group->world_size() - 1));
+    }
+  } else if (options.fault_rank() != -1) {
+    throw ValueError(fmt::format("zoo: fault rank {} needs a data-parallel run", options.fault_rank()));
+  }
+  if (options.kill_step() >= 0 && (!group || options.fault_rank() < 0)) {
+    throw ValueError("zoo: kill_step needs a data-parallel run and a fault rank to kill");
+  }
 
   const auto start = Clock::now();
-  train(scenario, options, true, options.baseline(), r);
+  train(scenario, options, true, options.baseline(), r, group);
   r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (group) {
+    // The twins are one-process runs at the global batch; rank 0 alone runs the clean one
+    // (the result is its to write), the unguarded twin is not measured.
+    if (group->rank() == 0 && options.measure_clean()) {
+      ScenarioResult clean;
+      train(scenario, options, false, "none", clean);
+      r.clean_accuracy = clean.final_accuracy;
+    }
+    detail::judge(scenario, r);
+    return r;
+  }
   if (options.baseline() == "none" && options.cache()) options.cache()->first_nonfinite_step[key] = r.first_nonfinite_step;
 
   if (options.measure_unguarded() && options.baseline() != "none" && options.baseline() != "terminate" &&
@@ -409,6 +473,11 @@ std::string ScenarioResult::to_json() const {
   j["stopped"] = stopped;
   j["seconds"] = seconds;
   j["diagnosis_seconds"] = diagnosis_seconds;
+  j["world_size"] = world_size;
+  j["fault_rank"] = fault_rank;
+  j["rank"] = rank;
+  j["incident_ranks"] = incident_ranks;
+  j["weights_identical"] = weights_identical;
   return j.dump(2);
 }
 

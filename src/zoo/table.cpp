@@ -5,9 +5,12 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <map>
 #include <sstream>
 
+#include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -309,6 +312,71 @@ PythonGuardResult run_python_guard(const std::string& python, const std::filesys
   return r;
 }
 
+const std::vector<DataParallelCase>& data_parallel_cases() {
+  static const std::vector<DataParallelCase> cases{
+      {"Z5", 1, -1, "NaN and Inf in 5 samples of rank 1's copy of the data"},
+      {"Z6", 1, -1, "one NaN in rank 1's gradient at step 40, first execution"},
+      {"Z9", -1, -1, "SGD lr 3 on every rank (finite divergence)"},
+      {"Z0", 1, 50, "rank 1 killed (SIGKILL) at step 50 of the healthy run"},
+  };
+  return cases;
+}
+
+DataParallelResult run_data_parallel(const std::filesystem::path& program, const DataParallelCase& c, int nproc,
+                                     uint64_t seed, const std::filesystem::path& mnist_dir,
+                                     const std::vector<std::string>& extra) {
+  DataParallelResult r;
+  r.scenario = c.scenario;
+  r.seed = seed;
+  r.world_size = nproc;
+  r.fault_rank = c.fault_rank;
+  r.kill_step = c.kill_step;
+  r.fault = c.fault;
+  std::string dir_template = (std::filesystem::temp_directory_path() / "nanguard-zoo-dp-XXXXXX").string();
+  if (mkdtemp(dir_template.data()) == nullptr) throw IoError("zoo: cannot create a temporary folder for a data-parallel run");
+  const std::filesystem::path dir = dir_template;
+  std::string command = fmt::format("{} zoo run {} --nproc {} --seed {} --mnist {} --out {}", quote(program.string()),
+                                    quote(c.scenario), nproc, seed, quote(mnist_dir.string()), quote(dir.string()));
+  if (c.fault_rank >= 0) command += fmt::format(" --fault-rank {}", c.fault_rank);
+  if (c.kill_step >= 0) command += fmt::format(" --kill-step {}", c.kill_step);
+  for (const auto& e : extra) command += " " + quote(e);
+  int status = 0;
+  const auto start = std::chrono::steady_clock::now();
+  const std::string err = read_command(command + " 2>&1 >/dev/null", status);  // stderr only
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.exit_code = status == -1 ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (r.exit_code != 0) {
+    // The launcher's line names the rank that failed; else the command's last line.
+    std::istringstream lines(err);
+    std::string line, last;
+    while (std::getline(lines, line)) {
+      if (line.empty()) continue;
+      last = line;
+      if (line.find("data-parallel run failed") != std::string::npos) r.error = line;
+    }
+    if (r.error.empty()) r.error = last.empty() ? fmt::format("exit code {}", r.exit_code) : last;
+  } else {
+    std::ifstream in(dir / "result.json");
+    const json j = json::parse(in, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) {
+      r.error = "the run wrote no readable result.json";
+    } else {
+      r.incident_ranks = j.value("incident_ranks", std::vector<int>());
+      r.top_cause = j.value("top_cause", std::string());
+      r.cause_correct = j.value("cause_correct", false);
+      r.samples = j.value("samples", std::vector<int64_t>());
+      r.actions = j.value("actions", std::vector<std::string>());
+      r.final_accuracy = j.value("final_accuracy", -1.0);
+      r.clean_accuracy = j.value("clean_accuracy", -1.0);
+      r.repaired = j.value("repaired", false);
+      r.weights_identical = j.value("weights_identical", false);
+    }
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  return r;
+}
+
 void TableOptions::validate() const {
   NANGUARD_CHECK(seeds() >= 1, "zoo table: --seeds must be at least 1, got {}", seeds());
   for (const auto& b : baselines()) check_baseline(b);
@@ -338,6 +406,21 @@ Table run_table(const TableOptions& options) {
         o.train_samples(options.train_samples()).test_samples(options.test_samples()).epochs(options.epochs());
         table.results.push_back(run_scenario(*s, o));
         if (options.on_result()) options.on_result()(table.results.back());
+      }
+    }
+  }
+  // Data parallelism: each case in its own command, its workers fresh processes.
+  if (!options.nanguard().empty() && options.nproc() >= 2) {
+    std::vector<std::string> extra;
+    if (options.train_samples() > 0) extra.insert(extra.end(), {"--train-samples", std::to_string(options.train_samples())});
+    if (options.epochs() > 0) extra.insert(extra.end(), {"--epochs", std::to_string(options.epochs())});
+    for (const auto& c : data_parallel_cases()) {
+      const bool selected = std::any_of(scenarios.begin(), scenarios.end(), [&](const Scenario* s) { return s->id == c.scenario; });
+      if (!selected) continue;
+      for (int64_t seed = 0; seed < options.seeds(); ++seed) {
+        table.data_parallel.push_back(
+            run_data_parallel(options.nanguard(), c, options.nproc(), static_cast<uint64_t>(seed), options.mnist_dir(), extra));
+        if (options.on_data_parallel()) options.on_data_parallel()(table.data_parallel.back());
       }
     }
   }
@@ -472,6 +555,33 @@ std::string Table::to_markdown() const {
           "cause are marked correct as the C++ runs are judged; repaired: final accuracy within 1 point "
           "of (or above) the C++ clean twin's, with finite parameters.\n";
   }
+  if (!data_parallel.empty()) {
+    md << fmt::format("\n### Data parallel ({} processes, gloo on loopback; the scenario's batch split over them)\n\n",
+                      data_parallel.front().world_size);
+    md << "| id | seed | fault | ended | incidents on rank | cause | actions | final % | clean % | repaired | "
+          "weights identical | seconds |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for (const auto& d : data_parallel) {
+      const std::string ended = d.exit_code == 0 ? "exit 0" : fmt::format("exit {}: {}", d.exit_code, cell(d.error));
+      std::string ranks = "-";
+      if (!d.incident_ranks.empty()) {
+        std::map<int, int> per_rank;
+        for (int rk : d.incident_ranks) per_rank[rk]++;
+        ranks.clear();
+        for (const auto& [rk, n] : per_rank) ranks += (ranks.empty() ? "" : ", ") + (n > 1 ? fmt::format("{} (x{})", rk, n) : std::to_string(rk));
+      }
+      const std::string cause = d.exit_code != 0 ? "-" : d.top_cause.empty() ? "none" : d.top_cause;
+      md << fmt::format("| {} | {} | {} | {} | {} | {}{} | {} | {} | {} | {} | {} | {:.1f} |\n", d.scenario, d.seed,
+                        cell(d.fault), ended, ranks, cell(cause),
+                        d.exit_code != 0 ? "" : d.cause_correct ? " (correct)" : " (wrong)",
+                        d.actions.empty() ? "-" : cell(actions_str(d.actions)), pct(d.final_accuracy), pct(d.clean_accuracy),
+                        d.exit_code != 0 ? "-" : d.repaired ? "yes" : "no",
+                        d.exit_code != 0 ? "-" : d.weights_identical ? "yes" : "no", d.seconds);
+    }
+    md << "\nEach row is `nanguard zoo run ID --nproc N --fault-rank R [--kill-step K]`. A data fault lives in "
+          "the fault rank's copy of the training set only; a fault hook runs on that rank only; a fault of the "
+          "model, loss or optimizer is on every rank. Clean: the clean twin in one process at the same global "
+          "batch. Seconds include the clean twin.\n";
+  }
   md << fmt::format("\nTotal wall time of the table: {:.0f} s.\n", seconds);
   return md.str();
 }
@@ -523,6 +633,28 @@ std::string Table::to_json() const {
                   {"error", p.error}});
   }
   j["python_guard"] = pg;
+  json dp = json::array();
+  for (const auto& d : data_parallel) {
+    dp.push_back({{"scenario", d.scenario},
+                  {"seed", d.seed},
+                  {"world_size", d.world_size},
+                  {"fault_rank", d.fault_rank},
+                  {"kill_step", d.kill_step},
+                  {"fault", d.fault},
+                  {"exit_code", d.exit_code},
+                  {"error", d.error},
+                  {"seconds", d.seconds},
+                  {"incident_ranks", d.incident_ranks},
+                  {"top_cause", d.top_cause},
+                  {"cause_correct", d.cause_correct},
+                  {"samples", d.samples},
+                  {"actions", d.actions},
+                  {"final_accuracy", d.final_accuracy},
+                  {"clean_accuracy", d.clean_accuracy},
+                  {"repaired", d.repaired},
+                  {"weights_identical", d.weights_identical}});
+  }
+  j["data_parallel"] = dp;
   j["anomaly_available"] = anomaly_available;
   if (!anomaly_note.empty()) j["anomaly_note"] = anomaly_note;
   return j.dump(2);

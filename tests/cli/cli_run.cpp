@@ -165,4 +165,34 @@ std::filesystem::path write_tiny_run(const std::filesystem::path& dir, const std
   return dir / "tiny.toml";
 }
 
+// IDX bytes: zeros, the type code, the number of dimensions, each dimension as a big-endian
+// int32, then the values.
+static std::string idx(uint8_t dims, std::initializer_list<uint32_t> shape, const std::string& values) {
+  std::string out{'\0', '\0', '\x08', static_cast<char>(dims)};
+  for (uint32_t d : shape) {
+    for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((d >> shift) & 0xff));
+  }
+  return out + values;
+}
+
+// The four MNIST files in DIR, with `train` and `test` pseudo-random images and labels 0-9.
+void write_fake_mnist(const std::filesystem::path& dir, uint32_t train, uint32_t test) {
+  std::filesystem::create_directories(dir);
+  uint32_t state = 3;
+  auto images = [&](uint32_t n) {
+    std::string pixels(size_t{n} * 28 * 28, '\0');
+    for (char& p : pixels) p = static_cast<char>((state = state * 1664525u + 1013904223u) >> 24);
+    return idx(3, {n, 28, 28}, pixels);
+  };
+  auto labels = [](uint32_t n) {
+    std::string values(n, '\0');
+    for (uint32_t i = 0; i < n; ++i) values[i] = static_cast<char>(i % 10);
+    return idx(1, {n}, values);
+  };
+  write_bytes(dir / "train-images-idx3-ubyte", images(train));
+  write_bytes(dir / "train-labels-idx1-ubyte", labels(train));
+  write_bytes(dir / "t10k-images-idx3-ubyte", images(test));
+  write_bytes(dir / "t10k-labels-idx1-ubyte", labels(test));
+}
+
 }  // namespace nanguard::cli_test

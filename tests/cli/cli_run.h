@@ -2,6 +2,7 @@
 // data sets and configs the CLI tests train on. No LibTorch here: see tests/CMakeLists.txt.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -50,5 +51,9 @@ void write_tiny_csv(const std::filesystem::path& dir, int rows = 48, int nan_row
 std::string tiny_config(const std::string& extra = "");
 // Both of the above in DIR, the config as DIR/tiny.toml; returns its path.
 std::filesystem::path write_tiny_run(const std::filesystem::path& dir, const std::string& extra = "", int nan_row = -1);
+
+// The four MNIST IDX files in DIR: `train` and `test` pseudo-random 28x28 images, labels
+// 0-9 in turn. A tiny stand-in for MNIST in the zoo's tests, never the real data set.
+void write_fake_mnist(const std::filesystem::path& dir, uint32_t train, uint32_t test);
 
 }  // namespace nanguard::cli_test

@@ -117,6 +117,39 @@ TEST(HtmlReport, JsonSectionsRenderAsTables) {
   EXPECT_NE(html.find("not recorded (no history.csv"), std::string::npos);
 }
 
+TEST(HtmlReport, DataParallelRunsShowEveryRankAndNameASuspectDevice) {
+  TempDir dir;
+  write_bytes(dir / "summary.json", R"({"name": "dp", "epochs": 1, "steps": 90, "distributed": {"world_size": 2,
+    "backend": "gloo", "batch_size_per_rank": 32, "global_batch_size": 64, "weights_identical": true, "ranks": [
+    {"rank": 0, "host": "a<b", "pid": 11, "steps": 90, "step_seconds_median": 0.00341, "weights_digest": "d1"},
+    {"rank": 1, "host": "node2", "pid": 12, "steps": 90, "step_seconds_median": 0.00445, "weights_digest": "d1"}]}})");
+  // Two transient faults on rank 1, one bad batch on rank 0.
+  write_bytes(dir / "events.jsonl",
+              R"({"step": 5, "kind": "incident", "cause": "transient_fault", "rank": 1}
+{"step": 9, "kind": "incident", "cause": "bad_input_data", "rank": 0}
+{"step": 40, "kind": "incident", "cause": "transient_fault", "rank": 1}
+)");
+  const std::string html = render_html(read_run(dir.path()));
+  EXPECT_NE(html.find("<section id=\"data-parallel\">"), std::string::npos);
+  EXPECT_NE(html.find("2 processes (gloo), batch 32 per rank, 64 per step"), std::string::npos);
+  EXPECT_NE(html.find("<tr><td>0</td><td>a&lt;b</td><td>11</td><td>90</td><td>3.410</td><td>1</td>"), std::string::npos) << html;
+  EXPECT_NE(html.find("<tr><td>1</td><td>node2</td><td>12</td><td>90</td><td>4.450</td><td>2</td>"), std::string::npos);
+  EXPECT_NE(html.find("Suspect device: rank 1 on node2.</b> 2 of its steps"), std::string::npos);
+  EXPECT_NE(html.find("the other ranks had 0"), std::string::npos);
+
+  // One transient fault is no suspect; a malformed "distributed" renders what it can.
+  write_bytes(dir / "summary.json", R"({"distributed": {"world_size": "two", "ranks": [{"rank": "x"}, 3]}})");
+  write_bytes(dir / "events.jsonl", R"({"step": 5, "kind": "incident", "cause": "transient_fault", "rank": 1}
+)");
+  const std::string odd = render_html(read_run(dir.path()));
+  EXPECT_NE(odd.find("two processes (-)"), std::string::npos);
+  EXPECT_EQ(odd.find("Suspect device"), std::string::npos);
+  EXPECT_EQ(count(odd, "<tr><td>"), 2u);
+  // One process: no section.
+  write_bytes(dir / "summary.json", R"({"name": "one"})");
+  EXPECT_EQ(render_html(read_run(dir.path())).find("id=\"data-parallel\""), std::string::npos);
+}
+
 TEST(HtmlReport, ChartElementIdsAreSafeSelectors) {
   TempDir dir;
   write_bytes(dir / "history.csv", "epoch,loss,top.5 acc\n1,0.5,0.8\n");

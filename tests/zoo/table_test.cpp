@@ -188,3 +188,64 @@ TEST(ZooTable, NewScenariosShowEveryBaselineAndFiniteOnesAreNotLocalized) {
 
 }  // namespace
 }  // namespace nanguard::zoo
+
+namespace nanguard::zoo {
+namespace {
+
+// A stand-in for `nanguard zoo run`: a shell script that writes result.json into --out, or
+// fails the way the launcher does.
+std::filesystem::path fake_program(const std::filesystem::path& dir, const std::string& body) {
+  const auto path = dir / "fake_nanguard";
+  nanguard::testing::write_bytes(path, "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = --out ] && out=$2; shift; done\n" + body);
+  chmod(path.c_str(), 0755);
+  return path;
+}
+
+TEST(ZooTable, DataParallelRunsAreReadFromTheirResultOrTheirError) {
+  nanguard::testing::TempDir dir;
+  const DataParallelCase bad_samples{"Z5", 1, -1, "bad samples on rank 1"};
+  const auto ok = run_data_parallel(
+      fake_program(dir.path(), R"(echo '{"incident_ranks": [1, 1], "top_cause": "bad_input_data", "cause_correct": true,
+ "samples": [7, 123], "actions": ["quarantine_samples", "skip_step"], "final_accuracy": 0.9, "clean_accuracy": 0.89,
+ "repaired": true, "weights_identical": true}' > "$out/result.json"
+)"),
+      bad_samples, 2, 0, "mnist");
+  EXPECT_EQ(ok.exit_code, 0);
+  EXPECT_EQ(ok.error, "");
+  EXPECT_EQ(ok.incident_ranks, (std::vector<int>{1, 1}));
+  EXPECT_EQ(ok.top_cause, "bad_input_data");
+  EXPECT_TRUE(ok.repaired && ok.weights_identical && ok.cause_correct);
+
+  const DataParallelCase kill{"Z0", 1, 50, "rank 1 killed at step 50"};
+  const auto died = run_data_parallel(
+      fake_program(dir.path(), "echo 'nanguard: data-parallel run failed: rank 1 (pid 9) died of signal 9' >&2\n"
+                               "echo 'rank 0: peer gone' >&2\nexit 7\n"),
+      kill, 2, 0, "mnist");
+  EXPECT_EQ(died.exit_code, 7);
+  EXPECT_EQ(died.error, "nanguard: data-parallel run failed: rank 1 (pid 9) died of signal 9");
+  EXPECT_EQ(died.kill_step, 50);
+
+  const auto silent = run_data_parallel(fake_program(dir.path(), "exit 0\n"), bad_samples, 2, 0, "mnist");
+  EXPECT_EQ(silent.error, "the run wrote no readable result.json");
+
+  Table t;
+  t.seeds = 1;
+  t.data_parallel = {ok, died};
+  const std::string md = t.to_markdown();
+  EXPECT_NE(md.find("### Data parallel (2 processes"), std::string::npos) << md;
+  EXPECT_NE(md.find("| Z5 | 0 | bad samples on rank 1 | exit 0 | 1 (x2) | bad_input_data (correct) | "
+                    "quarantine_samples, skip_step | 90.0 | 89.0 | yes | yes |"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("| Z0 | 0 | rank 1 killed at step 50 | exit 7: nanguard: data-parallel run failed: rank 1 (pid 9) "
+                    "died of signal 9 | - | - |"),
+            std::string::npos)
+      << md;
+  const auto j = nlohmann::json::parse(t.to_json());
+  ASSERT_EQ(j["data_parallel"].size(), 2u);
+  EXPECT_EQ(j["data_parallel"][1]["exit_code"], 7);
+  EXPECT_EQ(j["data_parallel"][0]["incident_ranks"], nlohmann::json::array({1, 1}));
+}
+
+}  // namespace
+}  // namespace nanguard::zoo

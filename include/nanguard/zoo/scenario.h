@@ -25,6 +25,10 @@
 
 #include "nanguard/data/dataset.h"
 
+namespace nanguard::dist {
+class DataParallel;
+}
+
 namespace nanguard::zoo {
 
 // What a scenario is built with for one run.
@@ -142,6 +146,20 @@ struct RunOptions {
   TORCH_ARG(bool, measure_unguarded) = true;
   // Shared between runs of one table; null: nothing is reused.
   TORCH_ARG(std::shared_ptr<RunCache>, cache) = nullptr;
+
+  // Data parallelism: this process is one rank of `data_parallel` (null: one process). The
+  // scenario's batch is the global batch, split evenly over the ranks, so the run is
+  // comparable with the one-process run and its clean twin. Guarded baselines only.
+  TORCH_ARG(std::shared_ptr<dist::DataParallel>, data_parallel) = nullptr;
+  // The rank the fault lives on (-1: every rank). Data faults (bad, blank or unscaled samples)
+  // are in that rank's copy of the training set only, the other ranks read the clean twin's;
+  // a fault hook (a transient NaN in a gradient) runs on that rank only. Faults of the model,
+  // loss or optimizer (a learning rate too high, an unsafe loss) are on every rank: the ranks
+  // hold one model.
+  TORCH_ARG(int, fault_rank) = -1;
+  // The fault rank kills itself (SIGKILL) at this global step (-1: never): a rank that dies
+  // mid-epoch. The others must end with an error naming it.
+  TORCH_ARG(int64_t, kill_step) = -1;
 };
 
 struct ScenarioResult {
@@ -183,6 +201,12 @@ struct ScenarioResult {
   bool stopped = false;       // training stopped early
   double seconds = 0;         // wall time of this run (without the clean and unguarded twins)
   double diagnosis_seconds = -1;  // detection to diagnosis, first incident (-1: none)
+  // Data parallelism (world_size 1: one process).
+  int world_size = 1;
+  int fault_rank = -1;                // the rank the fault lived on (-1: every rank)
+  int rank = -1;                      // the rank the first incident happened on (-1: none)
+  std::vector<int> incident_ranks;    // per incident, the rank it happened on
+  bool weights_identical = true;      // every rank ended with the same weights (digests equal)
 
   // One JSON object with every field above.
   std::string to_json() const;

@@ -42,6 +42,39 @@ struct PythonGuardResult {
   std::string error;             // why the script could not run ("" when it ran)
 };
 
+// One data-parallel run of a scenario (`nanguard zoo run ID --nproc N --fault-rank R`), run as
+// its own command so that its workers are fresh processes.
+struct DataParallelResult {
+  std::string scenario;
+  uint64_t seed = 0;
+  int world_size = 0;
+  int fault_rank = -1;         // -1: the fault is on every rank
+  int64_t kill_step = -1;      // the fault rank killed itself at this step (-1: no kill)
+  std::string fault;           // what went wrong, in words
+  int exit_code = -1;          // of the command (7: a peer died)
+  std::string error;           // the command's error line ("" when it ended with 0)
+  double seconds = 0;          // wall time of the command (the clean twin included)
+  // From its result.json (when it ended with 0).
+  std::vector<int> incident_ranks;
+  std::string top_cause;
+  bool cause_correct = false;
+  std::vector<int64_t> samples;
+  std::vector<std::string> actions;
+  double final_accuracy = -1;
+  double clean_accuracy = -1;
+  bool repaired = false;
+  bool weights_identical = false;
+};
+
+// The data-parallel cases of the table, as (scenario, fault rank, kill step, fault in words).
+struct DataParallelCase {
+  std::string scenario;
+  int fault_rank = -1;
+  int64_t kill_step = -1;
+  std::string fault;
+};
+const std::vector<DataParallelCase>& data_parallel_cases();
+
 struct TableOptions {
   // Throws ValueError for an unknown scenario or baseline or seeds < 1 (run_table calls it;
   // call it first to reject bad options before anything is written).
@@ -62,8 +95,13 @@ struct TableOptions {
   // the column is left out when either is empty or the interpreter lacks torch.
   TORCH_ARG(std::string, python) = "/usr/bin/python3";
   TORCH_ARG(std::filesystem::path, python_dir);
+  // The nanguard program and the processes per data-parallel run for the table's
+  // data-parallel section; the section is left out when the program is empty or nproc < 2.
+  TORCH_ARG(std::filesystem::path, nanguard);
+  TORCH_ARG(int, nproc) = 2;
   // Called after every run (progress output).
   TORCH_ARG(std::function<void(const ScenarioResult&)>, on_result);
+  TORCH_ARG(std::function<void(const DataParallelResult&)>, on_data_parallel);
 };
 
 struct Table {
@@ -73,6 +111,8 @@ struct Table {
   std::string anomaly_note;  // why the anomaly-mode column is missing, if it is
   // nanguard from Python beside anomaly mode (run when anomaly mode is).
   std::vector<PythonGuardResult> python_guard;
+  // The data-parallel section.
+  std::vector<DataParallelResult> data_parallel;
   int64_t seeds = 0;
   double seconds = 0;
 
@@ -97,6 +137,12 @@ void write_table(const Table& table, const std::filesystem::path& dir);
 // result's error says why it could not run (no script, no nanguard package, a failed run).
 PythonGuardResult run_python_guard(const std::string& python, const std::filesystem::path& python_dir,
                                    const std::string& scenario, uint64_t seed, const std::filesystem::path& mnist_dir);
+
+// Runs one data-parallel case with `nanguard zoo run` (as `program`) in N processes; the
+// result's error is the command's own when it failed. `extra` is appended to its command line.
+DataParallelResult run_data_parallel(const std::filesystem::path& program, const DataParallelCase& c, int nproc,
+                                     uint64_t seed, const std::filesystem::path& mnist_dir,
+                                     const std::vector<std::string>& extra = {});
 
 // Runs the Python equivalent of one scenario under anomaly mode; the result's error says why
 // it could not run (no script for the scenario, no torch, a failed run).
