@@ -233,7 +233,13 @@ void DataParallel::broadcast_bytes(std::string& bytes, int root) {
   bytes.assign(reinterpret_cast<const char*>(t.data_ptr<uint8_t>()), static_cast<size_t>(size));
 }
 
-void DataParallel::average_gradients(const std::vector<at::Tensor>& params) {
+void DataParallel::average_gradients(const std::vector<at::Tensor>& params) { average(params, nullptr); }
+
+void DataParallel::average_gradients_and_sum(const std::vector<at::Tensor>& params, std::vector<double>& votes) {
+  average(params, &votes);
+}
+
+void DataParallel::average(const std::vector<at::Tensor>& params, std::vector<double>* votes) {
   torch::NoGradGuard no_grad;
   // Buckets of consecutive parameters of one dtype and device, up to bucket_bytes each.
   struct Bucket {
@@ -257,17 +263,32 @@ void DataParallel::average_gradients(const std::vector<at::Tensor>& params) {
     buckets.back().grads.push_back(g);
     bytes += size;
   }
+  // The votes ride the first bucket when its precision is float32 or more.
+  const bool ride = votes != nullptr && !votes->empty() && !buckets.empty() &&
+                    (buckets.front().grads.front().scalar_type() == at::kFloat ||
+                     buckets.front().grads.front().scalar_type() == at::kDouble);
+  if (votes != nullptr && !ride) all_sum(*votes);
   // Every bucket's all-reduce is started before the first is waited for.
-  impl_->run("the gradient all-reduce", [&] {
-    for (Bucket& b : buckets) {
+  impl_->run(ride ? "the guard's vote and the gradient all-reduce" : "the gradient all-reduce", [&] {
+    for (size_t i = 0; i < buckets.size(); ++i) {
+      Bucket& b = buckets[i];
       std::vector<at::Tensor> flat_views;
       for (const at::Tensor& g : b.grads) flat_views.push_back(g.reshape({-1}));
+      if (i == 0 && ride) {
+        flat_views.push_back(torch::tensor(*votes, torch::kDouble).to(b.grads.front().options()));
+      }
       b.flat = torch::cat(flat_views);
       std::vector<at::Tensor> ts{b.flat};
       b.work = impl_->group->allreduce(ts);
     }
-    for (Bucket& b : buckets) {
+    for (size_t i = 0; i < buckets.size(); ++i) {
+      Bucket& b = buckets[i];
       impl_->wait(b.work);
+      if (i == 0 && ride) {
+        const int64_t n = static_cast<int64_t>(votes->size());
+        const at::Tensor sums = b.flat.narrow(0, b.flat.numel() - n, n).to(torch::kDouble).cpu().contiguous();
+        std::copy(sums.data_ptr<double>(), sums.data_ptr<double>() + n, votes->begin());
+      }
       b.flat.div_(static_cast<double>(world_size()));
       int64_t offset = 0;
       for (const at::Tensor& g : b.grads) {

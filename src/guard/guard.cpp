@@ -243,12 +243,16 @@ Guard::Impl::Outcome Guard::Impl::divergence_outcome(const detail::DivergenceFin
 
 // Slots of the vote, per rank.
 namespace {
-enum VoteSlot { kLossFailed, kGradsFailed, kStateFailed, kNormOverflow, kEmpty, kLoss, kGradSquare, kVoteSlots };
+enum VoteSlot { kLossFailed, kGradsFailed, kStateFailed, kNormOverflow, kEmpty, kLoss, kGradNorm, kVoteSlots };
 }  // namespace
 
-// One all-reduce: every rank writes its check into its own slots, so every rank learns which
-// ranks failed; the loss and gradient norm the histories and detectors see are the ranks' mean
-// loss and the root mean square of their gradient norms, the same numbers on every rank.
+// Every rank writes its check into its own slots, so every rank learns which ranks failed; the
+// loss and gradient norm the histories and detectors see are the ranks' mean loss and the root
+// mean square of their gradient norms, the same numbers on every rank. The slots ride the
+// gradient all-reduce (one round trip per step, as without the guard): the gradients are
+// averaged here, after this rank's check saw its own, and the update applies them as they are.
+// A failing rank's NaN then reaches every rank's gradients, but no step applies them: the
+// repairs re-run, skip or roll back the step, and every rank knows whose NaN it was.
 Guard::Impl::Vote Guard::Impl::cast_vote(detail::CheckResult& r, bool empty) {
   const int w = state.consensus()->world_size();
   const int me = state.consensus()->rank();
@@ -260,8 +264,9 @@ Guard::Impl::Vote Guard::Impl::cast_vote(detail::CheckResult& r, bool empty) {
   mine[kNormOverflow] = r.norm_overflow ? 1 : 0;
   mine[kEmpty] = empty ? 1 : 0;
   mine[kLoss] = r.loss_finite && std::isfinite(r.loss) ? r.loss : 0;
-  mine[kGradSquare] = r.grads_finite && std::isfinite(r.grad_norm) ? r.grad_norm * r.grad_norm : 0;
-  state.consensus()->all_sum(slots);
+  mine[kGradNorm] = r.grads_finite && std::isfinite(r.grad_norm) ? r.grad_norm : 0;
+  state.vote_and_average(slots);
+  open.gradients_averaged = true;
   Vote v;
   double loss = 0, square = 0;
   bool state_failed = false, overflow = false;
@@ -272,7 +277,7 @@ Guard::Impl::Vote Guard::Impl::cast_vote(detail::CheckResult& r, bool empty) {
     overflow = overflow || s[kNormOverflow] > 0;
     v.any_empty = v.any_empty || s[kEmpty] > 0;
     loss += s[kLoss];
-    square += s[kGradSquare];
+    square += s[kGradNorm] * s[kGradNorm];
   }
   const bool failed = !v.failed_ranks.empty();
   r.loss_finite = r.loss_finite && !failed;
@@ -482,7 +487,10 @@ StepVerdict Guard::Impl::update(const Decision& d) {
     if (adaptive > 0 && (global_clip <= 0 || adaptive < global_clip)) global_clip = adaptive;
     if (open.sampled) monitor->begin_update();
   }
-  state.apply_update(rs.per_tensor_clip(), global_clip, d.grad_norm);
+  // The vote averaged the gradients already (data parallelism); the norm the clip needs is then
+  // theirs, not the voted one.
+  const bool averaged = open.gradients_averaged;
+  state.apply_update(rs.per_tensor_clip(), global_clip, averaged ? -1 : d.grad_norm, /*averaged=*/!averaged);
   if (open.sampled) emit_warnings(monitor->end_update(t, state.second_moments(), std::move(open.activations)));
   // Those warnings rest on this rank's own gradients: the next check is agreed on.
   agree_next_check = open.sampled;

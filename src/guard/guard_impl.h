@@ -42,13 +42,14 @@ struct OpenStep {
   bool norm_overflow = false;
   bool caught_before_update = false;  // the incident is a screened batch
   bool checked = false;               // check() or check_exception() ran
+  bool gradients_averaged = false;    // the vote averaged them over the ranks
   std::shared_ptr<Incident> incident;
 
   void close() {
     step = -1;
     batch = data::Batch{};
     closure = nullptr;
-    sampled = norm_overflow = caught_before_update = checked = false;
+    sampled = norm_overflow = caught_before_update = checked = gradients_averaged = false;
     recorder.reset();
     activations.clear();
     incident.reset();

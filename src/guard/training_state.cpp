@@ -184,6 +184,11 @@ void TrainingState::clip_global(double max_norm, double grad_norm) {
   }
 }
 
+void TrainingState::vote_and_average(std::vector<double>& votes) {
+  NANGUARD_INTERNAL_ASSERT(consensus_ != nullptr, "a vote without a consensus");
+  consensus_->average_gradients_and_sum(params_, votes);
+}
+
 bool TrainingState::distributed() const { return consensus_ != nullptr && consensus_->world_size() > 1; }
 
 void TrainingState::apply_update(double per_tensor_clip, double global_clip, double grad_norm, bool averaged) {

@@ -63,6 +63,9 @@ class TrainingState {
   // total norm when the caller has it (-1: computed here when needed). Replays pass averaged =
   // false: they run on one rank and must not enter a collective.
   void apply_update(double per_tensor_clip, double global_clip, double grad_norm = -1, bool averaged = true);
+  // Data parallelism: sums the guard's vote over the ranks and averages the gradients, in one
+  // collective (Consensus::average_gradients_and_sum).
+  void vote_and_average(std::vector<double>& votes);
   // The data-parallel group whose gradient average every update takes (null: one process).
   void set_consensus(Consensus* consensus) { consensus_ = consensus; }
   Consensus* consensus() const { return consensus_; }

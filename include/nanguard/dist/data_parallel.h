@@ -68,6 +68,9 @@ class DataParallel : public Consensus {
   // Averages the gradients of `params` over every rank, in place (bucketed and coalesced);
   // parameters without a gradient count as zeros on that rank.
   void average_gradients(const std::vector<at::Tensor>& params) override;
+  // The votes travel at the end of the first bucket when its gradients are float32 or float64
+  // (else in an all-reduce of their own).
+  void average_gradients_and_sum(const std::vector<at::Tensor>& params, std::vector<double>& votes) override;
 
   // Every rank ends with rank 0's parameters and buffers.
   void broadcast_state(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& buffers);
@@ -76,6 +79,7 @@ class DataParallel : public Consensus {
   void barrier();
 
  private:
+  void average(const std::vector<at::Tensor>& params, std::vector<double>* votes);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -29,6 +29,15 @@ class Consensus {
   // Averages the gradients of `params` over every process, in place: called before every
   // update the guard applies (never in its local replays).
   virtual void average_gradients(const std::vector<at::Tensor>& params) = 0;
+  // Averages the gradients as average_gradients does and sums `votes` over every process in
+  // the same collective: the guard's vote rides the gradients' first bucket, so a guarded step
+  // costs the round trips of an unguarded one. Each process writes only its own slots (the
+  // others are 0), so a value comes back exactly as the gradients' precision (float32) holds
+  // it. This default takes two collectives.
+  virtual void average_gradients_and_sum(const std::vector<at::Tensor>& params, std::vector<double>& votes) {
+    all_sum(votes);
+    average_gradients(params);
+  }
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
   // The host this process runs on (incidents name it with the rank).
