@@ -21,14 +21,7 @@ import time
 import torch
 
 import nanguard
-
-
-def read_idx(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(data[3])]
-    offset = 4 + 4 * len(dims)
-    return torch.frombuffer(bytearray(data[offset:]), dtype=torch.uint8).reshape(dims)
+from pytorch_epoch import cpu_model, read_idx  # the benchmarks' MNIST reader and CPU name
 
 
 def article_mlp():
@@ -38,17 +31,6 @@ def article_mlp():
             torch.nn.init.xavier_uniform_(m.weight)
             torch.nn.init.zeros_(m.bias)
     return model
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def main():

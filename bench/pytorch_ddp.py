@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pytorch_epoch import read_idx  # noqa: E402  (the benchmarks' MNIST reader)
+from pytorch_epoch import cpu_model, read_idx  # noqa: E402  (the benchmarks' MNIST reader and CPU name)
 
 WORLD = 2
 BATCH = 32
@@ -43,17 +43,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def worker(rank, port, args):

@@ -17,6 +17,17 @@ def read_idx(path):
     return torch.frombuffer(bytearray(data[4 + 4 * rank:]), dtype=torch.uint8).reshape(dims)
 
 
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def main():
     folder, epochs = sys.argv[1], int(sys.argv[2])
     x = read_idx(f"{folder}/train-images-idx3-ubyte").float().div_(255.0)

@@ -177,6 +177,7 @@ std::string incident_card(const IncidentRecord& r, size_t index) {
   if (!e.explanation.empty()) out += "<p class=\"explanation\">" + detail::escape_markup(e.explanation) + "</p>\n";
   out += "<table class=\"kv\">";
   out += row("failed check", e.detail);
+  if (e.rank >= 0) out += row("rank", std::to_string(e.rank));  // data parallelism: where it happened
   // Values that were already in the batch have no birth op: say where they were.
   out += row("birth op", e.op.empty() && e.phase == "input" ? "in the input batch, before any op" : e.op);
   out += row("phase", e.phase);

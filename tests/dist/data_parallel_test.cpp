@@ -116,6 +116,20 @@ std::string digest_line(const std::string& output) {
   return at == std::string::npos ? std::string() : output.substr(at, output.find('\n', at) - at);
 }
 
+// The mean over 3 ranks of the weight's gradient at step 0, computed here from every rank's
+// batch; leaves `net` holding the gradient of rank `rank`'s own batch.
+at::Tensor mean_weight_gradient(torch::nn::Linear& net, const Data& data, int rank) {
+  at::Tensor expected = torch::zeros_like(net->weight);
+  for (int r = 0; r < 3; ++r) {
+    net->zero_grad();
+    loss_of(net, data.batch(0, r, 3));
+    expected += net->weight.grad() / 3;
+  }
+  net->zero_grad();
+  loss_of(net, data.batch(0, rank, 3));
+  return expected;
+}
+
 TEST(DataParallel, AveragedGradientsAndBroadcastWeightsAreEveryRanksMean) {
   auto runs = run_ranks(3, [](DataParallel& g, std::ostream& out) {
     Data data(3 * kBatch);
@@ -123,14 +137,7 @@ TEST(DataParallel, AveragedGradientsAndBroadcastWeightsAreEveryRanksMean) {
     torch::nn::Linear net(kFeatures, kClasses);
     g.broadcast_state(net->parameters(), net->buffers());
     // The expected mean, computed here from every rank's batch on rank 0's weights.
-    at::Tensor expected = torch::zeros_like(net->weight);
-    for (int r = 0; r < 3; ++r) {
-      net->zero_grad();
-      loss_of(net, data.batch(0, r, 3));
-      expected += net->weight.grad() / 3;
-    }
-    net->zero_grad();
-    loss_of(net, data.batch(0, g.rank(), 3));
+    const at::Tensor expected = mean_weight_gradient(net, data, g.rank());
     g.average_gradients(net->parameters());
     const double error = (net->weight.grad() - expected).abs().max().item<double>();
     out << "error " << error << "\n" << "digest " << weights_digest(net) << "\n";
@@ -140,6 +147,28 @@ TEST(DataParallel, AveragedGradientsAndBroadcastWeightsAreEveryRanksMean) {
   EXPECT_FALSE(digest_line(runs[0].output).empty());
   EXPECT_EQ(digest_line(runs[0].output), digest_line(runs[1].output));
   EXPECT_EQ(digest_line(runs[0].output), digest_line(runs[2].output));
+}
+
+TEST(DataParallel, VotesRideTheGradientAverageAndComeBackExact) {
+  auto runs = run_ranks(3, [](DataParallel& g, std::ostream& out) {
+    Data data(3 * kBatch);
+    torch::manual_seed(5);
+    torch::nn::Linear net(kFeatures, kClasses);
+    const at::Tensor expected = mean_weight_gradient(net, data, g.rank());
+    // Each rank writes its own two slots: values float32 holds exactly come back exactly.
+    std::vector<double> votes(6, 0.0);
+    votes[static_cast<size_t>(2 * g.rank())] = 1;
+    votes[static_cast<size_t>(2 * g.rank() + 1)] = 0.25 + g.rank();
+    g.average_gradients_and_sum(net->parameters(), votes);
+    const double error = (net->weight.grad() - expected).abs().max().item<double>();
+    const bool exact = votes == std::vector<double>{1, 0.25, 1, 1.25, 1, 2.25};
+    // Without gradients to ride on, the votes take an all-reduce of their own.
+    std::vector<double> alone{static_cast<double>(g.rank())};
+    g.average_gradients_and_sum({}, alone);
+    out << "error " << error << " exact " << exact << " alone " << alone[0] << "\n";
+    return error < 1e-6 && exact && alone[0] == 3.0 ? 0 : 1;
+  });
+  for (const auto& r : runs) EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
 // Trains `steps` guarded steps on every rank; `fault(step, rank, batch, context)` may poison

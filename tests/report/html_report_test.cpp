@@ -136,6 +136,7 @@ TEST(HtmlReport, DataParallelRunsShowEveryRankAndNameASuspectDevice) {
   EXPECT_NE(html.find("<tr><td>1</td><td>node2</td><td>12</td><td>90</td><td>4.450</td><td>2</td>"), std::string::npos);
   EXPECT_NE(html.find("Suspect device: rank 1 on node2.</b> 2 of its steps"), std::string::npos);
   EXPECT_NE(html.find("the other ranks had 0"), std::string::npos);
+  EXPECT_EQ(count(html, "<tr><th>rank</th><td>1</td></tr>"), 2u);  // each incident card names its rank
 
   // One transient fault is no suspect; a malformed "distributed" renders what it can.
   write_bytes(dir / "summary.json", R"({"distributed": {"world_size": "two", "ranks": [{"rank": "x"}, 3]}})");
