@@ -1,7 +1,8 @@
 // Overhead of the training monitor on the article's MNIST MLP: unguarded steps, the guard's
-// cheap path alone and the guard with the monitor at its default sampling, interleaved in one
-// process (same binary, same data, blocks rotating so each sees the same machine state).
-// Prints median step time, spread and each overhead over unguarded training.
+// cheap path alone, the guard with the monitor at its default sampling, and the same without
+// the divergence watch, interleaved in one process (same binary, same data, blocks rotating so
+// each sees the same machine state). Prints median step time, spread and each overhead over
+// unguarded training, and the watch's cost (guard + monitor against the same without it).
 // Usage: bench_monitor_overhead MNIST_DIR [ROUNDS] [STEPS_PER_BLOCK] [SAMPLE_EVERY] [ACTIVATIONS 0|1]
 //   (the last two override the monitor's defaults, to see what each part costs)
 //        bench_monitor_overhead MNIST_DIR scenarios [EPOCHS]
@@ -138,9 +139,13 @@ int main(int argc, char** argv) {
                             GuardOptions().monitor(monitor::MonitorOptions().enabled(false)));
   torch::manual_seed(0);
   auto monitored = make_trainer(article_spec(), OptimizerSpec().type(OptimizerType::adam), GuardOptions().monitor(mon));
+  torch::manual_seed(0);
+  auto unwatched = make_trainer(article_spec(), OptimizerSpec().type(OptimizerType::adam),
+                                GuardOptions().monitor(mon).divergence(DivergenceOptions().enabled(false)));
   data::BatchLoader loader(mnist.train, 32, true, 0);
-  bench::StepTimes clocks[3];
-  Trainer* trainers[3] = {plain.get(), cheap.get(), monitored.get()};
+  constexpr int kVariants = 4;
+  bench::StepTimes clocks[kVariants];
+  Trainer* trainers[kVariants] = {plain.get(), cheap.get(), monitored.get(), unwatched.get()};
   int64_t next = 0;
   auto run_block = [&](int which) {
     for (int i = 0; i < block; ++i) {
@@ -150,15 +155,15 @@ int main(int argc, char** argv) {
   };
   for (int r = 0; r < rounds; ++r) {
     // Rotate the order so no variant always runs first (on a cold cache) or last.
-    for (int k = 0; k < 3; ++k) run_block((r + k) % 3);
+    for (int k = 0; k < kVariants; ++k) run_block((r + k) % kVariants);
   }
-  const std::vector<double> times[3] = {clocks[0].wall_us, clocks[1].wall_us, clocks[2].wall_us};
-  const char* names[3] = {"unguarded        ", "guard cheap path ", "guard + monitor  "};
+  const std::vector<double> times[kVariants] = {clocks[0].wall_us, clocks[1].wall_us, clocks[2].wall_us, clocks[3].wall_us};
+  const char* names[kVariants] = {"unguarded        ", "guard cheap path ", "guard + monitor  ", "  without watch  "};
   const double base = percentile(times[0], 0.5);
   std::cout << fmt::format("steps per variant: {} ({} rounds of {} interleaved); monitor sampling every {} steps, "
                            "activations {}\n",
                            times[0].size(), rounds, block, mon.sample_every(), mon.activations() ? "on" : "off");
-  for (int k = 0; k < 3; ++k) {
+  for (int k = 0; k < kVariants; ++k) {
     const double m = percentile(times[k], 0.5);
     std::cout << fmt::format("{} median {:7.1f} us (p10 {:7.1f}, p90 {:7.1f})  overhead {:+.2f}%\n", names[k], m,
                              percentile(times[k], 0.1), percentile(times[k], 0.9), (m / base - 1.0) * 100.0);
@@ -166,10 +171,14 @@ int main(int argc, char** argv) {
   // CPU time of this thread: what the step cost, without the time spent waiting for a core.
   const double cpu_base = percentile(clocks[0].cpu_us, 0.5);
   std::cout << "CPU time of this thread (whole step only with OMP_NUM_THREADS=1):\n";
-  for (int k = 0; k < 3; ++k) {
+  for (int k = 0; k < kVariants; ++k) {
     const double m = percentile(clocks[k].cpu_us, 0.5);
     std::cout << fmt::format("{} median {:7.1f} us  overhead {:+.2f}%\n", names[k], m, (m / cpu_base - 1.0) * 100.0);
   }
+  // The divergence watch: the monitored trainer against the same without the watch.
+  std::cout << fmt::format("divergence watch: {:+.2f}% of the median step (wall), {:+.2f}% (CPU time)\n",
+                           (percentile(times[2], 0.5) / percentile(times[3], 0.5) - 1.0) * 100.0,
+                           (percentile(clocks[2].cpu_us, 0.5) / percentile(clocks[3].cpu_us, 0.5) - 1.0) * 100.0);
   // Mean step time includes the sampled steps the median hides.
   auto mean = [](const std::vector<double>& v) { double s = 0; for (double x : v) s += x; return s / v.size(); };
   const double mb = mean(times[0]);
