@@ -28,10 +28,12 @@ void BatchMemory::remember(int64_t t, const data::Batch& batch, int64_t snapshot
     batches_.clear();
     bytes_ = 0;
   }
-  const data::Batch kept = options_.gather ? data::Batch{at::Tensor(), at::Tensor(), batch.ids} : batch;
+  // Only the ids when the gather hook can rebuild the batch from them, else the tensors.
+  const bool by_id = options_.gather && batch.ids.defined() && (!options_.can_gather || options_.can_gather());
+  const data::Batch kept = by_id ? data::Batch{at::Tensor(), at::Tensor(), batch.ids} : batch;
   const int64_t bytes = batch_bytes(kept);
   const bool budgeted = options_.periodic_snapshots;
-  if (keeping_ && budgeted && bytes_ + bytes > options_.byte_budget && snapshot_now && !options_.gather) {
+  if (keeping_ && budgeted && bytes_ + bytes > options_.byte_budget && snapshot_now && !by_id) {
     // At a snapshot step the batches before it go once the snapshot passes its check: drop them
     // now rather than stop keeping for a whole interval.
     drop_before(t);

@@ -28,6 +28,7 @@ struct BatchMemoryOptions {
   bool periodic_snapshots = true;  // false: only the last two batches are kept, no budget
   int64_t byte_budget = 0;
   std::function<data::Batch(const at::Tensor& ids)> gather;  // optional
+  std::function<bool()> can_gather;  // optional: whether gather serves the batch remembered now
 };
 
 class BatchMemory {

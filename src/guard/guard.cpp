@@ -31,7 +31,8 @@ Guard::Impl::Impl(detail::Named named, std::vector<std::shared_ptr<OptimizerAdap
       log(hooks.on_event),
       ledger((options.policy().validate(), options.policy().budget)),
       sentinel(state),
-      memory(detail::BatchMemoryOptions{options.snapshot_every() > 0, options.kept_batch_bytes(), hooks.gather_batch},
+      memory(detail::BatchMemoryOptions{options.snapshot_every() > 0, options.kept_batch_bytes(), hooks.gather_batch,
+                                        hooks.can_gather_batch},
              log),
       history(static_cast<size_t>(std::max<int64_t>(options.history(), 2))),
       divergence((options.divergence().validate(), options.divergence())) {

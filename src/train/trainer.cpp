@@ -90,10 +90,13 @@ Trainer::Trainer(SequentialModel model, CompileOptions options)
     };
     // The spec's clipnorm / clipvalue run after the guard's check, before each update.
     hooks.clip_gradients = [this] { clip_gradients(options_.optimizer, parameters_); };
+    // Inside fit the guard keeps only ids and gathers them from the training set; a loop of
+    // the caller's own around train_step has its own data, whose tensors the guard keeps.
     hooks.gather_batch = [this](const at::Tensor& ids) {
-      NANGUARD_INTERNAL_ASSERT(train_data_ != nullptr, "a replay outside fit");
+      NANGUARD_INTERNAL_ASSERT(train_data_ != nullptr, "a batch remembered by id outside fit");
       return on_device(train_data_->gather_ids(ids));
     };
+    hooks.can_gather_batch = [this] { return train_data_ != nullptr; };
     hooks.dump_incident = [this](int64_t step, const data::Batch& batch, const at::Tensor& rng) {
       if (incident_dump_dir_.empty()) return;
       write_incident_dump(incident_dump_dir_ / ("step_" + std::to_string(step)), *model_, batch, rng,

@@ -361,6 +361,14 @@ TEST(DistributedOptions, MalformedEnvironmentNamesTheVariable) {
   EXPECT_EQ(o->rank, 1);
   EXPECT_EQ(o->world_size, 2);
   EXPECT_EQ(o->master_port, 29555);
+  // The peer timeout, in seconds.
+  setenv("NANGUARD_DIST_TIMEOUT", "soon", 1);
+  EXPECT_TRUE(nanguard::testing::throws_with<ValueError>([] { options_from_environment(); }, {"NANGUARD_DIST_TIMEOUT", "soon"}));
+  setenv("NANGUARD_DIST_TIMEOUT", "0", 1);
+  EXPECT_TRUE(nanguard::testing::throws_with<ValueError>([] { options_from_environment(); }, {"NANGUARD_DIST_TIMEOUT", "0"}));
+  setenv("NANGUARD_DIST_TIMEOUT", "7", 1);
+  EXPECT_EQ(options_from_environment()->timeout, std::chrono::seconds(7));
+  unsetenv("NANGUARD_DIST_TIMEOUT");
   unsetenv("WORLD_SIZE");
   unsetenv("RANK");
   unsetenv("MASTER_PORT");

@@ -69,5 +69,24 @@ TEST(TrainerDivergence, ScaledInputsKeepTheirScale) {
   EXPECT_LT(trainer.first_loss(), 1.0);
 }
 
+// A loop of its own around train_step (no fit): the trainer does not know the dataset, so the
+// guard keeps the batches' tensors to re-run the steps a rollback loses.
+TEST(TrainerDivergence, TrainStepOutsideFitRerunsLostStepsFromKeptBatches) {
+  auto train = pixels(512, 3), test = pixels(256, 4);
+  Trainer trainer = sgd_trainer(0.1);
+  data::BatchLoader loader(train, 32, /*shuffle=*/true, 0);
+  for (int64_t epoch = 0; epoch < 4; ++epoch) {
+    loader.start_epoch(epoch);
+    for (int64_t i = 0; i < loader.num_batches(); ++i) trainer.train_step(loader.batch(i));
+  }
+  ASSERT_FALSE(trainer.guard()->incidents().empty());
+  EXPECT_EQ(trainer.guard()->incidents().front()->evidence.failed_check, "divergence");
+  const auto actions = actions_of(trainer);
+  EXPECT_NE(std::find(actions.begin(), actions.end(), "rollback"), actions.end());
+  EXPECT_DOUBLE_EQ(trainer.input_scale(), 1.0);  // the data is the loop's: the trainer cannot rescale it
+  EXPECT_GT(trainer.guard()->rerun_steps(), 0);
+  EXPECT_FALSE(trainer.guard()->stopped());
+}
+
 }  // namespace
 }  // namespace nanguard

@@ -118,6 +118,10 @@ struct GuardHooks {
   // Rebuilds a batch from its sample ids. With it the guard remembers only the ids of the
   // batches since the last snapshot (for replaying an optimizer step), not their tensors.
   std::function<data::Batch(const at::Tensor& ids)> gather_batch;
+  // Whether gather_batch can rebuild the batch of the step beginning now (unset: always). A
+  // trainer that knows its dataset only inside fit says no outside it, and the guard keeps
+  // that step's tensors instead (within kept_batch_bytes).
+  std::function<bool()> can_gather_batch;
   // The caller's own gradient clipping (e.g. Keras clipnorm / clipvalue), run by the guard
   // before every update, after the check: a clip inside the closure would turn a +Inf
   // gradient finite before the check sees it.
