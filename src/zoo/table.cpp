@@ -228,17 +228,15 @@ std::string python_guard_cells(const Table& table, const std::string& id, const 
                      p.cause.empty() ? "-" : cell(p.cause), cause_ok ? "(correct)" : "(wrong)", repaired, p.seconds);
 }
 
-}  // namespace
-
-AnomalyResult run_anomaly_mode(const std::string& python, const std::filesystem::path& python_dir,
-                               const std::string& scenario, uint64_t seed, const std::filesystem::path& mnist_dir) {
-  AnomalyResult r;
-  r.scenario = scenario;
-  r.seed = seed;
-  const auto script = python_dir / "anomaly_zoo.py";
+// Runs zoo/python/<script> on one scenario and returns the JSON object of its last line, or
+// sets `error` to why there is none (no script, a failed run, no JSON, the script's own error).
+json run_zoo_script(const std::string& python, const std::filesystem::path& python_dir, const std::string& script_name,
+                    const std::string& scenario, uint64_t seed, const std::filesystem::path& mnist_dir,
+                    std::string& error) {
+  const auto script = python_dir / script_name;
   if (!std::filesystem::exists(script)) {
-    r.error = "no script " + script.string();
-    return r;
+    error = "no script " + script.string();
+    return json();
   }
   int status = 0;
   const std::string out = read_command(fmt::format("{} {} --scenario {} --seed {} --mnist {} 2>/dev/null", quote(python),
@@ -247,18 +245,30 @@ AnomalyResult run_anomaly_mode(const std::string& python, const std::filesystem:
                                        status);
   const auto line_start = out.rfind('{');
   if (status != 0 || line_start == std::string::npos) {
-    r.error = fmt::format("the script failed (status {})", status);
-    return r;
+    error = fmt::format("the script failed (status {})", status);
+    return json();
   }
   json j = json::parse(out.substr(line_start), nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
-    r.error = "the script printed no JSON result";
-    return r;
+    error = "the script printed no JSON result";
+    return json();
   }
   if (j.contains("error")) {
-    r.error = j["error"].get<std::string>();
-    return r;
+    error = j["error"].is_string() ? j["error"].get<std::string>() : j["error"].dump();
+    return json();
   }
+  return j;
+}
+
+}  // namespace
+
+AnomalyResult run_anomaly_mode(const std::string& python, const std::filesystem::path& python_dir,
+                               const std::string& scenario, uint64_t seed, const std::filesystem::path& mnist_dir) {
+  AnomalyResult r;
+  r.scenario = scenario;
+  r.seed = seed;
+  const json j = run_zoo_script(python, python_dir, "anomaly_zoo.py", scenario, seed, mnist_dir, r.error);
+  if (!r.error.empty()) return r;
   r.detected = j.value("detected", false);
   r.detected_step = j.value("detected_step", int64_t{-1});
   r.op = j.value("op", std::string());
@@ -280,26 +290,8 @@ PythonGuardResult run_python_guard(const std::string& python, const std::filesys
   PythonGuardResult r;
   r.scenario = scenario;
   r.seed = seed;
-  const auto script = python_dir / "nanguard_zoo.py";
-  if (!std::filesystem::exists(script)) {
-    r.error = "no script " + script.string();
-    return r;
-  }
-  int status = 0;
-  const std::string out = read_command(fmt::format("{} {} --scenario {} --seed {} --mnist {} 2>/dev/null", quote(python),
-                                                   quote(script.string()), quote(scenario), seed,
-                                                   quote(mnist_dir.string())),
-                                       status);
-  const auto line_start = out.rfind('{');
-  json j = line_start == std::string::npos ? json() : json::parse(out.substr(line_start), nullptr, false);
-  if (status != 0 || j.is_discarded() || !j.is_object()) {
-    r.error = fmt::format("the script failed (status {})", status);
-    return r;
-  }
-  if (j.contains("error")) {
-    r.error = j["error"].get<std::string>();
-    return r;
-  }
+  const json j = run_zoo_script(python, python_dir, "nanguard_zoo.py", scenario, seed, mnist_dir, r.error);
+  if (!r.error.empty()) return r;
   r.detected = j.value("detected", false);
   r.detected_step = j.value("detected_step", int64_t{-1});
   r.birth_op = j.value("birth_op", std::string());
