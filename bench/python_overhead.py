@@ -21,16 +21,7 @@ import time
 import torch
 
 import nanguard
-from pytorch_epoch import cpu_model, read_idx  # the benchmarks' MNIST reader and CPU name
-
-
-def article_mlp():
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
-    for m in model:
-        if isinstance(m, torch.nn.Linear):
-            torch.nn.init.xavier_uniform_(m.weight)
-            torch.nn.init.zeros_(m.bias)
-    return model
+from pytorch_epoch import article_mlp, cpu_model, read_idx  # the benchmarks' model, MNIST reader and CPU name
 
 
 def main():

@@ -23,20 +23,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pytorch_epoch import cpu_model, read_idx  # noqa: E402  (the benchmarks' MNIST reader and CPU name)
+from pytorch_epoch import article_mlp, cpu_model, read_idx  # noqa: E402  (the benchmarks' model, MNIST reader, CPU name)
 
 WORLD = 2
 BATCH = 32
-
-
-def article_mlp():
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10),
-                                torch.nn.LogSoftmax(dim=1))
-    for m in model:
-        if isinstance(m, torch.nn.Linear):
-            torch.nn.init.xavier_uniform_(m.weight)
-            torch.nn.init.zeros_(m.bias)
-    return model
 
 
 def free_port():
@@ -51,7 +41,7 @@ def worker(rank, port, args):
     x = read_idx(os.path.join(args.mnist, "train-images-idx3-ubyte")).float().div_(255.0)
     y = read_idx(os.path.join(args.mnist, "train-labels-idx1-ubyte")).long()
     torch.manual_seed(0)
-    model = torch.nn.parallel.DistributedDataParallel(article_mlp())
+    model = torch.nn.parallel.DistributedDataParallel(article_mlp(log_softmax=True))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     steps_per_epoch = len(x) // (WORLD * BATCH)

@@ -28,17 +28,26 @@ def cpu_model():
     return "unknown"
 
 
+def article_mlp(log_softmax=False):
+    """The article's MLP with Keras's initialisation (Glorot-uniform weights, zero biases);
+    log_softmax=True ends it in LogSoftmax, for nll_loss."""
+    layers = [torch.nn.Flatten(), torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)]
+    if log_softmax:
+        layers.append(torch.nn.LogSoftmax(dim=1))
+    model = torch.nn.Sequential(*layers)
+    for m in model:
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.xavier_uniform_(m.weight)
+            torch.nn.init.zeros_(m.bias)
+    return model
+
+
 def main():
     folder, epochs = sys.argv[1], int(sys.argv[2])
     x = read_idx(f"{folder}/train-images-idx3-ubyte").float().div_(255.0)
     y = read_idx(f"{folder}/train-labels-idx1-ubyte").long()
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 128), torch.nn.ReLU(),
-                                torch.nn.Linear(128, 10))
-    for m in model:
-        if isinstance(m, torch.nn.Linear):
-            torch.nn.init.xavier_uniform_(m.weight)
-            torch.nn.init.zeros_(m.bias)
+    model = article_mlp()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
     n = x.shape[0]
     for epoch in range(epochs):

@@ -71,8 +71,9 @@ int run_list() {
 int run_one(const ZooArgs& a) {
   const auto& scenario = zoo::builtin_scenario(a.id);
   zoo::check_baseline(a.baseline);
-  const bool launching = a.nproc > 1 && std::getenv("WORLD_SIZE") == nullptr;
-  if (a.fault_rank >= 0 && !launching && std::getenv("WORLD_SIZE") == nullptr) {
+  const bool worker = std::getenv("WORLD_SIZE") != nullptr;  // started by torchrun or our launcher
+  const bool launching = a.nproc > 1 && !worker;
+  if (a.fault_rank >= 0 && a.nproc <= 1 && !worker) {
     throw ValueError(fmt::format("--fault-rank {} needs a data-parallel run (--nproc 2 or more, or torchrun)", a.fault_rank));
   }
   if (launching && a.fault_rank >= a.nproc) {

@@ -278,6 +278,18 @@ TEST(DataParallelGuard, HealthyRunsMatchOneProcessAtTheGlobalBatch) {
   EXPECT_EQ(digest_line(runs[0].output), digest_line(runs[1].output));
 }
 
+// `times` all-sums; a PeerError is written to `out` and gives exit code 7 (the CLI's).
+int sums_until_peer_error(DataParallel& g, std::ostream& out, int times) {
+  std::vector<double> v{1.0};
+  try {
+    for (int i = 0; i < times; ++i) g.all_sum(v);
+  } catch (const PeerError& e) {
+    out << e.what() << "\n";
+    return 7;
+  }
+  return 0;
+}
+
 TEST(DataParallel, ADeadPeerEndsTheOthersWithAnErrorNamingIt) {
   const auto start = Clock::now();
   auto runs = run_ranks(
@@ -286,13 +298,7 @@ TEST(DataParallel, ADeadPeerEndsTheOthersWithAnErrorNamingIt) {
         std::vector<double> v{1.0};
         g.all_sum(v);
         if (g.rank() == 2) _exit(3);  // dies between two collectives
-        try {
-          for (int i = 0; i < 3; ++i) g.all_sum(v);
-        } catch (const PeerError& e) {
-          out << e.what() << "\n";
-          return 7;
-        }
-        return 0;
+        return sums_until_peer_error(g, out, 3);
       },
       std::chrono::seconds(60), std::chrono::seconds(10));
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -315,13 +321,7 @@ TEST(DataParallel, ASilentPeerFailsTheCollectiveAfterTheTimeout) {
           std::this_thread::sleep_for(std::chrono::seconds(8));  // alive but silent
           return 0;
         }
-        try {
-          g.all_sum(v);
-        } catch (const PeerError& e) {
-          out << e.what() << "\n";
-          return 7;
-        }
-        return 0;
+        return sums_until_peer_error(g, out, 1);
       },
       std::chrono::seconds(60), std::chrono::seconds(3));
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
