@@ -76,7 +76,7 @@ CauseScore learning_rate(const Evidence& e, bool data_cause) {
 }  // namespace
 
 void diagnose_divergence(const Evidence& e, std::vector<CauseScore>& out) {
-  if (e.divergence_kind == "dead_start") return diagnose_dead_start(e, out);
+  if (e.divergence_kind == "dead_start" || e.divergence_kind == "vanishing_start") return diagnose_dead_start(e, out);
   const bool data_cause = inputs_unscaled(e);
   if (data_cause) out.push_back(unscaled_inputs(e));
   out.push_back(learning_rate(e, data_cause));

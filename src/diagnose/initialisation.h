@@ -12,6 +12,7 @@ namespace nanguard::detail {
 
 // Sub-kinds of bad_initialization and exploding_gradients that a re-initialisation repairs.
 inline constexpr const char* kDeadStart = "dead_start";        // bad_initialization/dead_start
+inline constexpr const char* kVanishingStart = "vanishing_start";  // bad_initialization/vanishing_start
 inline constexpr const char* kRecurrentGain = "recurrent_gain";  // exploding_gradients/recurrent_gain
 
 // "rnn.weight_hh: largest singular value 1.5 (a standard init gives at most ~1.15)", joined.
@@ -21,8 +22,8 @@ std::vector<InitFinding> findings_of(const Evidence& e, const std::string& probl
 // What the repair re-initialises, e.g. "re-initialise rnn.weight_hh orthogonally with gain 1".
 std::string reinit_suggestion(const std::vector<InitFinding>& findings);
 
-// Evidence::divergence_kind "dead_start": bad_initialization/dead_start first (with the
-// out-of-scale parameters), vanishing_gradients beside it.
+// Evidence::divergence_kind "dead_start" or "vanishing_start": bad_initialization/<kind> first
+// (with the out-of-scale parameters), vanishing_gradients beside it.
 void diagnose_dead_start(const Evidence& e, std::vector<CauseScore>& out);
 
 }  // namespace nanguard::detail

@@ -67,18 +67,20 @@ std::optional<DivergenceFinding> DivergenceWatch::check_loss(int64_t step, doubl
 }
 
 std::optional<DivergenceFinding> DivergenceWatch::check_warning(const monitor::Warning& w) {
-  if (options_.enabled() && options_.dead_start() && w.detector == "vanishing_gradients" && w.value == 0 &&
-      w.step < options_.initial_steps()) {
+  if (options_.enabled() && options_.dead_start() &&
+      (w.detector == "vanishing_gradients" || w.detector == "saturation") && w.step < options_.initial_steps()) {
+    const bool dead = w.detector == "vanishing_gradients" && w.value == 0;
     DivergenceFinding f;
-    f.kind = "dead_start";
+    f.signal = w.detector;
+    f.kind = dead ? "dead_start" : "vanishing_start";
     f.step = w.step;
-    f.value = 0;
-    f.threshold = 0;
+    f.value = w.value;
+    f.threshold = dead ? 0 : w.threshold;
     f.reference = reference();
     f.layer = w.layer;
     f.excursion_start = 0;  // the state was dead from the start
-    f.message = fmt::format("a dead start: {} (step {}, within the run's first {} steps)", w.message, w.step,
-                            options_.initial_steps());
+    f.message = fmt::format("a {}: {} (step {}, within the run's first {} steps)", dead ? "dead start" : "vanishing start",
+                            w.message, w.step, options_.initial_steps());
     return f;
   }
   if (!options_.enabled() || w.forecast_steps < 0 ||

@@ -10,7 +10,12 @@
 //   dead_start:        within the first `initial_steps` steps, the first layer receives exactly
 //                      zero gradient while the last one does not (the monitor's vanishing-gradient
 //                      signal): nothing can ever move it. The guard keeps it only where that
-//                      layer's parameters are out of scale (init_inspection.h).
+//                      layer's parameters are out of scale (init_inspection.h);
+//   vanishing_start:   the same with a gradient that is not zero but below the monitor's
+//                      vanishing ratio of the last layer's (the whole depth damps it), or a
+//                      layer whose sigmoid/tanh outputs the monitor found saturated. The guard
+//                      keeps it only where weights of the network are out of scale (for a
+//                      saturated layer, its own among them).
 // The thresholds and the measurements that chose them are in docs/guard.md.
 #pragma once
 
@@ -20,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "nanguard/diagnose/evidence.h"
 #include "nanguard/guard/options.h"
 
 namespace nanguard {
@@ -31,15 +37,22 @@ struct Warning;
 namespace detail {
 
 struct DivergenceFinding {
-  std::string kind;          // "loss_excursion", "overflow_forecast", "collapse", "dead_start"
+  std::string kind;          // "loss_excursion", "overflow_forecast", "collapse", "dead_start",
+                             // "vanishing_start"
   int64_t step = 0;          // the step whose check found it
   double value = 0;          // the loss, the forecast steps, or the dead fraction
   double threshold = 0;      // what it passed
   double reference = 0;      // the healthy loss level the threshold came from
   int64_t excursion_start = -1;  // the first step outside the healthy regime
-  std::string layer;         // collapse, dead_start: the dead layer
+  std::string layer;         // collapse, dead_start: the dead layer; vanishing_start: the first or saturated one
+  std::string signal;        // dead_start, vanishing_start: the monitor's detector ("saturation", ...)
   std::string message;       // one sentence with the numbers
+  // dead_start, vanishing_start: the out-of-scale parameters behind it (set by the guard).
+  std::vector<InitFinding> init_findings;
 };
+
+// A start with a layer the gradient does not reach: what a re-initialisation repairs.
+inline bool is_dead_start(const std::string& kind) { return kind == "dead_start" || kind == "vanishing_start"; }
 
 class DivergenceWatch {
  public:
@@ -49,7 +62,8 @@ class DivergenceWatch {
   // loss then joins the healthy history).
   std::optional<DivergenceFinding> check_loss(int64_t step, double loss);
   // A monitor warning of this step: an overflow forecast within the horizon is an excursion, a
-  // first layer without any gradient in the first steps a dead start.
+  // first layer without any gradient in the first steps a dead start, with one far below the
+  // last layer's a vanishing start.
   std::optional<DivergenceFinding> check_warning(const monitor::Warning& warning);
   // Activation statistics of a sampled step (after its update): a layer with every unit dead.
   std::optional<DivergenceFinding> check_activations(int64_t step, const std::vector<monitor::ActivationStats>& stats);

@@ -127,6 +127,7 @@ Decision Guard::Impl::check(const at::Tensor& loss) {
   if (open.recorder) {
     open.activations = open.recorder->finish();
     open.recorder.reset();
+    for (const auto& a : open.activations) activation_kinds[a.layer] = a.kind;
   }
   if (!options.enabled()) {
     d.loss = loss.sum().item<double>();
@@ -371,10 +372,18 @@ void Guard::Impl::emit_warnings(const std::vector<monitor::Warning>& warnings) {
     if (!pending_divergence) {
       auto found = divergence.check_warning(w);
       // A layer without gradient at the start is a dead start the guard can repair only where
-      // its parameters are out of scale; otherwise it stays a warning (depth, structure).
-      if (found && found->kind == "dead_start" &&
-          detail::inspect_initialisation(state.names(), state.params(), found->layer + ".").empty())
-        found.reset();
+      // its parameters are out of scale; otherwise it stays a warning (depth, structure). A
+      // gradient that fades over the depth (a vanishing start) is the whole network's: every
+      // out-of-scale weight is re-initialised to fit its activation.
+      if (found && detail::is_dead_start(found->kind)) {
+        const std::string layer = found->layer + ".";
+        found->init_findings = detail::inspect_initialisation(
+            state.names(), state.params(), found->kind == "dead_start" ? layer : std::string(), false, activation_kinds);
+        // Saturated units whose own weights are in scale are saturated by their inputs.
+        const bool own = std::any_of(found->init_findings.begin(), found->init_findings.end(),
+                                     [&](const InitFinding& f) { return f.parameter.rfind(layer, 0) == 0; });
+        if (found->init_findings.empty() || (found->signal == "saturation" && !own)) found.reset();
+      }
       pending_divergence = found;
     }
   }

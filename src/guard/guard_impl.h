@@ -11,6 +11,7 @@
 #include "guard/divergence_watch.h"
 #include "guard/event_log.h"
 #include "guard/healthy_history.h"
+#include "guard/init_inspection.h"
 #include "guard/investigator.h"
 #include "guard/repair_executor.h"
 #include "guard/rng_state.h"
@@ -104,6 +105,9 @@ struct Guard::Impl {
   detail::DivergenceWatch divergence;
   // An overflow forecast or a collapse found while this step was checked: its incident.
   std::optional<detail::DivergenceFinding> pending_divergence;
+  // Each layer's activation kind, from the sampled steps' statistics: what a re-initialisation
+  // fits its scheme to.
+  detail::ActivationKinds activation_kinds;
   std::unique_ptr<detail::Investigator> investigator;
   std::unique_ptr<detail::RepairExecutor> executor;
   std::shared_ptr<Consensus> consensus;

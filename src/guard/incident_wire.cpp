@@ -9,7 +9,8 @@ namespace nanguard {
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(OpSummary, name, phase, module, absmax)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(SampleEvidence, id, row, nonfinite, features, absmax, zscore)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AuditFlags, ids, by_property)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(InitFinding, parameter, problem, value, reference, scheme, bound)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(InitFinding, parameter, problem, value, reference, scheme, bound, gain, activation,
+                                   input_mean)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(CauseScore, cause, subkind, confidence, explanation, suggestion, samples)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Diagnosis, ranked)
 

@@ -60,11 +60,58 @@ int64_t recurrent_hidden_size(const std::vector<std::string>& names, const std::
   return 0;
 }
 
+std::string layer_of(const std::string& name) {
+  const auto dot = name.rfind('.');
+  return dot == std::string::npos ? name : name.substr(0, dot);
+}
+
+std::string kind_of(const ActivationKinds& activations, const std::string& parameter) {
+  const auto it = activations.find(layer_of(parameter));
+  return it == activations.end() ? std::string() : it->second;
+}
+
+bool is_dense_weight(const std::string& name, const at::Tensor& p) {
+  return p.defined() && p.dim() == 2 && !contains(lower(name), "embed") && !is_recurrent_matrix(name, p);
+}
+
+// A weight's replacement that fits the activation after it (see the header).
+void choose_weight_scheme(InitFinding& f, const std::string& activation) {
+  f.activation = activation;
+  if (activation == "relu") {
+    f.scheme = "he_normal";
+  } else if (activation == "sigmoid" || activation == "tanh") {
+    f.scheme = "orthogonal";
+    f.gain = activation == "sigmoid" ? kSigmoidGain : 1.0;
+  } else {
+    f.scheme = "glorot_uniform";
+  }
+}
+
+// The mean a weight's inputs start at: 0.5 when the weight before it in parameter order is a
+// sigmoid layer's and produces as many features as this one reads (a chain of layers), else 0.
+double input_mean(const std::vector<std::string>& names, const std::vector<at::Tensor>& params, size_t i,
+                  const ActivationKinds& activations) {
+  for (size_t j = i; j-- > 0;) {
+    if (j >= params.size() || !is_dense_weight(names[j], params[j])) continue;
+    if (params[j].size(0) != params[i].size(1)) return 0;
+    return kind_of(activations, names[j]) == "sigmoid" ? 0.5 : 0;
+  }
+  return 0;
+}
+
 }  // namespace
+
+std::string sibling_bias(const std::string& weight_name) {
+  const std::string suffix = "weight";
+  if (weight_name.size() < suffix.size() ||
+      weight_name.compare(weight_name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return "";
+  return weight_name.substr(0, weight_name.size() - suffix.size()) + "bias";
+}
 
 std::vector<InitFinding> inspect_initialisation(const std::vector<std::string>& names,
                                                 const std::vector<at::Tensor>& params, const std::string& prefix,
-                                                bool recurrent_only) {
+                                                bool recurrent_only, const ActivationKinds& activations) {
   torch::NoGradGuard no_grad;
   std::vector<InitFinding> out;
   for (size_t i = 0; i < names.size() && i < params.size(); ++i) {
@@ -97,7 +144,8 @@ std::vector<InitFinding> inspect_initialisation(const std::vector<std::string>& 
         f.problem = "weight_scale";
         f.value = r;
         f.reference = he;
-        f.scheme = "glorot_uniform";
+        choose_weight_scheme(f, kind_of(activations, name));
+        if (p.dim() == 2) f.input_mean = input_mean(names, params, i, activations);
         out.push_back(f);
       }
     } else if (p.dim() == 1 && contains(n, "bias")) {
@@ -121,24 +169,53 @@ std::vector<InitFinding> inspect_initialisation(const std::vector<std::string>& 
   return out;
 }
 
-std::string reinitialize(const at::Tensor& param, const InitFinding& finding) {
+// The bias that centres a re-initialised weight's pre-activations on inputs starting at
+// finding.input_mean: -input_mean * W 1. "" when there is nothing to centre.
+std::string centre_bias(const at::Tensor& weight, const InitFinding& finding, const at::Tensor& bias) {
+  if (finding.input_mean == 0 || !bias.defined() || weight.dim() != 2 || bias.dim() != 1 ||
+      bias.size(0) != weight.size(0))
+    return "";
+  bias.copy_(weight.sum(1).mul(-finding.input_mean));
+  return fmt::format(", its bias centred for inputs starting at {:g}", finding.input_mean);
+}
+
+std::string reinitialize(const at::Tensor& param, const InitFinding& finding, const at::Tensor& bias) {
   torch::NoGradGuard no_grad;
   at::Tensor p = param;
+  auto fresh_like = [](const at::Tensor& t) {
+    return torch::empty(t.sizes(), t.options().dtype(torch::kFloat).device(torch::kCPU));
+  };
   if (finding.scheme == "orthogonal") {
     NANGUARD_CHECK(p.dim() == 2, "reinitialize: {} is not a matrix (orthogonal needs 2 dimensions)",
                          finding.parameter);
-    for (auto& block : gate_blocks(p)) {
-      auto fresh = torch::empty(block.sizes(), block.options().dtype(torch::kFloat).device(torch::kCPU));
-      torch::nn::init::orthogonal_(fresh, 1.0);
-      block.copy_(fresh);
+    if (finding.problem == "recurrent_gain") {
+      for (auto& block : gate_blocks(p)) {
+        auto fresh = fresh_like(block);
+        torch::nn::init::orthogonal_(fresh, 1.0);
+        block.copy_(fresh);
+      }
+      return fmt::format("{}: orthogonal, gain 1 (largest singular value {:.3g} -> 1)", finding.parameter, finding.value);
     }
-    return fmt::format("{}: orthogonal, gain 1 (largest singular value {:.3g} -> 1)", finding.parameter, finding.value);
-  }
-  if (finding.scheme == "glorot_uniform") {
-    auto fresh = torch::empty(p.sizes(), p.options().dtype(torch::kFloat).device(torch::kCPU));
-    torch::nn::init::xavier_uniform_(fresh);
+    NANGUARD_CHECK(std::isfinite(finding.gain) && finding.gain > 0,
+                   "reinitialize: {} needs a positive gain for an orthogonal init, got {}", finding.parameter,
+                   finding.gain);
+    auto fresh = fresh_like(p);
+    torch::nn::init::orthogonal_(fresh, finding.gain);
     p.copy_(fresh);
-    return fmt::format("{}: Glorot uniform (RMS {:.3g} -> {:.3g})", finding.parameter, finding.value, rms(p));
+    return fmt::format("{}: orthogonal, gain {:g}{} (RMS {:.3g} -> {:.3g}){}", finding.parameter, finding.gain,
+                       finding.activation.empty() ? "" : " for its " + finding.activation, finding.value, rms(p),
+                       centre_bias(p, finding, bias));
+  }
+  if (finding.scheme == "glorot_uniform" || finding.scheme == "he_normal") {
+    auto fresh = fresh_like(p);
+    const bool he = finding.scheme == "he_normal";
+    if (he)
+      torch::nn::init::kaiming_normal_(fresh, 0.0, torch::kFanIn, torch::kReLU);
+    else
+      torch::nn::init::xavier_uniform_(fresh);
+    p.copy_(fresh);
+    return fmt::format("{}: {} (RMS {:.3g} -> {:.3g}){}", finding.parameter, he ? "He normal" : "Glorot uniform",
+                       finding.value, rms(p), centre_bias(p, finding, bias));
   }
   if (finding.scheme == "uniform") {
     NANGUARD_CHECK(std::isfinite(finding.bound) && finding.bound > 0,
@@ -153,7 +230,7 @@ std::string reinitialize(const at::Tensor& param, const InitFinding& finding) {
     p.zero_();
     return fmt::format("{}: zeros (RMS {:.3g} -> 0)", finding.parameter, finding.value);
   }
-  throw ValueError(fmt::format("reinitialize: unknown scheme '{}' for {} (expected orthogonal, glorot_uniform, uniform or zeros)",
+  throw ValueError(fmt::format("reinitialize: unknown scheme '{}' for {} (expected orthogonal, glorot_uniform, he_normal, uniform or zeros)",
                                finding.scheme, finding.parameter));
 }
 

@@ -9,7 +9,12 @@
 //   weight_scale:    a weight whose RMS is over 3x He's sqrt(2 / fan_in). The standard inits
 //                    lie within 0.4x-1x of He's scale (PyTorch's default is 1 / sqrt(3 fan_in),
 //                    LeCun 1 / sqrt(fan_in), Glorot at most He's); embeddings are left out
-//                    (N(0, 1) is their standard);
+//                    (N(0, 1) is their standard). Its replacement fits the layer's activation
+//                    when the monitor saw it: He normal for relu, orthogonal at gain 1 for tanh
+//                    and at gain 4 = 1 / sigmoid'(0) for sigmoid, with the bias of a layer that
+//                    reads a sigmoid layer's output centring its pre-activations (sigmoid outputs
+//                    start at 0.5). Each layer's Jacobian then has singular values near 1
+//                    (dynamical isometry, Pennington et al. 2017); Glorot uniform otherwise;
 //   saturating_bias: a bias with an RMS above 4, where sigmoid' < 0.018 and tanh' < 0.0013 from
 //                    the bias alone (forget-gate tricks stay below: 1, or up to log(T) for chrono
 //                    initialisation). A recurrent layer's bias is replaced by the layer's default
@@ -18,6 +23,7 @@
 // diagnosis's call (an exploding recurrent gradient, a layer that starts with no gradient).
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -31,16 +37,29 @@ inline constexpr double kRecurrentGainLimit = 1.25;
 inline constexpr double kWeightScaleLimit = 3.0;  // times He's std
 inline constexpr double kSaturatingBiasLimit = 4.0;
 
+inline constexpr double kSigmoidGain = 4.0;  // 1 / sigmoid'(0)
+
+// The activation kind of each layer ("layers.1.dense" -> "sigmoid"), as the monitor's sampled
+// steps saw them (monitor::ActivationStats); a layer's parameters are "<layer>.<name>".
+using ActivationKinds = std::map<std::string, std::string>;
+
 // The out-of-scale parameters among `params` whose name starts with `prefix` ("" for all).
 // recurrent_only: only recurrent matrices are inspected (an SVD each; the rest is skipped).
 std::vector<InitFinding> inspect_initialisation(const std::vector<std::string>& names,
                                                 const std::vector<at::Tensor>& params,
-                                                const std::string& prefix = "", bool recurrent_only = false);
+                                                const std::string& prefix = "", bool recurrent_only = false,
+                                                const ActivationKinds& activations = {});
 
-// Re-initialises one parameter in place with finding.scheme ("orthogonal": per gate block at
-// gain 1; "glorot_uniform"; "uniform" in +-finding.bound; "zeros") from the default generator; returns what it did, e.g.
-// "rnn.weight_hh: orthogonal, gain 1 (largest singular value 1.5 -> 1)". Throws ValueError for an
-// unknown scheme.
-std::string reinitialize(const at::Tensor& param, const InitFinding& finding);
+// Re-initialises one parameter in place with finding.scheme ("orthogonal": a recurrent matrix
+// per gate block at gain 1, any other whole at finding.gain; "glorot_uniform"; "he_normal";
+// "uniform" in +-finding.bound; "zeros") from the default generator; returns what it did, e.g.
+// "rnn.weight_hh: orthogonal, gain 1 (largest singular value 1.5 -> 1)". A weight with a
+// finding.input_mean sets `bias` (its layer's, when defined) to -input_mean * W 1. Throws
+// ValueError for an unknown scheme.
+std::string reinitialize(const at::Tensor& param, const InitFinding& finding, const at::Tensor& bias = {});
+
+// The bias beside a weight ("layers.1.dense.weight" -> "layers.1.dense.bias"); "" when the name
+// does not end in "weight".
+std::string sibling_bias(const std::string& weight_name);
 
 }  // namespace nanguard::detail

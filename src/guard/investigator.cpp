@@ -530,8 +530,7 @@ std::shared_ptr<Incident> Investigator::investigate_divergence(const FailedStep&
   ev.divergence_layer = finding.layer;
   ev.birth_module = finding.layer;
   ev.inputs_rescalable = inputs_rescalable;
-  if (finding.kind == "dead_start")
-    ev.init_findings = inspect_initialisation(state_.names(), state_.params(), finding.layer + ".");
+  if (is_dead_start(finding.kind)) ev.init_findings = finding.init_findings;
   incident->diagnosis = diagnose(ev);
   incident->seconds_to_diagnosis = seconds_since(detected);
   return incident;

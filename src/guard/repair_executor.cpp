@@ -73,7 +73,7 @@ void RepairExecutor::rollback(Run& r) {
   if (ev.diverged && ev.excursion_start >= 0) target = std::min(target, ev.excursion_start - 1);
   // A dead start goes back to the initial state itself (the re-initialisation after the
   // rollback replaces what was wrong with it).
-  if (ev.diverged && ev.divergence_kind == "dead_start") target = 0;
+  if (ev.diverged && detail::is_dead_start(ev.divergence_kind)) target = 0;
   // The kept first snapshot is for divergences (a run that leaves its regime at the start);
   // other rollbacks go to the ring, whose lost steps the batch memory can re-run.
   auto restored = p_.ring.restore_at_or_before(target, /*include_first=*/ev.diverged);
@@ -167,8 +167,11 @@ void RepairExecutor::reinitialize(Run& r) {
     const auto it = std::find(names.begin(), names.end(), f.parameter);
     if (it == names.end()) continue;
     const at::Tensor& p = params[static_cast<size_t>(it - names.begin())];
-    done += (done.empty() ? "" : "; ") + detail::reinitialize(p, f);
+    const auto bias = std::find(names.begin(), names.end(), detail::sibling_bias(f.parameter));
+    const at::Tensor b = bias == names.end() ? at::Tensor() : params[static_cast<size_t>(bias - names.begin())];
+    done += (done.empty() ? "" : "; ") + detail::reinitialize(p, f, b);
     changed.push_back(p);
+    if (b.defined() && f.input_mean != 0) changed.push_back(b);
   }
   for (OptimizerAdapter* opt : p_.state.optimizers()) {
     const std::vector<at::Tensor> own = opt->parameters();

@@ -128,6 +128,9 @@ RepairPolicy RepairPolicy::automatic() {
       // A layer that no update can move: restart from the initial state with that layer
       // re-initialised (the rollback goes first so the re-initialised weights are what stays).
       {std::string(cause::bad_initialization) + "/dead_start", {A::rollback, A::reinitialize}},
+      // A gradient that fades over the depth from out-of-scale weights: the same restart, with
+      // each weight re-initialised to fit its activation.
+      {std::string(cause::bad_initialization) + "/vanishing_start", {A::rollback, A::reinitialize}},
       {cause::optimizer_state_overflow, {A::rollback, A::lr_backoff}},
       {cause::environment, {A::recompute}},
       // The update itself made the NaN: undo it, and fix the setting before the lost steps

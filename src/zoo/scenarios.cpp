@@ -333,13 +333,13 @@ Scenario z7() {
   s.title = "vanishing gradients in a deep sigmoid MLP";
   // 20 sigmoid layers of 64 with N(0,1) weights: the sigmoids saturate, and each layer's
   // derivative (<= 0.25) shrinks the gradient further, so the first layers barely move and the
-  // run stays near chance. Nothing goes non-finite: only a warning can detect it. The clean
-  // twin uses relu with He init, which trains.
+  // run stays near chance. Nothing goes non-finite. The clean twin uses relu with He init,
+  // which trains. The guard keeps the structure and re-initialises the weights to fit it
+  // (init_inspection.h): it is judged against the twin like every repair.
   s.trigger = "MLP with 20 sigmoid layers of 64, N(0,1) init, SGD lr 0.1 (clean twin: relu, He init)";
   s.true_cause = "vanishing_gradients";
   s.also_correct = {"bad_initialization"};
   s.produces_nonfinite = false;
-  s.repairable = false;
   s.build = [](const BuildContext& ctx) {
     ScenarioRun run = mnist_run(ctx);
     const std::vector<int64_t> hidden(20, 64);

@@ -53,12 +53,49 @@ Evidence exploding_rnn(bool with_gain) {
   return e;
 }
 
+// Z7: 20 sigmoid layers at N(0, 1); the first layer's gradient is 0.0045x the last one's.
+TEST(InitialisationDiagnosis, AVanishingStartNamesEveryWeightAndItsReplacement) {
+  Evidence e = dead_start(false);
+  e.divergence_kind = "vanishing_start";
+  e.divergence_layer = "layers.1.dense";
+  e.divergence_finding = "a vanishing start: vanishing gradients at step 0: the gradient of the first layer "
+                         "layers.1.dense is 0.00445x that of the last layer";
+  for (int i = 1; i <= 6; ++i) {
+    InitFinding f = finding("layers." + std::to_string(i) + ".dense.weight", "weight_scale", 1.0, 0.177, "orthogonal");
+    f.gain = 4;
+    f.activation = "sigmoid";
+    f.input_mean = i == 1 ? 0.0 : 0.5;
+    e.init_findings.push_back(f);
+  }
+  e.init_findings.push_back(finding("layers.7.dense.weight", "weight_scale", 1.0, 0.177, "glorot_uniform"));
+  e.init_findings.back().input_mean = 0.5;
+  const Diagnosis d = diagnose(e);
+  EXPECT_EQ(d.top().cause, cause::bad_initialization);
+  EXPECT_EQ(d.top().subkind, "vanishing_start");
+  EXPECT_NE(d.top().explanation.find("0.00445x"), std::string::npos) << d.top().explanation;
+  // Four findings are listed, the rest counted.
+  EXPECT_NE(d.top().explanation.find("layers.4.dense.weight: RMS 1"), std::string::npos) << d.top().explanation;
+  EXPECT_EQ(d.top().explanation.find("layers.5.dense.weight: RMS"), std::string::npos) << d.top().explanation;
+  EXPECT_NE(d.top().explanation.find("and 3 more (up to 5.65x their reference scale)"), std::string::npos)
+      << d.top().explanation;
+  EXPECT_EQ(d.top().suggestion,
+            "re-initialise layers.1.dense.weight orthogonally with gain 4 (sigmoid), layers.2.dense.weight ... "
+            "layers.6.dense.weight (5 parameters) orthogonally with gain 4 (sigmoid), bias centred for inputs at 0.5, "
+            "layers.7.dense.weight with Glorot uniform, bias centred for inputs at 0.5, and restart");
+  ASSERT_NE(d.find(cause::vanishing_gradients), nullptr);
+  EXPECT_EQ(d.find(cause::lr_too_high), nullptr);
+}
+
 TEST(InitialisationDiagnosis, ADeadStartWithSaturatingBiasesIsABadInitialisation) {
   const Diagnosis d = diagnose(dead_start(true));
   EXPECT_EQ(d.top().cause, cause::bad_initialization);
   EXPECT_EQ(d.top().subkind, "dead_start");
   EXPECT_NE(d.top().explanation.find("lstm.bias_ih_l0: RMS 15"), std::string::npos) << d.top().explanation;
-  EXPECT_NE(d.top().suggestion.find("re-initialise lstm.bias_ih_l0 with its layer's default U(+-1/sqrt(hidden))"), std::string::npos) << d.top().suggestion;
+  // Parameters with the same replacement are named together.
+  EXPECT_NE(d.top().suggestion.find("re-initialise lstm.bias_ih_l0, lstm.bias_hh_l0 with its layer's default "
+                                    "U(+-1/sqrt(hidden))"),
+            std::string::npos)
+      << d.top().suggestion;
   ASSERT_NE(d.find(cause::vanishing_gradients), nullptr);
   EXPECT_LT(d.find(cause::vanishing_gradients)->confidence, d.top().confidence);
   // The learning rate has nothing to do with it.

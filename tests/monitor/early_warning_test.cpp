@@ -136,7 +136,9 @@ TEST(EarlyWarning, DeepSigmoidNetWarnsVanishingAndSaturation) {
   }
   torch::optim::Adam adam(net.parameters(), torch::optim::AdamOptions(1e-3));
   RunResult run = train(net, adam, 1.0, 20, GuardOptions().monitor(monitor::MonitorOptions().sample_every(5)));
-  EXPECT_EQ(run.first_incident, -1);
+  // The warnings of step 0 come first; with weights out of scale the guard then makes them a
+  // vanishing start at the next check (tests/guard/init_repair_test.cpp repairs it).
+  EXPECT_EQ(run.first_incident, 1);
   const GuardEvent* vanishing = nullptr;
   const GuardEvent* saturation = nullptr;
   for (const auto& w : run.warnings) {

@@ -70,7 +70,7 @@ TEST(RepairAction, BadNameListsTheValidOnes) {
 
 TEST(RepairPolicy, AutomaticHasTheDocumentedDefaults) {
   RepairPolicy p = RepairPolicy::automatic();
-  EXPECT_EQ(p.actions.size(), 15u);
+  EXPECT_EQ(p.actions.size(), 16u);
   EXPECT_EQ(p.actions_for(cause::bad_input_data), (Actions{A::quarantine_samples, A::skip_step}));
   EXPECT_EQ(p.actions_for(cause::data_outlier), (Actions{A::quarantine_samples, A::rollback}));
   EXPECT_EQ(p.actions_for(cause::transient_fault), (Actions{A::recompute}));
@@ -83,6 +83,7 @@ TEST(RepairPolicy, AutomaticHasTheDocumentedDefaults) {
   EXPECT_EQ(p.actions_for(cause::exploding_gradients), (Actions{A::rollback, A::enable_clipping}));
   EXPECT_EQ(p.actions_for(cause::exploding_gradients, "recurrent_gain"), (Actions{A::rollback, A::reinitialize}));
   EXPECT_EQ(p.actions_for(cause::bad_initialization, "dead_start"), (Actions{A::rollback, A::reinitialize}));
+  EXPECT_EQ(p.actions_for(cause::bad_initialization, "vanishing_start"), (Actions{A::rollback, A::reinitialize}));
   EXPECT_EQ(p.actions_for(cause::optimizer_state_overflow), (Actions{A::rollback, A::lr_backoff}));
   EXPECT_EQ(p.actions_for(cause::environment), (Actions{A::recompute}));
   EXPECT_EQ(p.actions_for(cause::optimizer_setting), (Actions{A::rollback, A::safe_epsilon}));

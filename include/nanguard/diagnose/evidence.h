@@ -63,10 +63,17 @@ struct InitFinding {
   std::string problem;
   double value = 0;      // the largest singular value, the standard deviation or the RMS
   double reference = 0;  // what a standard initialisation gives (1, He's std, ...)
-  // The replacement: "orthogonal", "glorot_uniform", "zeros", or "uniform" in +-bound (a
+  // The replacement: "orthogonal" (a recurrent matrix per gate block at gain 1, any other
+  // matrix whole at `gain`), "glorot_uniform", "he_normal", "zeros", or "uniform" in +-bound (a
   // recurrent layer's bias: PyTorch's default U(+-1/sqrt(hidden)) for its layers).
   std::string scheme;
   double bound = 0;
+  double gain = 1;
+  // The activation after this layer ("relu", "sigmoid", "tanh"; "" unknown) and the value its
+  // inputs start at (0.5 when the layer before is a sigmoid one): a re-initialised weight then
+  // gets the bias -input_mean * W 1, so its pre-activations start centred.
+  std::string activation;
+  double input_mean = 0;
 };
 
 // A new field must also join the list in src/guard/incident_wire.cpp: in a data-parallel run
@@ -179,7 +186,8 @@ struct Evidence {
   // Finite divergence: every value finite, but the run left its healthy regime (the guard's
   // divergence watch). failed_check is then "divergence".
   bool diverged = false;
-  std::string divergence_kind;       // "loss_excursion", "overflow_forecast", "collapse", "dead_start"
+  std::string divergence_kind;       // "loss_excursion", "overflow_forecast", "collapse", "dead_start",
+                                     // "vanishing_start"
   std::string divergence_finding;    // the watch's sentence, with its numbers
   double divergence_value = 0;       // the loss, the forecast steps or the dead fraction
   double divergence_threshold = 0;   // the threshold it passed

@@ -29,7 +29,10 @@ struct DivergenceOptions {
   TORCH_ARG(bool, collapse) = true;
   // Dead start: within the first `initial_steps` steps a layer receives exactly zero gradient
   // and some of its parameters are out of every standard initialisation's scale (the monitor's
-  // vanishing-gradient signal, needs the monitor). Repaired by re-initialising them.
+  // vanishing-gradient signal, needs the monitor). Repaired by re-initialising them. Also the
+  // vanishing start: the first layer's gradient below the monitor's vanishing_ratio of the
+  // last one's while weights of the network are out of scale (re-initialised to fit their
+  // activations, init_inspection.h).
   TORCH_ARG(bool, dead_start) = true;
 
  public:

@@ -63,6 +63,7 @@ struct RepairPolicy {
   //   exploding_gradients -> rollback, enable_clipping
   //   exploding_gradients/recurrent_gain -> rollback, reinitialize
   //   bad_initialization/dead_start -> rollback, reinitialize
+  //   bad_initialization/vanishing_start -> rollback, reinitialize
   //   optimizer_state_overflow -> rollback, lr_backoff
   //   environment -> recompute
   //   optimizer_setting -> rollback, safe_epsilon
