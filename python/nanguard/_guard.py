@@ -627,7 +627,10 @@ class Guard:
             where = ""
             if e["op"]:
                 where = ", born in %s%s" % (e["op"], " (%s)" % e["module"] if e["module"] else "")
-            _log.warning("step %d: non-finite %s - %s (%.0f%%)%s: %s", e["step"], e["detail"] or "values", e["cause"],
+            # A finite divergence (every value finite) is named as such, not as a non-finite value.
+            what = "divergence (all values finite)" if e["detail"] == "divergence" else \
+                "non-finite " + (e["detail"] or "values")
+            _log.warning("step %d: %s - %s (%.0f%%)%s: %s", e["step"], what, e["cause"],
                          100 * e["confidence"], where, e["explanation"])
         elif kind == "action":
             _log.info("step %d: repair %s - %s", e["step"], e["action"], e["detail"])

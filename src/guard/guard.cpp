@@ -127,7 +127,9 @@ Decision Guard::Impl::check(const at::Tensor& loss) {
   if (open.recorder) {
     open.activations = open.recorder->finish();
     open.recorder.reset();
-    for (const auto& a : open.activations) activation_kinds[a.layer] = a.kind;
+    std::vector<std::pair<std::string, std::string>> seen;
+    for (const auto& a : open.activations) seen.emplace_back(a.layer, a.kind);
+    detail::learn_activation_kinds(activation_kinds, state.names(), state.params(), seen, &activation_owners);
   }
   if (!options.enabled()) {
     d.loss = loss.sum().item<double>();
@@ -376,7 +378,9 @@ void Guard::Impl::emit_warnings(const std::vector<monitor::Warning>& warnings) {
       // gradient that fades over the depth (a vanishing start) is the whole network's: every
       // out-of-scale weight is re-initialised to fit its activation.
       if (found && detail::is_dead_start(found->kind)) {
-        const std::string layer = found->layer + ".";
+        // A saturated activation module's own scope ("1") stands for the layer it follows ("0").
+        const auto owner = activation_owners.find(found->layer);
+        const std::string layer = (owner == activation_owners.end() ? found->layer : owner->second) + ".";
         found->init_findings = detail::inspect_initialisation(
             state.names(), state.params(), found->kind == "dead_start" ? layer : std::string(), false, activation_kinds);
         // Saturated units whose own weights are in scale are saturated by their inputs.

@@ -2,6 +2,7 @@
 // state machine over them; guard_api.cpp builds a Guard and answers its public accessors.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -108,6 +109,7 @@ struct Guard::Impl {
   // Each layer's activation kind, from the sampled steps' statistics: what a re-initialisation
   // fits its scheme to.
   detail::ActivationKinds activation_kinds;
+  std::map<std::string, std::string> activation_owners;  // an activation module's scope -> its layer
   std::unique_ptr<detail::Investigator> investigator;
   std::unique_ptr<detail::RepairExecutor> executor;
   std::shared_ptr<Consensus> consensus;

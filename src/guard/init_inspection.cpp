@@ -70,6 +70,13 @@ std::string kind_of(const ActivationKinds& activations, const std::string& param
   return it == activations.end() ? std::string() : it->second;
 }
 
+bool in_recurrent_layer(const std::vector<std::string>& names, const std::string& parameter) {
+  const std::string prefix = layer_of(parameter) + ".";
+  return std::any_of(names.begin(), names.end(), [&](const std::string& n) {
+    return n.rfind(prefix, 0) == 0 && (contains(lower(n), "weight_hh") || contains(lower(n), "recurrent_kernel"));
+  });
+}
+
 bool is_dense_weight(const std::string& name, const at::Tensor& p) {
   return p.defined() && p.dim() == 2 && !contains(lower(name), "embed") && !is_recurrent_matrix(name, p);
 }
@@ -100,6 +107,30 @@ double input_mean(const std::vector<std::string>& names, const std::vector<at::T
 }
 
 }  // namespace
+
+void learn_activation_kinds(ActivationKinds& kinds, const std::vector<std::string>& names,
+                            const std::vector<at::Tensor>& params,
+                            const std::vector<std::pair<std::string, std::string>>& seen,
+                            std::map<std::string, std::string>* owners) {
+  std::vector<std::string> weighted;  // layers with a dense weight, in parameter order
+  for (size_t i = 0; i < names.size() && i < params.size(); ++i) {
+    if (!is_dense_weight(names[i], params[i])) continue;
+    const std::string layer = layer_of(names[i]);
+    if (std::find(weighted.begin(), weighted.end(), layer) == weighted.end()) weighted.push_back(layer);
+  }
+  std::vector<std::pair<std::string, std::string>> own_scope;  // activations outside every weighted layer
+  for (const auto& [layer, kind] : seen) {
+    if (std::find(weighted.begin(), weighted.end(), layer) != weighted.end())
+      kinds[layer] = kind;
+    else
+      own_scope.emplace_back(layer, kind);
+  }
+  if (own_scope.empty() || (own_scope.size() != weighted.size() && own_scope.size() + 1 != weighted.size())) return;
+  for (size_t i = 0; i < own_scope.size(); ++i) {
+    kinds.emplace(weighted[i], own_scope[i].second);
+    if (owners != nullptr) owners->emplace(own_scope[i].first, weighted[i]);
+  }
+}
 
 std::string sibling_bias(const std::string& weight_name) {
   const std::string suffix = "weight";
@@ -144,7 +175,8 @@ std::vector<InitFinding> inspect_initialisation(const std::vector<std::string>& 
         f.problem = "weight_scale";
         f.value = r;
         f.reference = he;
-        choose_weight_scheme(f, kind_of(activations, name));
+        // A recurrent layer's input weight feeds gates of several kinds: no single activation.
+        choose_weight_scheme(f, in_recurrent_layer(names, name) ? std::string() : kind_of(activations, name));
         if (p.dim() == 2) f.input_mean = input_mean(names, params, i, activations);
         out.push_back(f);
       }

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <map>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,17 @@ inline constexpr double kSigmoidGain = 4.0;  // 1 / sigmoid'(0)
 // The activation kind of each layer ("layers.1.dense" -> "sigmoid"), as the monitor's sampled
 // steps saw them (monitor::ActivationStats); a layer's parameters are "<layer>.<name>".
 using ActivationKinds = std::map<std::string, std::string>;
+
+// Adds the kinds of one sampled step's activations (layer, kind), in the order they ran. An
+// activation that runs in a scope of its own (a torch.nn.ReLU module of a Sequential: scope "2",
+// no parameters of its own) belongs to the layer with a weight that precedes it: the i-th such
+// activation to the i-th weighted layer, when there are as many of them as weighted layers or
+// one fewer (an output layer without activation); otherwise they are left out. `owners`, when
+// given, receives each such scope's layer ("1" -> "0").
+void learn_activation_kinds(ActivationKinds& kinds, const std::vector<std::string>& names,
+                            const std::vector<at::Tensor>& params,
+                            const std::vector<std::pair<std::string, std::string>>& seen,
+                            std::map<std::string, std::string>* owners = nullptr);
 
 // The out-of-scale parameters among `params` whose name starts with `prefix` ("" for all).
 // recurrent_only: only recurrent matrices are inspected (an SVD each; the rest is skipped).

@@ -213,6 +213,39 @@ TEST(InitInspection, TheReplacementFitsTheActivationAfterEachLayer) {
   EXPECT_EQ(broken[0].input_mean, 0.0);
 }
 
+// Activations in scopes of their own (torch.nn.Sequential(Linear, Sigmoid, Linear, ReLU, Linear):
+// scopes "1" and "3") belong to the weighted layers before them, in order.
+TEST(InitInspection, ActivationsInTheirOwnScopeBelongToTheLayersBeforeThem) {
+  torch::nn::Sequential model(torch::nn::Linear(8, 8), torch::nn::Functional(torch::sigmoid), torch::nn::Linear(8, 8),
+                              torch::nn::Functional(torch::relu), torch::nn::Linear(8, 2));
+  const Named n = named(*model);
+  detail::ActivationKinds kinds;
+  std::map<std::string, std::string> owners;
+  detail::learn_activation_kinds(kinds, n.names, n.params, {{"1", "sigmoid"}, {"3", "relu"}}, &owners);
+  EXPECT_EQ(kinds, (detail::ActivationKinds{{"0", "sigmoid"}, {"2", "relu"}}));
+  EXPECT_EQ(owners, (std::map<std::string, std::string>{{"1", "0"}, {"3", "2"}}));
+  // Scopes that are the layers' own are taken as they are.
+  detail::ActivationKinds own;
+  detail::learn_activation_kinds(own, n.names, n.params, {{"2", "tanh"}});
+  EXPECT_EQ(own, (detail::ActivationKinds{{"2", "tanh"}}));
+  // As many activations as cannot be matched one to one (a recurrence repeats them): none.
+  detail::ActivationKinds repeated;
+  detail::learn_activation_kinds(repeated, n.names, n.params,
+                                 {{"", "sigmoid"}, {"", "sigmoid"}, {"", "tanh"}, {"", "sigmoid"}, {"", "tanh"}});
+  EXPECT_TRUE(repeated.empty());
+  // An LSTM's input weight feeds sigmoid and tanh gates: it keeps Glorot whatever ran there.
+  torch::nn::LSTM lstm(torch::nn::LSTMOptions(64, 16));
+  {
+    torch::NoGradGuard no_grad;
+    lstm->named_parameters()["weight_ih_l0"].normal_(0.0, 1.0);
+  }
+  const Named l = named(*lstm);
+  const auto found = inspect_initialisation(l.names, l.params, "", false, {{"", "sigmoid"}});
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].parameter, "weight_ih_l0");
+  EXPECT_EQ(found[0].scheme, "glorot_uniform");
+}
+
 TEST(Reinitialize, AnOrthogonalWeightAtAGainCentresItsBiasOnTheInputsMean) {
   torch::manual_seed(0);
   torch::nn::Linear dense(32, 16);
