@@ -400,24 +400,32 @@ struct DeepSigmoidRun {
   double accuracy = 0;
 };
 
+// 12 dense sigmoid layers of 32 and a softmax output, SGD 0.1.
+ModelSpec deep_sigmoid_spec() {
+  ModelSpec spec;
+  spec.input_shape = {guard_test::kFeatures};
+  for (int i = 0; i < 12; ++i) spec.add(layers::dense(32, "sigmoid"));
+  spec.add(layers::dense(guard_test::kClasses, "softmax"));
+  return spec;
+}
+CompileOptions sgd_compile(bool guarded) {
+  CompileOptions c;
+  c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
+  c.optimizer = OptimizerSpec().type(OptimizerType::sgd).learning_rate(0.1);
+  c.guard.enabled(guarded);
+  return c;
+}
+
 DeepSigmoidRun deep_sigmoid(bool guarded) {
   using namespace guard_test;
-  ModelSpec spec;
-  spec.input_shape = {kFeatures};
-  for (int i = 0; i < 12; ++i) spec.add(layers::dense(32, "sigmoid"));
-  spec.add(layers::dense(kClasses, "softmax"));
   torch::manual_seed(0);
-  SequentialModel model(spec);
+  SequentialModel model(deep_sigmoid_spec());
   {
     torch::NoGradGuard no_grad;
     for (auto& p : model->named_parameters())
       if (p.key().find("weight") != std::string::npos) p.value().normal_(0.0, 1.0);
   }
-  CompileOptions c;
-  c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
-  c.optimizer = OptimizerSpec().type(OptimizerType::sgd).learning_rate(0.1);
-  c.guard.enabled(guarded);
-  Trainer trainer(model, c);
+  Trainer trainer(model, sgd_compile(guarded));
   DeepSigmoidRun out;
   if (guarded) {
     trainer.set_event_handler([&](const GuardEvent& e) {
@@ -457,15 +465,8 @@ TEST(GuardVanishingStart, ADeepSigmoidNetIsReinitialisedToFitItsActivations) {
 // The same depth with a standard initialisation is left alone, whatever its gradients do.
 TEST(GuardVanishingStart, AStandardInitialisationIsNeverAnIncident) {
   using namespace guard_test;
-  ModelSpec spec;
-  spec.input_shape = {kFeatures};
-  for (int i = 0; i < 12; ++i) spec.add(layers::dense(32, "sigmoid"));
-  spec.add(layers::dense(kClasses, "softmax"));
   torch::manual_seed(0);
-  CompileOptions c;
-  c.loss = LossSpec().type(LossType::sparse_categorical_crossentropy);
-  c.optimizer = OptimizerSpec().type(OptimizerType::sgd).learning_rate(0.1);
-  Trainer trainer(SequentialModel(spec), c);
+  Trainer trainer(SequentialModel(deep_sigmoid_spec()), sgd_compile(true));
   FitOptions f;
   f.epochs = 1;
   f.batch_size = 32;
