@@ -46,7 +46,12 @@ std::optional<DivergenceFinding> DivergenceWatch::check_loss(int64_t step, doubl
   // A loss that can be negative (a log-likelihood of densities, a critic's score) has no
   // level to be a multiple of.
   if (loss <= 0) nonpositive_seen_ = true;
-  const double level = reference();
+  // The level is at least the initial median: a loss within the ceiling of that one needs no
+  // median of the recent losses (a sort of up to `window` values, on nearly every step).
+  const bool initial_full = static_cast<int64_t>(initial_.size()) >= options_.initial_steps();
+  if (initial_full && initial_median_ < 0) initial_median_ = median(initial_);
+  const bool below_initial_ceiling = initial_full && loss <= options_.loss_factor() * initial_median_;
+  const double level = below_initial_ceiling ? 0.0 : reference();
   if (!nonpositive_seen_ && level > 0 && loss > options_.loss_factor() * level) {
     DivergenceFinding f;
     f.kind = "loss_excursion";
@@ -140,6 +145,7 @@ std::optional<DivergenceFinding> DivergenceWatch::check_activations(
 
 void DivergenceWatch::restart_level() {
   initial_.clear();
+  initial_median_ = -1;
   recent_.clear();
 }
 

@@ -80,6 +80,7 @@ class DivergenceWatch {
  private:
   DivergenceOptions options_;
   std::vector<double> initial_;                  // the first healthy losses of the run (its initial level)
+  double initial_median_ = -1;                   // their median once all are in (-1 before)
   std::deque<std::pair<int64_t, double>> recent_;  // (step, loss) of the recent healthy steps
   bool nonpositive_seen_ = false;                // a loss <= 0: ratios of the loss mean nothing
   int64_t last_alive_ = -1;                      // the last sampled step with no dead ReLU layer
