@@ -9,6 +9,7 @@
 
 #include "core/check.h"
 #include "nanguard/core/error.h"
+#include "nanguard/monitor/signals.h"
 
 namespace nanguard::detail {
 namespace {
@@ -60,21 +61,19 @@ int64_t recurrent_hidden_size(const std::vector<std::string>& names, const std::
   return 0;
 }
 
-std::string layer_of(const std::string& name) {
-  const auto dot = name.rfind('.');
-  return dot == std::string::npos ? name : name.substr(0, dot);
-}
+using monitor::layer_of;
 
 std::string kind_of(const ActivationKinds& activations, const std::string& parameter) {
   const auto it = activations.find(layer_of(parameter));
   return it == activations.end() ? std::string() : it->second;
 }
 
-bool in_recurrent_layer(const std::vector<std::string>& names, const std::string& parameter) {
+bool in_recurrent_layer(const std::vector<std::string>& names, const std::vector<at::Tensor>& params,
+                        const std::string& parameter) {
   const std::string prefix = layer_of(parameter) + ".";
-  return std::any_of(names.begin(), names.end(), [&](const std::string& n) {
-    return n.rfind(prefix, 0) == 0 && (contains(lower(n), "weight_hh") || contains(lower(n), "recurrent_kernel"));
-  });
+  for (size_t i = 0; i < names.size() && i < params.size(); ++i)
+    if (names[i].rfind(prefix, 0) == 0 && is_recurrent_matrix(names[i], params[i])) return true;
+  return false;
 }
 
 bool is_dense_weight(const std::string& name, const at::Tensor& p) {
@@ -176,7 +175,7 @@ std::vector<InitFinding> inspect_initialisation(const std::vector<std::string>& 
         f.value = r;
         f.reference = he;
         // A recurrent layer's input weight feeds gates of several kinds: no single activation.
-        choose_weight_scheme(f, in_recurrent_layer(names, name) ? std::string() : kind_of(activations, name));
+        choose_weight_scheme(f, in_recurrent_layer(names, params, name) ? std::string() : kind_of(activations, name));
         if (p.dim() == 2) f.input_mean = input_mean(names, params, i, activations);
         out.push_back(f);
       }
@@ -201,6 +200,8 @@ std::vector<InitFinding> inspect_initialisation(const std::vector<std::string>& 
   return out;
 }
 
+namespace {
+
 // The bias that centres a re-initialised weight's pre-activations on inputs starting at
 // finding.input_mean: -input_mean * W 1. "" when there is nothing to centre.
 std::string centre_bias(const at::Tensor& weight, const InitFinding& finding, const at::Tensor& bias) {
@@ -210,6 +211,8 @@ std::string centre_bias(const at::Tensor& weight, const InitFinding& finding, co
   bias.copy_(weight.sum(1).mul(-finding.input_mean));
   return fmt::format(", its bias centred for inputs starting at {:g}", finding.input_mean);
 }
+
+}  // namespace
 
 std::string reinitialize(const at::Tensor& param, const InitFinding& finding, const at::Tensor& bias) {
   torch::NoGradGuard no_grad;
