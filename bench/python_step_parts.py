@@ -1,14 +1,13 @@
 """Where the guard's cost lies in a Python step: the article's MLP (Adam, batch 32) unguarded,
 under a disabled Guard (enabled=False: the wrapper and the C++ round trip only) and under the
-default Guard, interleaved in blocks of 5 steps in one process. Per way, the median of the whole
-step, of the closure's forward and backward, and of optimizer.step(); "rest" is the median step
-minus both (zero_grad, the wrapper, the checks). Compare "rest" across ways: the forward,
-backward and optimizer medians move by +-3% with where each model copy lands in memory.
+default Guard, interleaved in blocks of 5 steps in one process on one model and optimizer (as in
+python_overhead.py: copies of the model differ in speed by more than the guard costs). Per way,
+the median of the whole step, of the closure's forward and backward, and of optimizer.step();
+"rest" is the median step minus both (zero_grad, the wrapper, the checks).
 
     /usr/bin/python3 bench/python_step_parts.py --mnist data/mnist
 """
 import argparse
-import copy
 import os
 import random
 import statistics
@@ -31,9 +30,9 @@ torch.manual_seed(0)
 base = article_mlp()
 ce = torch.nn.functional.cross_entropy
 ways = {}
+o = torch.optim.Adam(base.parameters(), lr=1e-3, eps=1e-7)
 for name, opts in {"plain": None, "disabled": {"enabled": False}, "default": {}}.items():
-    m = copy.deepcopy(base); o = torch.optim.Adam(m.parameters(), lr=1e-3, eps=1e-7)
-    ways[name] = dict(m=m, o=o, g=nanguard.Guard(m, o, **opts) if opts is not None else None, fb=[], st=[], tot=[], pos=0)
+    ways[name] = dict(m=base, o=o, g=nanguard.Guard(base, o, **opts) if opts is not None else None, fb=[], st=[], tot=[], pos=0)
 def run(w, steps, rec):
     m, o, g = w["m"], w["o"], w["g"]
     def closure(b):

@@ -239,6 +239,10 @@ def _wants_context(fn):
 
 def _primary(batch):
     """The batch's first floating tensor with a sample dimension (else its first tensor)."""
+    # The common batches first: a tensor, or (x, y) with x a floating tensor.
+    head = batch[0] if type(batch) in (tuple, list) and batch else batch
+    if type(head) in (torch.Tensor, torch.nn.Parameter) and head.dim() > 0 and head.is_floating_point():
+        return head
     first = None
     stack = [batch]
     while stack:
@@ -343,6 +347,7 @@ class Guard:
         self._closure = None
         self._closure_wants_ctx = False
         self._wants_cache = {}
+        self._last_code = self._last_defaults = self._last_type = None  # the closure whose wants is current
         self._open_step = None
         self._modules = [(name, m) for name, m in model.named_modules() if name]
         self._runner = self._run_closure
@@ -560,6 +565,12 @@ class Guard:
         self._closure = closure
         if closure is None:
             return
+        # A loop passes the same closure, or a new one of the same code, on every step.
+        code = getattr(closure, "__code__", None)
+        if code is not None and code is self._last_code and getattr(closure, "__defaults__", None) is self._last_defaults \
+                and type(closure) is self._last_type:
+            return
+        self._last_code, self._last_defaults, self._last_type = None, None, None
         key = (closure.__code__, closure.__defaults__, inspect.ismethod(closure)) \
             if hasattr(closure, "__code__") and hasattr(closure, "__defaults__") else closure
         try:
@@ -572,6 +583,9 @@ class Guard:
             if key is not None:
                 self._wants_cache[key] = wants
         self._closure_wants_ctx = wants
+        if code is not None:
+            self._last_code, self._last_defaults, self._last_type = code, getattr(closure, "__defaults__", None), \
+                type(closure)
 
     def _run_closure(self, x, rows, ids, run, step, traced):
         entry = self._batches.get(step)

@@ -46,12 +46,18 @@ void PyOptimizer::step() {
 }
 
 py::object PyOptimizer::group(size_t g) const {
-  return py::reinterpret_borrow<py::list>(optimizer_.attr("param_groups"))[g];
+  return py::reinterpret_borrow<py::list>(optimizer_.attr(param_groups_key_))[g];
 }
 
-size_t PyOptimizer::num_groups() const { return py::len(optimizer_.attr("param_groups")); }
+size_t PyOptimizer::num_groups() const { return py::len(optimizer_.attr(param_groups_key_)); }
 
-double PyOptimizer::learning_rate(size_t g) const { return py::float_(group(g)["lr"]); }
+double PyOptimizer::learning_rate(size_t g) const { return py::float_(group(g)[lr_key_]); }
+
+std::vector<double> PyOptimizer::learning_rates() const {
+  std::vector<double> out;
+  for (py::handle g : optimizer_.attr(param_groups_key_)) out.push_back(py::float_(g[lr_key_]));
+  return out;
+}
 
 void PyOptimizer::set_learning_rate(size_t g, double lr) {
   py::object grp = group(g);

@@ -30,6 +30,7 @@ class PyOptimizer final : public OptimizerAdapter {
   std::vector<at::Tensor> parameters() const override { return params_; }
   size_t num_groups() const override;
   double learning_rate(size_t group) const override;
+  std::vector<double> learning_rates() const override;  // one read of param_groups
   void set_learning_rate(size_t group, double lr) override;
   double epsilon(size_t group) const override;
   void set_epsilon(size_t group, double eps) override;
@@ -43,6 +44,9 @@ class PyOptimizer final : public OptimizerAdapter {
   pybind11::object group(size_t g) const;
 
   pybind11::object optimizer_;
+  // Keys made once: the guard reads the learning rates on every step.
+  pybind11::str param_groups_key_{"param_groups"};
+  pybind11::str lr_key_{"lr"};
   std::string name_;
   std::vector<pybind11::object> py_params_;  // the Parameter objects: keys of optimizer.state
   std::vector<at::Tensor> params_;

@@ -352,12 +352,16 @@ void Guard::Impl::after_healthy_check(const detail::CheckResult& r) {
   }
   overflow_streak = r.norm_overflow;
   history.push(t, r.loss, r.grad_norm);
-  if (monitor) emit_warnings(monitor->observe_step(t, r.loss, r.grad_norm, state.learning_rate()));
+  if (monitor) {
+    open.learning_rates = state.learning_rates();
+    emit_warnings(monitor->observe_step(t, r.loss, r.grad_norm, state.first_learning_rate(open.learning_rates)));
+  }
 }
 
 // Monitor warnings as events; a spike arms the screen of this step's batch; prevention, when on,
 // is an explicit action of the executor.
 void Guard::Impl::emit_warnings(const std::vector<monitor::Warning>& warnings) {
+  if (!warnings.empty()) open.learning_rates.clear();  // prevention may cut them
   for (const auto& w : warnings) {
     GuardEvent e;
     e.step = w.step;
@@ -505,10 +509,12 @@ StepVerdict Guard::Impl::update(const Decision& d) {
   // theirs, not the voted one.
   const bool averaged = open.gradients_averaged;
   state.apply_update(rs.per_tensor_clip(), global_clip, averaged ? -1 : d.grad_norm, /*averaged=*/!averaged);
+  // The rates this update ran with (a warning below may cut them for the next one).
+  std::vector<double> rates = open.learning_rates.empty() ? state.learning_rates() : std::move(open.learning_rates);
   if (open.sampled) emit_warnings(monitor->end_update(t, state.second_moments(), std::move(open.activations)));
   // Those warnings rest on this rank's own gradients: the next check is agreed on.
   agree_next_check = open.sampled;
-  executor->record_update(t, global_clip, rs.per_tensor_clip());
+  executor->record_update(t, std::move(rates), global_clip, rs.per_tensor_clip());
   const bool snapshot_next = options.snapshot_every() > 0 && rs.applied % options.snapshot_every() == 0;
   const bool check_now =
       open.norm_overflow || (options.check_state_every() > 0 && rs.applied % options.check_state_every() == 0);

@@ -45,6 +45,9 @@ struct OpenStep {
   bool caught_before_update = false;  // the incident is a screened batch
   bool checked = false;               // check() or check_exception() ran
   bool gradients_averaged = false;    // the vote averaged them over the ranks
+  // Every group's learning rate, read once at a healthy check for the monitor and the batch
+  // memory (each read runs Python in a Python loop); cleared where a warning may change them.
+  std::vector<double> learning_rates;
   std::shared_ptr<Incident> incident;
 
   void close() {
@@ -54,6 +57,7 @@ struct OpenStep {
     sampled = norm_overflow = caught_before_update = checked = gradients_averaged = false;
     recorder.reset();
     activations.clear();
+    learning_rates.clear();
     incident.reset();
   }
 };

@@ -30,9 +30,10 @@ double safe_epsilon_for(c10::ScalarType dtype) { return dtype == c10::ScalarType
 
 }  // namespace
 
-void RepairExecutor::record_update(int64_t step, double global_clip, double per_tensor_clip) {
+void RepairExecutor::record_update(int64_t step, std::vector<double> learning_rates, double global_clip,
+                                   double per_tensor_clip) {
   ++s_.applied;
-  p_.memory.mark_applied(step, p_.state.learning_rates(), global_clip, per_tensor_clip);
+  p_.memory.mark_applied(step, std::move(learning_rates), global_clip, per_tensor_clip);
   p_.ledger.record_applied_step();
 }
 

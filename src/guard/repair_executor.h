@@ -62,8 +62,9 @@ class RepairExecutor {
   RepairState& state() { return s_; }
   const RepairState& state() const { return s_; }
 
-  // Records the update of `step` as applied (batch memory, ledger, counters).
-  void record_update(int64_t step, double global_clip, double per_tensor_clip);
+  // Records the update of `step` as applied (batch memory, ledger, counters) with the learning
+  // rates it ran with.
+  void record_update(int64_t step, std::vector<double> learning_rates, double global_clip, double per_tensor_clip);
   // Carries out `plan` for the incident of `step` (its batch, and the closure when the loop gave
   // one: recompute and re-run need it).
   StepVerdict execute(const std::shared_ptr<Incident>& incident, const std::vector<RepairAction>& plan,

@@ -109,6 +109,13 @@ double TrainingState::learning_rate() const {
   return o->num_groups() == 0 ? 0.0 : o->learning_rate(0);
 }
 
+double TrainingState::first_learning_rate(const std::vector<double>& rates) const {
+  // The first optimizer's groups come first; without any its rate is 0, as learning_rate() says
+  // (asked only with several optimizers: it runs Python for a Python optimizer).
+  if (rates.empty() || (optimizers_.size() > 1 && optimizers_.front()->num_groups() == 0)) return 0.0;
+  return rates.front();
+}
+
 bool TrainingState::loss_and_gradients_finite(const at::Tensor& loss) const {
   std::vector<at::Tensor> check{loss.detach()};
   for (const auto& p : params_) check.push_back(p.grad());

@@ -47,6 +47,8 @@ class TrainingState {
   void scale_learning_rates(double factor);
   // The first group's learning rate (0 without groups): the one reports quote.
   double learning_rate() const;
+  // The same, taken from `rates` as learning_rates() gave them.
+  double first_learning_rate(const std::vector<double>& rates) const;
 
   // Whether a closure run left a finite loss and finite gradients.
   bool loss_and_gradients_finite(const at::Tensor& loss) const;

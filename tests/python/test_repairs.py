@@ -57,6 +57,29 @@ def test_rollback_restores_state_and_keeps_the_scheduler_in_step():
     assert math.isclose(opt.param_groups[0]["lr"], clean_lr * guard.lr_scale, rel_tol=1e-9)
 
 
+def test_rollback_with_two_param_groups_keeps_each_groups_rate():
+    # The guard reads every group's rate once per step and re-runs lost steps with them.
+    steps = 30
+    torch.manual_seed(0)
+    model = MLP(inputs=20, hidden=16, classes=4)
+    opt = torch.optim.Adam([{"params": model.fc1.parameters(), "lr": 1e-2},
+                            {"params": model.fc2.parameters(), "lr": 4e-3}])
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.8)
+    guard = nanguard.Guard(model, opt, scheduler=sched, snapshot_every=5, check_state_every=1)
+    for t, b in enumerate(data(steps)):
+        guard.step(b, lambda b: loss_of(model, b))
+        if t == 12:
+            with torch.no_grad():
+                opt.state[model.fc2.weight]["exp_avg_sq"][0, 0] = float("inf")
+    [incident] = guard.incidents
+    assert incident.actions == ["rollback", "lr_backoff", "rerun_lost_steps"]
+    assert guard.rerun_steps == incident.step - 10
+    decay = 0.8 ** (steps // 4)
+    assert math.isclose(opt.param_groups[0]["lr"], 1e-2 * decay * guard.lr_scale, rel_tol=1e-9)
+    assert math.isclose(opt.param_groups[1]["lr"], 4e-3 * decay * guard.lr_scale, rel_tol=1e-9)
+    assert guard.lr_scale < 1
+
+
 def test_rollback_restores_the_rng():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.Dropout(0.5), torch.nn.Linear(16, 4))

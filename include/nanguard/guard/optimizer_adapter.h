@@ -57,7 +57,8 @@ class OptimizerAdapter {
 
   // Every defined state tensor (what a state check covers).
   std::vector<at::Tensor> state_tensors();
-  std::vector<double> learning_rates() const;
+  // Every group's learning rate, in order (an adapter may read them all at once).
+  virtual std::vector<double> learning_rates() const;
   void set_learning_rates(const std::vector<double>& rates);
   // Multiplies every group's learning rate.
   void scale_learning_rates(double factor);
