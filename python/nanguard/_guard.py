@@ -617,7 +617,7 @@ class Guard:
         if self._scheduler is not None:
             self._step_scheduler()
         if step is not None and (step & 15) == 0:
-            oldest = self._core.newest_snapshot_step()
+            oldest = self._core.oldest_needed_step()
             for s in [s for s in self._batches if s < oldest]:
                 del self._batches[s]
 

@@ -265,12 +265,11 @@ class PyGuard {
 
   Guard& guard() { return *guard_; }
 
-  // The step of the newest snapshot in the ring (-1 without one): the batches of steps before
-  // it are no longer replayed.
-  int64_t newest_snapshot_step() const {
-    if (!guard_->options().enabled()) return guard_->steps();
-    const auto steps = guard_->snapshots().ring_steps();
-    return steps.empty() ? -1 : steps.back();
+  // The oldest step whose batch the guard may still replay or re-run: the front end's batches
+  // of earlier steps can go.
+  int64_t oldest_needed_step() const {
+    const int64_t oldest = guard_->options().enabled() ? guard_->oldest_remembered_step() : -1;
+    return oldest < 0 ? guard_->steps() : oldest;
   }
 
   py::list incidents() const {
@@ -412,7 +411,7 @@ PYBIND11_MODULE(_nanguard, m) {
       .def("check", &PyGuard::check)
       .def("check_exception", &PyGuard::check_exception)
       .def("apply", &PyGuard::apply)
-      .def("newest_snapshot_step", &PyGuard::newest_snapshot_step)
+      .def("oldest_needed_step", &PyGuard::oldest_needed_step)
       .def("incidents", &PyGuard::incidents)
       .def("events", &PyGuard::events)
       .def("write_report", &PyGuard::write_report)

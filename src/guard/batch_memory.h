@@ -43,6 +43,8 @@ class BatchMemory {
   // The steps applied in [from, until), in order, and whether the memory reaches back to `from`.
   std::vector<RecentBatch> applied_between(int64_t from, int64_t until) const;
   bool covers(int64_t step) const;
+  // The oldest remembered step (-1 when none is).
+  int64_t oldest_step() const { return batches_.empty() ? -1 : batches_.front().step; }
   // After a rollback no remembered update is part of the state any more.
   void unmark_all();
   bool has_gather() const { return static_cast<bool>(options_.gather); }

@@ -178,6 +178,7 @@ double Guard::lr_scale() const { return impl_->executor ? impl_->executor->state
 double Guard::clip_norm() const { return impl_->executor ? impl_->executor->state().clip_norm : 0.0; }
 bool Guard::clip_per_tensor() const { return impl_->executor && impl_->executor->state().clip_per_tensor; }
 int64_t Guard::steps() const { return impl_->steps; }
+int64_t Guard::oldest_remembered_step() const { return impl_->memory.oldest_step(); }
 int64_t Guard::applied_steps() const {
   return impl_->executor ? impl_->executor->state().applied : impl_->steps;
 }

@@ -3,6 +3,7 @@ write_report, and a clear error for every bad argument."""
 import json
 import math
 import os
+import weakref
 
 import pytest
 import torch
@@ -233,3 +234,20 @@ def test_closure_context_is_passed_to_two_required_parameters_only():
     guard.step(batch(), Loop().closure)
     guard.step(batch(), lambda b, ctx: (got.append(ctx.step), ce(model)(b))[1])
     assert got == ["first", True, "method", 3]
+
+
+@pytest.mark.parametrize("snapshot_every", [0, 10])
+def test_batches_no_replay_can_reach_are_let_go(snapshot_every):
+    # The front end keeps each step's batch for replays and re-runs, only while the guard's own
+    # memory of batches reaches it: without periodic snapshots, the last two.
+    model, opt = small()
+    guard = nanguard.Guard(model, opt, snapshot_every=snapshot_every)
+    alive = []
+    for t in range(100):
+        x, y = batch(seed=t)
+        alive.append(weakref.ref(x))
+        guard.step((x, y), ce(model))
+        del x, y
+    held = [i for i, r in enumerate(alive) if r() is not None]
+    assert len(held) <= (18 if snapshot_every == 0 else 27), held
+    assert held and held[-1] == 99

@@ -230,6 +230,9 @@ class Guard {
   // Quarantined dataset ids, ascending.
   const std::vector<int64_t>& quarantined() const;
   const SnapshotRing& snapshots() const;
+  // The oldest step whose batch the guard may still replay or re-run (-1 when none): a front end
+  // that keeps its own copy of each batch can let go of older ones.
+  int64_t oldest_remembered_step() const;
   const GuardOptions& options() const;
   // Plain-language summary of the run so far.
   std::string summary() const;
