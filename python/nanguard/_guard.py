@@ -342,19 +342,14 @@ class Guard:
         self._next_token = 0
         capacity = options.get("snapshot_capacity", 3)
         self._snapshot_capacity = capacity if isinstance(capacity, int) else 3
-        self._batches = {}  # guard step -> (user batch, rows, n)
-        self._rows_cache = {}
-        self._closure = None
-        self._closure_wants_ctx = False
         self._wants_cache = {}
-        self._last_code = self._last_defaults = self._last_type = None  # the closure whose wants is current
         self._open_step = None
         self._modules = [(name, m) for name, m in model.named_modules() if name]
-        self._runner = self._run_closure
+        # The core keeps each step's batch and closure while a replay or re-run may need them,
+        # and calls back _prepare, _closure_wants_context, _take_rows and _call_closure.
         self._core = _core.Guard([n for n, _ in named], [p for _, p in named],
                                  [b for _, b in model.named_buffers()], optimizer, options, self,
-                                 stable_loss is not None)
-        self._sample_every = self._core.activation_sample_every()
+                                 stable_loss is not None, scheduler is not None)
 
     # ---- the step ----
 
@@ -368,18 +363,7 @@ class Guard:
         closure(batch) or closure(batch, ctx): computes the loss from the batch alone, runs
         backward and returns the loss; no zero_grad, no optimizer step. A closure with two
         required parameters receives a StepContext as the second (which run this is)."""
-        if not callable(closure):
-            raise ValueError("nanguard.Guard.step: the closure must be callable, got " + type(closure).__name__)
-        user_batch, x, ids_t, n = self._prepare(batch, ids)
-        rows = self._rows(n)
-        step = self._core.steps()
-        self._batches[step] = (user_batch, rows, n)
-        self._set_closure(closure)
-        try:
-            outcome, loss, record = self._core.step(x, rows, ids_t, self._runner)
-        finally:
-            self._closure = None
-        self._after_step(step)
+        outcome, loss, record = self._core.step(batch, closure, ids)
         return Verdict(outcome, loss, Incident(record) if record is not None else None)
 
     def begin_step(self, batch, closure=None, ids=None):
@@ -387,19 +371,8 @@ class Guard:
         train on (quarantined samples dropped). Then compute the loss, run backward and call
         check(loss), then apply(decision). The closure, when given, lets the guard replay and
         repair the step; without it incidents are diagnosed from their evidence only."""
-        if closure is not None and not callable(closure):
-            raise ValueError("nanguard.Guard.begin_step: the closure must be callable or None, got "
-                             + type(closure).__name__)
-        user_batch, x, ids_t, n = self._prepare(batch, ids)
-        rows = self._rows(n)
-        step = self._core.steps()
-        self._batches[step] = (user_batch, rows, n)
-        self._set_closure(closure)
-        _, kept_rows, _ = self._core.begin_step(x, rows, ids_t, self._runner if closure is not None else None)
-        self._open_step = step
-        if kept_rows is rows:
-            return user_batch
-        return _take(user_batch, kept_rows, n)
+        train_on, self._open_step = self._core.begin_step(batch, closure, ids)
+        return train_on
 
     def check(self, loss):
         """After backward: the cheap check (one host sync); on a failure the incident is
@@ -439,8 +412,7 @@ class Guard:
     def _finish_open(self):
         step = self._open_step
         self._open_step = None
-        self._closure = None
-        self._after_step(step)
+        self._core.finish_step(step)
 
     # ---- results ----
 
@@ -554,72 +526,39 @@ class Guard:
                 ids_t = ids_t.to(torch.int64)
         return batch, x, ids_t, n
 
-    def _rows(self, n):
-        rows = self._rows_cache.get(n)
-        if rows is None:
-            rows = torch.arange(n, dtype=torch.int64)
-            self._rows_cache[n] = rows
-        return rows
-
-    def _set_closure(self, closure):
-        self._closure = closure
-        if closure is None:
-            return
-        # A loop passes the same closure, or a new one of the same code, on every step.
-        code = getattr(closure, "__code__", None)
-        if code is not None and code is self._last_code and getattr(closure, "__defaults__", None) is self._last_defaults \
-                and type(closure) is self._last_type:
-            return
-        self._last_code, self._last_defaults, self._last_type = None, None, None
+    def _closure_wants_context(self, closure):
         key = (closure.__code__, closure.__defaults__, inspect.ismethod(closure)) \
             if hasattr(closure, "__code__") and hasattr(closure, "__defaults__") else closure
         try:
             wants = self._wants_cache.get(key)
         except TypeError:  # unhashable callable
-            wants = None
-            key = None
+            return _wants_context(closure)
         if wants is None:
-            wants = _wants_context(closure)
-            if key is not None:
-                self._wants_cache[key] = wants
-        self._closure_wants_ctx = wants
-        if code is not None:
-            self._last_code, self._last_defaults, self._last_type = code, getattr(closure, "__defaults__", None), \
-                type(closure)
+            wants = self._wants_cache[key] = _wants_context(closure)
+        return wants
 
-    def _run_closure(self, x, rows, ids, run, step, traced):
-        entry = self._batches.get(step)
-        if entry is None:
-            raise RuntimeError("nanguard: internal error: no batch remembered for step %d" % step)
-        batch, full_rows, n = entry
-        if rows is not full_rows:
-            batch = _take(batch, rows, n)
-        fn = self._closure
-        if fn is None:
-            raise RuntimeError("nanguard: internal error: the step's closure is gone")
-        named = traced or (run == "first" and self._sample_every > 0 and step % self._sample_every == 0)
+    @staticmethod
+    def _take_rows(batch, rows, n):
+        return _take(batch, rows, n)
+
+    def _call_closure(self, fn, batch, named, run, step, traced):
+        """The closure's run with a StepContext (when it takes one) and, when named, forward
+        hooks that name the module every op runs in (a traced replay, or a step whose
+        activations the monitor samples)."""
+        call = (lambda: fn(batch, StepContext(run, step, traced))) if self._closure_wants_context(fn) \
+            else (lambda: fn(batch))
         if not named:
-            return fn(batch, StepContext(run, step, traced)) if self._closure_wants_ctx else fn(batch)
-        # A traced replay, or a step whose activations the monitor samples: forward hooks name the
-        # module every op runs in.
+            return call()
         handles = []
         try:
             for name, module in self._modules:
                 handles.append(module.register_forward_pre_hook(functools.partial(_scopes.enter, name)))
                 handles.append(module.register_forward_hook(_scopes.leave))
-            return fn(batch, StepContext(run, step, traced)) if self._closure_wants_ctx else fn(batch)
+            return call()
         finally:
             for h in handles:
                 h.remove()
             _scopes.reset()
-
-    def _after_step(self, step):
-        if self._scheduler is not None:
-            self._step_scheduler()
-        if step is not None and (step & 15) == 0:
-            oldest = self._core.oldest_needed_step()
-            for s in [s for s in self._batches if s < oldest]:
-                del self._batches[s]
 
     def _step_scheduler(self):
         # The schedule runs on the learning rate without the guard's backoff, which is applied on top.

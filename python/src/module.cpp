@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -215,7 +216,8 @@ struct NotAnIncident : std::runtime_error {
 class PyGuard {
  public:
   PyGuard(std::vector<std::string> names, std::vector<at::Tensor> params, std::vector<at::Tensor> buffers,
-          py::object optimizer, const py::dict& options, py::object host, bool stable_loss) {
+          py::object optimizer, const py::dict& options, py::object host, bool stable_loss, bool has_scheduler)
+      : has_scheduler_(has_scheduler) {
     auto adapter = std::make_shared<PyOptimizer>(std::move(optimizer));
     GuardOptions o = parse_options(options);
     // A weak reference: the Python Guard owns this object; a strong one would be a cycle that
@@ -237,16 +239,52 @@ class PyGuard {
     }
     guard_ = std::make_unique<Guard>(std::move(names), std::move(params), std::move(buffers),
                                      std::vector<std::shared_ptr<OptimizerAdapter>>{adapter}, o, std::move(hooks));
+    const auto* m = guard_->monitor();
+    sample_every_ = m && m->options().activations() ? m->options().sample_every() : 0;
   }
 
-  py::tuple step(const at::Tensor& x, const at::Tensor& rows, const std::optional<at::Tensor>& ids, py::object fn) {
-    return verdict_tuple(guard_->step(batch_of(x, rows, ids), closure_of(std::move(fn))));
+  // Guard.step(batch, closure, ids): one guarded step of the loop's batch. The common path (a
+  // tuple or list whose first item is a floating tensor, a closure seen before) stays in C++: in
+  // Python the same bookkeeping measured about as much as the guard's checks.
+  py::tuple step(py::object batch, py::object closure, py::object ids) {
+    if (!PyCallable_Check(closure.ptr())) {
+      throw ValueError("nanguard.Guard.step: the closure must be callable, got " + type_name(closure));
+    }
+    Prepared p = prepare(std::move(batch), ids);
+    const int64_t step = guard_->steps();
+    kept_[step] = KeptBatch{std::move(p.batch), p.rows, p.n};
+    set_closure(std::move(closure));
+    StepVerdict v;
+    try {
+      v = guard_->step(batch_of(p.x, p.rows, p.ids), runner());
+    } catch (...) {
+      closure_ = py::object();
+      throw;
+    }
+    closure_ = py::object();
+    after_step(step);
+    return verdict_tuple(v);
   }
 
-  py::tuple begin_step(const at::Tensor& x, const at::Tensor& rows, const std::optional<at::Tensor>& ids,
-                       py::object fn) {
-    const data::Batch b = guard_->begin_step(batch_of(x, rows, ids), fn.is_none() ? StepClosure() : closure_of(fn));
-    return py::make_tuple(b.x, b.y, b.ids.defined() ? py::cast(b.ids) : py::none());
+  // The lower API's begin: the batch to train on (quarantined samples dropped) and the step.
+  py::tuple begin_step(py::object batch, py::object closure, py::object ids) {
+    if (!closure.is_none() && !PyCallable_Check(closure.ptr())) {
+      throw ValueError("nanguard.Guard.begin_step: the closure must be callable or None, got " + type_name(closure));
+    }
+    Prepared p = prepare(std::move(batch), ids);
+    const int64_t step = guard_->steps();
+    const KeptBatch& kept = kept_[step] = KeptBatch{std::move(p.batch), p.rows, p.n};
+    const bool has_closure = !closure.is_none();
+    set_closure(std::move(closure));
+    const data::Batch b = guard_->begin_step(batch_of(p.x, p.rows, p.ids), has_closure ? runner() : StepClosure());
+    py::object train_on = same_tensor(b.y, kept.rows) ? kept.batch : take(kept.batch, b.y, kept.n);
+    return py::make_tuple(train_on, step);
+  }
+
+  // The end of a step of the lower API (applied, or left by an exception).
+  void finish_step(int64_t step) {
+    closure_ = py::object();
+    after_step(step);
   }
 
   Decision check(const at::Tensor& loss) { return guard_->check(loss); }
@@ -331,10 +369,11 @@ class PyGuard {
   }
 
  private:
-  py::object call_host(const char* method, py::object arg = py::object()) {
+  template <class... Args>
+  py::object call_host(const char* method, Args&&... args) {
     py::object host = host_();
     if (host.is_none()) return py::none();
-    return arg ? host.attr(method)(arg) : host.attr(method)();
+    return host.attr(method)(std::forward<Args>(args)...);
   }
 
   static data::Batch batch_of(const at::Tensor& x, const at::Tensor& rows, const std::optional<at::Tensor>& ids) {
@@ -345,13 +384,94 @@ class PyGuard {
     return b;
   }
 
-  // The Python closure receives (x, rows, ids, run, step, traced) and rebuilds its batch.
-  static StepClosure closure_of(py::object fn) {
-    if (!PyCallable_Check(fn.ptr())) throw ValueError("nanguard: the closure must be callable, got " + type_name(fn));
-    auto held = std::make_shared<py::object>(std::move(fn));
-    return [held](const data::Batch& b, const StepContext& c) -> at::Tensor {
-      py::object loss = (*held)(b.x, b.y, b.ids.defined() ? py::cast(b.ids) : py::none(), to_string(c.run), c.step,
-                                c.traced);
+  // The loop's batch of a step as the guard runs it: the loop's own object, the guard's row
+  // positions 0..n-1 (the guard drops quarantined rows from them) and the number of samples.
+  struct KeptBatch {
+    py::object batch;
+    at::Tensor rows;
+    int64_t n = 0;
+  };
+  struct Prepared {
+    py::object batch;  // without its ids wrapper (nanguard.with_ids)
+    at::Tensor x;      // the tensor the guard screens
+    at::Tensor rows;
+    std::optional<at::Tensor> ids;
+    int64_t n = 0;
+  };
+
+  static bool same_tensor(const at::Tensor& a, const at::Tensor& b) {
+    return a.unsafeGetTensorImpl() == b.unsafeGetTensorImpl();
+  }
+
+  const at::Tensor& rows_of(int64_t n) {
+    auto it = rows_.find(n);
+    if (it == rows_.end()) it = rows_.emplace(n, torch::arange(n, torch::kLong)).first;
+    return it->second;
+  }
+
+  // (x, y, ...) with x a floating tensor and no ids: here; anything else: the front end's
+  // _prepare, which also checks it.
+  Prepared prepare(py::object batch, const py::object& ids) {
+    Prepared p;
+    PyObject* b = batch.ptr();
+    const bool sequence = PyTuple_CheckExact(b) || PyList_CheckExact(b);
+    if (ids.is_none() && sequence && PySequence_Fast_GET_SIZE(b) > 0) {
+      PyObject* head = PySequence_Fast_GET_ITEM(b, 0);
+      if (THPVariable_CheckExact(head)) {
+        const at::Tensor& x = THPVariable_Unpack(head);
+        if (x.dim() > 0 && x.is_floating_point()) {
+          p.x = x;
+          p.n = x.size(0);
+          p.rows = rows_of(p.n);
+          p.batch = std::move(batch);
+          return p;
+        }
+      }
+    }
+    py::tuple r = call_host("_prepare", std::move(batch), ids);
+    p.batch = r[0];
+    p.x = r[1].cast<at::Tensor>();
+    if (!r[2].is_none()) p.ids = r[2].cast<at::Tensor>();
+    p.n = r[3].cast<int64_t>();
+    p.rows = rows_of(p.n);
+    return p;
+  }
+
+  // Whether the closure takes a StepContext, asked of the front end once per closure code.
+  void set_closure(py::object closure) {
+    closure_ = std::move(closure);
+    if (closure_.is_none() || closure_.is(last_closure_)) return;
+    PyObject* c = closure_.ptr();
+    py::object code = py::getattr(closure_, "__code__", py::none());
+    py::object defaults = py::getattr(closure_, "__defaults__", py::none());
+    if (!code.is_none() && code.is(last_code_) && defaults.is(last_defaults_) && Py_TYPE(c) == last_type_) return;
+    wants_context_ = call_host("_closure_wants_context", closure_).cast<bool>();
+    last_closure_ = closure_;
+    last_code_ = code;
+    last_defaults_ = defaults;
+    last_type_ = code.is_none() ? nullptr : Py_TYPE(c);
+  }
+
+  py::object take(const py::object& batch, const at::Tensor& rows, int64_t n) {
+    return call_host("_take_rows", batch, py::cast(rows), py::int_(n));
+  }
+
+  // The guard's closure: the loop's closure on the step's batch (without the rows the guard
+  // dropped). Runs that name modules (traced replays, the monitor's sampled steps) and closures
+  // that take a StepContext go through the front end's _call_closure.
+  StepClosure runner() {
+    return [this](const data::Batch& b, const StepContext& c) -> at::Tensor {
+      auto it = kept_.find(c.step);
+      if (it == kept_.end()) throw InternalError("no batch remembered for step " + std::to_string(c.step));
+      if (closure_.is_none()) throw InternalError("the step's closure is gone");
+      const KeptBatch& kept = it->second;
+      py::object batch = same_tensor(b.y, kept.rows) ? kept.batch : take(kept.batch, b.y, kept.n);
+      const bool named =
+          c.traced || (c.run == StepContext::Run::first && sample_every_ > 0 && c.step % sample_every_ == 0);
+      py::object loss = named || wants_context_
+                            ? call_host("_call_closure", closure_, batch, py::bool_(named), to_string(c.run),
+                                        py::int_(c.step), py::bool_(c.traced))
+                            : closure_(batch);
       if (!THPVariable_Check(loss.ptr())) {
         throw ValueError("nanguard: the closure must return the loss as a tensor, got " + type_name(loss));
       }
@@ -359,8 +479,25 @@ class PyGuard {
     };
   }
 
+  // After each step: the scheduler's step, and every 16 steps the batches no replay can reach go.
+  void after_step(int64_t step) {
+    if (has_scheduler_) call_host("_step_scheduler");
+    if ((step & 15) != 0) return;
+    const int64_t oldest = oldest_needed_step();
+    kept_.erase(kept_.begin(), kept_.lower_bound(oldest));
+  }
+
   py::weakref host_;
   std::unique_ptr<Guard> guard_;
+  const bool has_scheduler_;
+  int64_t sample_every_ = 0;  // the steps whose first run records activations (named by module)
+  std::map<int64_t, KeptBatch> kept_;     // by the guard's step
+  std::map<int64_t, at::Tensor> rows_;    // 0..n-1 by n
+  py::object closure_;                    // the closure of the step under way
+  bool wants_context_ = false;
+  py::object last_closure_;               // the closure wants_context_ was asked for,
+  py::object last_code_, last_defaults_;  // and its code
+  PyTypeObject* last_type_ = nullptr;
 };
 
 }  // namespace
@@ -403,11 +540,12 @@ PYBIND11_MODULE(_nanguard, m) {
 
   py::class_<PyGuard>(m, "Guard")
       .def(py::init<std::vector<std::string>, std::vector<at::Tensor>, std::vector<at::Tensor>, py::object,
-                    const py::dict&, py::object, bool>(),
+                    const py::dict&, py::object, bool, bool>(),
            py::arg("names"), py::arg("parameters"), py::arg("buffers"), py::arg("optimizer"), py::arg("options"),
-           py::arg("host"), py::arg("stable_loss"))
+           py::arg("host"), py::arg("stable_loss"), py::arg("has_scheduler"))
       .def("step", &PyGuard::step)
       .def("begin_step", &PyGuard::begin_step)
+      .def("finish_step", &PyGuard::finish_step)
       .def("check", &PyGuard::check)
       .def("check_exception", &PyGuard::check_exception)
       .def("apply", &PyGuard::apply)

@@ -14,6 +14,7 @@
 #include "guard/init_inspection.h"
 #include "nanguard/guard/consensus.h"
 #include "nanguard/numerics/health.h"
+#include "numerics/plain_float.h"
 
 namespace nanguard {
 namespace {
@@ -132,7 +133,7 @@ Decision Guard::Impl::check(const at::Tensor& loss) {
     detail::learn_activation_kinds(activation_kinds, state.names(), state.params(), seen, &activation_owners);
   }
   if (!options.enabled()) {
-    d.loss = loss.sum().item<double>();
+    d.loss = loss.numel() == 1 ? detail::scalar_value(loss) : loss.sum().item<double>();
     return d;
   }
   const bool empty = open.batch.size() == 0;

@@ -39,7 +39,7 @@ CheckResult Sentinel::check(const at::Tensor& loss) {
   bool state_failed = false;
   if (state_.cpu_fast_path(loss)) {
     // CPU float32: a vectorised loop over the gradient memory, no tensor ops to dispatch.
-    loss_value = loss.item<double>();
+    loss_value = scalar_value(loss);
     if (pending_.defined()) state_failed = !std::isfinite(pending_.item<double>());
     for (const auto& p : params) {
       const auto& g = p.grad();

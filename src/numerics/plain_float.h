@@ -10,4 +10,10 @@ inline bool plain_cpu_float(const at::Tensor& t) {
   return t.defined() && t.is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous();
 }
 
+// A one-element tensor's value in double: read from memory for plain CPU float32 (item()'s
+// dispatch costs more than the guard's whole check of a scalar).
+inline double scalar_value(const at::Tensor& t) {
+  return plain_cpu_float(t) && t.numel() == 1 ? static_cast<double>(*t.data_ptr<float>()) : t.item<double>();
+}
+
 }  // namespace nanguard::detail
