@@ -119,7 +119,11 @@ StepVerdict Guard::step(const data::Batch& batch, const StepClosure& closure) {
     } catch (const std::exception&) {
       return apply(check_exception(std::current_exception()));
     }
-    return apply(check(loss));
+    const Decision d = check(loss);
+    // A plain loop has let go of its loss (and the graph behind it) before the update; so does
+    // the guard, whose update needs only the decision.
+    loss = at::Tensor();
+    return apply(d);
   } catch (...) {
     impl_->open.close();
     throw;
