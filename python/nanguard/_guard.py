@@ -6,6 +6,11 @@ outliers), rows the row positions 0..n-1 and ids the samples' dataset ids. When 
 quarantined samples it drops their rows, and the closure wrapper takes the same rows from every
 tensor of the Python batch. Batches are remembered by the guard's step, so a replay or the
 re-run of a step a rollback lost gets the batch of that step.
+
+The step's common path runs in C++ (_nanguard's Guard.step and begin_step: finding x, keeping
+the batch, calling the closure); it calls back into this class for the rest: _prepare (other
+batches, ids), _closure_wants_context, _take_rows (quarantined rows), _call_closure (closures
+that take a StepContext, and runs that name modules) and _step_scheduler.
 """
 import copy
 import functools
@@ -371,8 +376,8 @@ class Guard:
         train on (quarantined samples dropped). Then compute the loss, run backward and call
         check(loss), then apply(decision). The closure, when given, lets the guard replay and
         repair the step; without it incidents are diagnosed from their evidence only."""
-        train_on, self._open_step = self._core.begin_step(batch, closure, ids)
-        return train_on
+        batch, rows, n, self._open_step = self._core.begin_step(batch, closure, ids)
+        return batch if rows is None else _take(batch, rows, n)
 
     def check(self, loss):
         """After backward: the cheap check (one host sync); on a failure the incident is

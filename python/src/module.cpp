@@ -277,8 +277,8 @@ class PyGuard {
     const bool has_closure = !closure.is_none();
     set_closure(std::move(closure));
     const data::Batch b = guard_->begin_step(batch_of(p.x, p.rows, p.ids), has_closure ? runner() : StepClosure());
-    py::object train_on = same_tensor(b.y, kept.rows) ? kept.batch : take(kept.batch, b.y, kept.n);
-    return py::make_tuple(train_on, step);
+    // The front end drops the quarantined rows (rows: None when none was dropped) once its step is open.
+    return py::make_tuple(kept.batch, same_tensor(b.y, kept.rows) ? py::none() : py::cast(b.y), kept.n, step);
   }
 
   // The end of a step of the lower API (applied, or left by an exception).
@@ -437,24 +437,28 @@ class PyGuard {
     return p;
   }
 
-  // Whether the closure takes a StepContext, asked of the front end once per closure code.
+  // Whether the closure takes a StepContext, asked of the front end once per closure code: it
+  // depends only on the code, how many parameters have defaults, and whether it is a method.
+  // Only the code object is kept (it refers to no live object): keeping the closure or its
+  // defaults could keep the guard alive through a cycle the garbage collector cannot see.
   void set_closure(py::object closure) {
     closure_ = std::move(closure);
-    if (closure_.is_none() || closure_.is(last_closure_)) return;
+    if (closure_.is_none()) return;
     PyObject* c = closure_.ptr();
     py::object code = py::getattr(closure_, "__code__", py::none());
     py::object defaults = py::getattr(closure_, "__defaults__", py::none());
-    if (!code.is_none() && code.is(last_code_) && defaults.is(last_defaults_) && Py_TYPE(c) == last_type_) return;
+    const Py_ssize_t n_defaults = PyTuple_Check(defaults.ptr()) ? PyTuple_GET_SIZE(defaults.ptr()) : 0;
+    if (!code.is_none() && code.is(last_code_) && n_defaults == last_defaults_ && Py_TYPE(c) == last_type_) return;
     wants_context_ = call_host("_closure_wants_context", closure_).cast<bool>();
-    last_closure_ = closure_;
     last_code_ = code;
-    last_defaults_ = defaults;
+    last_defaults_ = n_defaults;
     last_type_ = code.is_none() ? nullptr : Py_TYPE(c);
   }
 
   py::object take(const py::object& batch, const at::Tensor& rows, int64_t n) {
     return call_host("_take_rows", batch, py::cast(rows), py::int_(n));
   }
+
 
   // The guard's closure: the loop's closure on the step's batch (without the rows the guard
   // dropped). Runs that name modules (traced replays, the monitor's sampled steps) and closures
@@ -495,8 +499,8 @@ class PyGuard {
   std::map<int64_t, at::Tensor> rows_;    // 0..n-1 by n
   py::object closure_;                    // the closure of the step under way
   bool wants_context_ = false;
-  py::object last_closure_;               // the closure wants_context_ was asked for,
-  py::object last_code_, last_defaults_;  // and its code
+  py::object last_code_;                  // the closure code wants_context_ was asked for,
+  Py_ssize_t last_defaults_ = 0;          // its number of defaults
   PyTypeObject* last_type_ = nullptr;
 };
 

@@ -6,8 +6,10 @@
 
 namespace nanguard::detail {
 
+// A negative view (a lazy neg bit) holds the values with the other sign.
 inline bool plain_cpu_float(const at::Tensor& t) {
-  return t.defined() && t.is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous();
+  return t.defined() && t.is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous() && !t.is_neg() &&
+         t.has_storage();
 }
 
 // A one-element tensor's value in double: read from memory for plain CPU float32 (item()'s

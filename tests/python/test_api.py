@@ -251,3 +251,44 @@ def test_batches_no_replay_can_reach_are_let_go(snapshot_every):
     held = [i for i, r in enumerate(alive) if r() is not None]
     assert len(held) <= (18 if snapshot_every == 0 else 27), held
     assert held and held[-1] == 99
+
+
+def test_a_guard_held_by_its_own_loop_object_is_collected():
+    # The closure is the loop's bound method: loop -> guard -> (C++) -> closure -> loop is a
+    # cycle only Python's collector can break, so the C++ side must not hold the closure.
+    import gc
+
+    class Loop:
+        def __init__(self):
+            self.model, self.opt = small()
+            self.guard = nanguard.Guard(self.model, self.opt)
+
+        def closure(self, b):
+            loss = torch.nn.functional.cross_entropy(self.model(b[0]), b[1])
+            loss.backward()
+            return loss
+
+    loop = Loop()
+    for t in range(3):
+        loop.guard.step(batch(seed=t), loop.closure)
+    model = weakref.ref(loop.model)
+    del loop
+    gc.collect()
+    assert model() is None
+
+
+def test_a_negative_view_loss_keeps_its_sign():
+    model, opt = small()
+    guard = nanguard.Guard(model, opt)
+    x, y = batch()
+
+    def closure(b):
+        s = model(b[0]).sum()
+        loss = torch.complex(s, s).conj().imag  # -s, as a float32 view with the neg bit
+        loss.backward()
+        return loss
+
+    with torch.no_grad():
+        expected = -model(x).sum().item()
+    verdict = guard.step((x, y), closure)
+    assert math.isclose(verdict.loss, expected, rel_tol=1e-6)

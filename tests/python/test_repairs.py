@@ -169,3 +169,4 @@ def test_a_vanishing_start_is_reinitialised_to_fit_each_layers_activation():
     _, unguarded = deep_sigmoid(guarded=False)
     print("deep sigmoid accuracy: unguarded %.3f, guarded %.3f" % (unguarded, accuracy))
     assert accuracy > unguarded + 0.2, (accuracy, unguarded)
+
