@@ -30,7 +30,38 @@ double median(std::vector<double> v) {
   return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+// The ceiling stands this many robust standard deviations of the healthy steps' batch-to-batch
+// noise above `loss_factor` times the level (in logarithms): the conventional outlier bound.
+constexpr double kNoiseSigmas = 3.0;
+// 1.4826 x the median absolute value estimates a normal's standard deviation; a difference of
+// two independent values has sqrt(2) times the spread of each.
+constexpr double kMadToSigma = 1.4826;
+// The fewest step-to-step changes a noise estimate is made of. Below it (a run's first steps)
+// a fresh run has the bare factor as its ceiling: its losses start at the untrained model's and
+// stay below them, and its divergences at steps 1-2 pass 4x. A run under way is not judged by
+// ratio until then: its batch losses may scatter by 8x from one step to the next.
+constexpr int64_t kMinNoiseChanges = 10;
+
 }  // namespace
+
+bool DivergenceWatch::noise_known() const {
+  return static_cast<int64_t>(recent_.size()) > kMinNoiseChanges;
+}
+
+double DivergenceWatch::loss_noise() const {
+  std::vector<double> changes;
+  changes.reserve(recent_.size());
+  for (size_t i = 1; i < recent_.size(); ++i) {
+    const double a = recent_[i - 1].second, b = recent_[i].second;
+    if (a > 0 && b > 0) changes.push_back(std::log(b) - std::log(a));
+  }
+  if (!noise_known()) return 0;
+  // Around the median change: a steady trend (a loss falling, or growing x2.5 per step) is not
+  // noise, and must not widen the ceiling it is to pass.
+  const double trend = median(changes);
+  for (double& c : changes) c = std::abs(c - trend);
+  return kMadToSigma * median(std::move(changes)) / std::sqrt(2.0);
+}
 
 // Medians, not maxima: a loss growing a few times per step would drag a maximum up with it
 // and never leave a ceiling built on it; a median lags behind the growth.
@@ -53,17 +84,26 @@ std::optional<DivergenceFinding> DivergenceWatch::check_loss(int64_t step, doubl
   const bool below_initial_ceiling = initial_full && loss <= options_.loss_factor() * initial_median_;
   const double level = below_initial_ceiling ? 0.0 : reference();
   if (!nonpositive_seen_ && level > 0 && loss > options_.loss_factor() * level) {
-    DivergenceFinding f;
-    f.kind = "loss_excursion";
-    f.step = step;
-    f.value = loss;
-    f.reference = level;
-    f.threshold = options_.loss_factor() * level;
-    f.excursion_start = step;
-    f.message = fmt::format(
-        "the loss {:.4g} at step {} is {:.3g}x the run's healthy level ({:.4g}; the ceiling is {:g}x)",
-        loss, step, loss / level, level, options_.loss_factor());
-    return f;
+    // Batch losses late in a run, or in a run resumed from a trained model, scatter over a
+    // decade around a small level: the ceiling makes room for the run's own noise (computed
+    // only here, on the rare step above the bare factor).
+    const double noise = loss_noise();
+    const double ceiling = options_.loss_factor() * level * std::exp(kNoiseSigmas * noise);
+    if (loss > ceiling && (noise_known() || !under_way_)) {
+      DivergenceFinding f;
+      f.kind = "loss_excursion";
+      f.step = step;
+      f.value = loss;
+      f.reference = level;
+      f.threshold = ceiling;
+      f.excursion_start = step;
+      f.message = fmt::format(
+          "the loss {:.4g} at step {} is {:.3g}x the run's healthy level ({:.4g}; the ceiling is {:g}x{})", loss, step,
+          loss / level, level, options_.loss_factor(),
+          noise > 0 ? fmt::format(", {:.3g}x with the healthy steps' batch-to-batch noise", ceiling / level)
+                    : std::string());
+      return f;
+    }
   }
   if (static_cast<int64_t>(initial_.size()) < options_.initial_steps()) initial_.push_back(loss);
   recent_.emplace_back(step, loss);

@@ -2,7 +2,11 @@
 // learning rate too high kills every unit and flat-lines at chance without one NaN). The watch
 // judges each healthy step against the run's own healthy history and reports an excursion:
 //   loss_excursion:    the loss above `loss_factor` times the run's healthy level: the median
-//                      of its first healthy losses, or of the recent ones when that is higher;
+//                      of its first healthy losses, or of the recent ones when that is higher,
+//                      and above the noise of its batch losses (3 robust standard deviations of
+//                      the step-to-step change of the log-loss around its median change, once
+//                      11 recent healthy losses are in; before that, a run the guard joined
+//                      under way is not judged by ratio);
 //   overflow_forecast: the monitor's growth detector forecasts float32 overflow within
 //                      `forecast_steps` steps;
 //   collapse:          every unit of a ReLU layer dead on two sampled steps in a row (a
@@ -75,6 +79,14 @@ class DivergenceWatch {
   // The healthy loss level the ceiling is built on (0 before the first healthy step): the
   // larger of the medians of the first and of the recent healthy losses.
   double reference() const;
+  // The batch-to-batch noise of the recent healthy losses: a robust standard deviation of one
+  // log-loss, from the step-to-step changes around their median (0 while not known: fewer than
+  // 10 of them).
+  double loss_noise() const;
+  bool noise_known() const;
+  // The guard joined a run already under way (its optimizer had state): the first losses are
+  // not judged by ratio until the noise is known.
+  void set_run_under_way(bool under_way) { under_way_ = under_way; }
   const DivergenceOptions& options() const { return options_; }
 
  private:
@@ -83,6 +95,7 @@ class DivergenceWatch {
   double initial_median_ = -1;                   // their median once all are in (-1 before)
   std::deque<std::pair<int64_t, double>> recent_;  // (step, loss) of the recent healthy steps
   bool nonpositive_seen_ = false;                // a loss <= 0: ratios of the loss mean nothing
+  bool under_way_ = false;                       // see set_run_under_way
   int64_t last_alive_ = -1;                      // the last sampled step with no dead ReLU layer
   std::vector<std::string> dead_before_;         // ReLU layers dead at the previous sampled step
 };

@@ -44,6 +44,9 @@ Guard::Impl::Impl(detail::Named named, std::vector<std::shared_ptr<OptimizerAdap
   NANGUARD_CHECK(options.kept_batch_bytes() >= 0, "kept_batch_bytes must be >= 0, got {}", options.kept_batch_bytes());
   state.set_user_clip(hooks.clip_gradients);
   if (!options.enabled()) return;  // a plain optimizer step: no snapshots, no copies
+  // An optimizer with state has taken steps already: the guard joins a run under way (resumed,
+  // fine-tuned), whose first losses are not an untrained model's.
+  divergence.set_run_under_way(!state.optimizer_state_tensors().empty());
   TrainingStateRefs refs = state.snapshot_refs();
   // The guard's learning-rate scale travels with each snapshot so a restore can re-apply any
   // backoff decided after it; the caller's own state follows.

@@ -216,9 +216,15 @@ std::string Guard::summary() const {
 
 std::string Incident::summary() const {
   const CauseScore& top = diagnosis.top();
+  // Divergences and screened batches of extreme samples are incidents with every value finite.
+  const bool finite = evidence.diverged || evidence.failed_check == "loss_spike" ||
+                      evidence.failed_check == "grad_norm_spike" || evidence.failed_check == "sample_screen" ||
+                      evidence.failed_check == "loss_excursion";
   const std::string what = evidence.failed_check == "gradient_norm" ? "gradient norm beyond float32 range"
                            : evidence.failed_check == "exception"
                                ? "an exception" + (evidence.exception_op.empty() ? "" : " in " + evidence.exception_op)
+                           : evidence.diverged ? "divergence (all values finite)"
+                           : finite            ? "extreme samples after a " + evidence.failed_check + " (all values finite)"
                            : evidence.failed_check.empty() ? "non-finite values"
                                                            : "non-finite " + evidence.failed_check;
   std::string s = fmt::format("incident at step {}: {} ({} confidence {:.0f}%)\n", step, what,

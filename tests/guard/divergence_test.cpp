@@ -33,6 +33,43 @@ TEST(DivergenceWatch, LossAboveTheFactorTimesTheHealthyLevelIsAnExcursion) {
   EXPECT_DOUBLE_EQ(watch.reference(), 5.75);
 }
 
+TEST(DivergenceWatch, TheCeilingMakesRoomForTheRunsOwnBatchNoise) {
+  // A guard that starts on a trained model (a resumed run): batch losses scatter log-normally
+  // (standard deviation 1) around 0.35. The first steps, before there is a noise estimate, are
+  // not judged here.
+  torch::manual_seed(0);
+  const auto noise = torch::randn({100}, torch::kDouble);
+  DivergenceWatch watch{DivergenceOptions()};
+  for (int64_t t = 0; t < 100; ++t) watch.check_loss(t, 0.35 * std::exp(noise[t].item<double>()));
+  EXPECT_NEAR(watch.loss_noise(), 1.0, 0.3);
+  // 4.1x the level is one hard batch, not a divergence (the bare 4x ceiling called it one).
+  EXPECT_FALSE(watch.check_loss(100, 4.1 * watch.reference()));
+  // Far above the noise: an excursion, with its widened ceiling in the message (the hard batch
+  // joined the healthy history).
+  const double level = watch.reference(), spread = watch.loss_noise();
+  auto found = watch.check_loss(101, 1e4 * level);
+  ASSERT_TRUE(found);
+  EXPECT_NEAR(found->threshold, 4 * level * std::exp(3 * spread), 1e-6 * found->threshold);
+  EXPECT_NE(found->message.find("batch-to-batch noise"), std::string::npos) << found->message;
+}
+
+TEST(DivergenceWatch, ASteadyTrendIsNotNoise) {
+  // A loss falling x0.9 per step leaves the ceiling at 4x its level.
+  DivergenceWatch watch{DivergenceOptions()};
+  double loss = 2.3;
+  for (int64_t t = 0; t < 30; ++t, loss *= 0.9) ASSERT_FALSE(watch.check_loss(t, loss));
+  EXPECT_NEAR(watch.loss_noise(), 0.0, 1e-12);
+  EXPECT_TRUE(watch.check_loss(30, 4.1 * watch.reference()));
+}
+
+TEST(DivergenceWatch, AYoungRunHasTheBareCeiling) {
+  // Fewer than initial_steps healthy losses: no noise estimate, the ceiling is 4x.
+  DivergenceWatch watch{DivergenceOptions()};
+  for (double loss : {2.4, 0.9, 2.2}) ASSERT_FALSE(watch.check_loss(0, loss));
+  EXPECT_EQ(watch.loss_noise(), 0.0);
+  EXPECT_TRUE(watch.check_loss(3, 4.1 * 2.2));
+}
+
 TEST(DivergenceWatch, AGeometricGrowthCannotDragTheLevelAlong) {
   // x2.5 per step never passes 4x the previous maximum, but passes 4x the lagging median.
   DivergenceWatch watch{DivergenceOptions()};
@@ -191,6 +228,39 @@ TEST(GuardDivergence, ATooHighLearningRateIsRolledBackAndBackedOff) {
   for (const auto& e : events)
     if (e.action == "rollback") rollback_to_zero = e.detail.find("step 0") != std::string::npos;
   EXPECT_TRUE(rollback_to_zero);
+}
+
+TEST(DivergenceWatch, ARunUnderWayIsNotJudgedBeforeItsNoiseIsKnown) {
+  for (bool under_way : {false, true}) {
+    DivergenceWatch watch{DivergenceOptions()};
+    watch.set_run_under_way(under_way);
+    EXPECT_FALSE(watch.check_loss(0, 0.03));
+    // 8x: an easy batch then a hard one, as a trained model's batches of 32 can be.
+    EXPECT_EQ(static_cast<bool>(watch.check_loss(1, 0.25)), !under_way) << "under way: " << under_way;
+  }
+}
+
+// A guard that joins a run under way (its Adam has state) does not take one hard batch among its
+// first for a divergence; a fresh run's guard does.
+TEST(GuardDivergence, AGuardJoiningARunUnderWayWaitsForTheNoise) {
+  for (bool under_way : {false, true}) {
+    auto w = torch::zeros({3}).requires_grad_(true);
+    torch::optim::Adam opt({w}, torch::optim::AdamOptions(1e-3));
+    if (under_way) {
+      w.mutable_grad() = torch::ones({3});
+      opt.step();
+    }
+    Guard guard({w}, {}, opt, GuardOptions().monitor(monitor::MonitorOptions().enabled(false)));
+    const data::Batch batch{torch::ones({1, 1}), torch::zeros({1, 1}), torch::tensor({int64_t{0}})};
+    for (double value : {0.03, 0.25, 0.05, 0.2}) {
+      guard.step(batch, [&](const data::Batch&) {
+        auto loss = (w * 0).sum() + value;
+        loss.backward();
+        return loss;
+      });
+    }
+    EXPECT_EQ(guard.incidents().empty(), under_way) << "under way: " << under_way;
+  }
 }
 
 TEST(GuardDivergence, AHealthyRunHasNoIncident) {
