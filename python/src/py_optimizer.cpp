@@ -53,9 +53,30 @@ size_t PyOptimizer::num_groups() const { return py::len(optimizer_.attr(param_gr
 
 double PyOptimizer::learning_rate(size_t g) const { return py::float_(group(g)[lr_key_]); }
 
+// Read once per step: plain CPython calls on a list of dicts holding floats (pybind's accessors
+// took 2 us here, most of it in code and data the training step had pushed out of the cache);
+// anything else (a tensor learning rate, a sequence that is not a list) goes the general way.
 std::vector<double> PyOptimizer::learning_rates() const {
   std::vector<double> out;
-  for (py::handle g : optimizer_.attr(param_groups_key_)) out.push_back(py::float_(g[lr_key_]));
+  PyObject* groups = PyObject_GetAttr(optimizer_.ptr(), param_groups_key_.ptr());
+  if (groups == nullptr) throw py::error_already_set();
+  const py::object hold = py::reinterpret_steal<py::object>(groups);
+  if (PyList_CheckExact(groups)) {
+    const Py_ssize_t n = PyList_GET_SIZE(groups);
+    out.reserve(static_cast<size_t>(n));
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      PyObject* g = PyList_GET_ITEM(groups, i);
+      PyObject* lr = PyDict_CheckExact(g) ? PyDict_GetItemWithError(g, lr_key_.ptr()) : nullptr;  // borrowed
+      if (lr != nullptr && PyFloat_CheckExact(lr)) {
+        out.push_back(PyFloat_AS_DOUBLE(lr));
+      } else {
+        if (PyErr_Occurred()) throw py::error_already_set();
+        out.push_back(py::float_(py::handle(g)[lr_key_]));
+      }
+    }
+    return out;
+  }
+  for (py::handle g : hold) out.push_back(py::float_(g[lr_key_]));
   return out;
 }
 

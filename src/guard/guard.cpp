@@ -47,6 +47,7 @@ Guard::Impl::Impl(detail::Named named, std::vector<std::shared_ptr<OptimizerAdap
   // An optimizer with state has taken steps already: the guard joins a run under way (resumed,
   // fine-tuned), whose first losses are not an untrained model's.
   divergence.set_run_under_way(!state.optimizer_state_tensors().empty());
+  last_learning_rate = state.first_learning_rate(state.learning_rates());
   TrainingStateRefs refs = state.snapshot_refs();
   // The guard's learning-rate scale travels with each snapshot so a restore can re-apply any
   // backoff decided after it; the caller's own state follows.
@@ -356,16 +357,14 @@ void Guard::Impl::after_healthy_check(const detail::CheckResult& r) {
   }
   overflow_streak = r.norm_overflow;
   history.push(t, r.loss, r.grad_norm);
-  if (monitor) {
-    open.learning_rates = state.learning_rates();
-    emit_warnings(monitor->observe_step(t, r.loss, r.grad_norm, state.first_learning_rate(open.learning_rates)));
-  }
+  // The monitor's row gets the rate of the last update; update() puts this step's there once it
+  // has read it.
+  if (monitor) emit_warnings(monitor->observe_step(t, r.loss, r.grad_norm, last_learning_rate));
 }
 
 // Monitor warnings as events; a spike arms the screen of this step's batch; prevention, when on,
 // is an explicit action of the executor.
 void Guard::Impl::emit_warnings(const std::vector<monitor::Warning>& warnings) {
-  if (!warnings.empty()) open.learning_rates.clear();  // prevention may cut them
   for (const auto& w : warnings) {
     GuardEvent e;
     e.step = w.step;
@@ -513,8 +512,12 @@ StepVerdict Guard::Impl::update(const Decision& d) {
   // theirs, not the voted one.
   const bool averaged = open.gradients_averaged;
   state.apply_update(rs.per_tensor_clip(), global_clip, averaged ? -1 : d.grad_norm, /*averaged=*/!averaged);
-  // The rates this update ran with (a warning below may cut them for the next one).
-  std::vector<double> rates = open.learning_rates.empty() ? state.learning_rates() : std::move(open.learning_rates);
+  // The rates this update ran with, read right after it: a Python optimizer's groups are then
+  // still in the cache (before it, the read of param_groups measured 2.5 us, most of it cache
+  // misses). A warning below may cut them for the next update.
+  std::vector<double> rates = state.learning_rates();
+  last_learning_rate = state.first_learning_rate(rates);
+  if (monitor) monitor->set_learning_rate(t, last_learning_rate);
   if (open.sampled) emit_warnings(monitor->end_update(t, state.second_moments(), std::move(open.activations)));
   // Those warnings rest on this rank's own gradients: the next check is agreed on.
   agree_next_check = open.sampled;

@@ -101,11 +101,7 @@ data::Batch Guard::begin_step(const data::Batch& batch, StepClosure closure) {
 }
 Decision Guard::check(const at::Tensor& loss) { return impl_->check(loss); }
 Decision Guard::check_exception(std::exception_ptr error) { return impl_->check_exception(std::move(error)); }
-StepVerdict Guard::apply(const Decision& decision) {
-  // The loop ran code of its own since check(): it may have changed the learning rates.
-  impl_->open.learning_rates.clear();
-  return impl_->apply(decision);
-}
+StepVerdict Guard::apply(const Decision& decision) { return impl_->apply(decision); }
 
 StepVerdict Guard::step(const data::Batch& batch, const StepClosure& closure) {
   if (stopped()) {

@@ -45,9 +45,6 @@ struct OpenStep {
   bool caught_before_update = false;  // the incident is a screened batch
   bool checked = false;               // check() or check_exception() ran
   bool gradients_averaged = false;    // the vote averaged them over the ranks
-  // Every group's learning rate, read once at a healthy check for the monitor and the batch
-  // memory (each read runs Python in a Python loop); cleared where a warning may change them.
-  std::vector<double> learning_rates;
   std::shared_ptr<Incident> incident;
 
   void close() {
@@ -57,7 +54,6 @@ struct OpenStep {
     sampled = norm_overflow = caught_before_update = checked = gradients_averaged = false;
     recorder.reset();
     activations.clear();
-    learning_rates.clear();
     incident.reset();
   }
 };
@@ -120,8 +116,9 @@ struct Guard::Impl {
 
   int64_t steps = 0;
   bool snapshot_due = true;
-  bool overflow_streak = false;
-  bool agree_next_check = false;  // the last update was on a sampled step (data parallelism)  // the gradient norm is beyond float32's range (warned once)
+  bool overflow_streak = false;   // the gradient norm is beyond float32's range (warned once)
+  bool agree_next_check = false;  // the last update was on a sampled step (data parallelism)
+  double last_learning_rate = 0;  // the first group's rate in the last update (the monitor's rows)
   std::string screen_trigger;   // a spike warning of this step: screen its batch for extreme samples
   detail::OpenStep open;
   std::vector<std::shared_ptr<const Incident>> incidents;

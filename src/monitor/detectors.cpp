@@ -73,7 +73,8 @@ double SpikeDetector::z(double value) const {
 
 void SpikeDetector::reset() {
   ema_ = LogEma(window_);
-  recent_.clear();
+  maxima_.clear();
+  seen_ = 0;
 }
 
 std::optional<Warning> SpikeDetector::update(int64_t step, double value) {
@@ -83,10 +84,11 @@ std::optional<Warning> SpikeDetector::update(int64_t step, double value) {
   // The ratio rule needs no warm-up: a loss 10x the largest seen so far is rare in a healthy run
   // even at its start (where the loss is at its maximum), and an extreme sample can arrive in
   // the second batch.
-  const bool ratio_ready = ratio_ > 0 && static_cast<int64_t>(recent_.size()) >= kRatioMinValues;
+  const int64_t recent = std::min(seen_, window_);  // values in the window
+  const bool ratio_ready = ratio_ > 0 && recent >= kRatioMinValues;
   if (warm() || ratio_ready) {
     const double z = warm() ? ema_.z(value) : 0.0;
-    const double recent_max = recent_.empty() ? 0 : *std::max_element(recent_.begin(), recent_.end());
+    const double recent_max = maxima_.empty() ? 0 : maxima_.front().second;
     const bool z_fires = warm() && z >= z_threshold_;
     const bool ratio_fires = ratio_ready && recent_max > 0 && value >= ratio_ * recent_max;
     if ((z_fires || ratio_fires) && cooldown_.allow(step)) {
@@ -101,7 +103,7 @@ std::optional<Warning> SpikeDetector::update(int64_t step, double value) {
       w.message = warm() ? fmt::format("{} spiked to {} at step {} (z-score {} of its log over the last ~{} steps, typical {}",
                                        signal_text(signal_), num(value), step, num(z), window_, num(typical))
                          : fmt::format("{} spiked to {} at step {} (within the first {} steps, typical {}",
-                                       signal_text(signal_), num(value), step, recent_.size() + 1, num(typical));
+                                       signal_text(signal_), num(value), step, recent + 1, num(typical));
       if (recent_max > 0)
         w.message += fmt::format("; {}x the recent maximum {}", num(value / recent_max), num(recent_max));
       w.message += ")";
@@ -112,8 +114,10 @@ std::optional<Warning> SpikeDetector::update(int64_t step, double value) {
     }
   }
   ema_.add(value);
-  recent_.push_back(value);
-  if (static_cast<int64_t>(recent_.size()) > window_) recent_.pop_front();
+  while (!maxima_.empty() && maxima_.back().second <= value) maxima_.pop_back();
+  maxima_.emplace_back(seen_, value);
+  ++seen_;
+  if (maxima_.front().first <= seen_ - 1 - window_) maxima_.pop_front();
   return out;
 }
 

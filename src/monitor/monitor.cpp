@@ -84,6 +84,10 @@ std::vector<Warning> Monitor::observe_step(int64_t step, double loss, double gra
   return keep(std::move(found));
 }
 
+void Monitor::set_learning_rate(int64_t step, double learning_rate) {
+  if (!history_.empty() && history_.back().step == step) history_.back().learning_rate = learning_rate;
+}
+
 double Monitor::adaptive_clip_norm(double grad_norm) const {
   if (!options_.enabled() || !options_.adaptive_clip() || !grad_spike_.warm()) return 0;
   if (grad_spike_.z(grad_norm) < options_.clip_z()) return 0;

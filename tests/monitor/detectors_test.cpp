@@ -73,6 +73,27 @@ TEST(SpikeDetector, TenTimesTheRecentMaximumRule) {
   EXPECT_FALSE(off.update(100, 12.0));
 }
 
+// The recent maximum is that of the last `window` values: a large value stops counting once it
+// has left the window, and a reset forgets it.
+TEST(SpikeDetector, RecentMaximumSlidesWithTheWindow) {
+  SpikeDetector d("loss", 1e6, 10.0, 5, 50, 0);
+  EXPECT_FALSE(d.update(0, 100.0));
+  for (int t = 1; t <= 4; ++t) EXPECT_FALSE(d.update(t, 1.0)) << t;
+  EXPECT_FALSE(d.update(5, 15.0));  // 100 is still one of the last 5 values
+  for (int t = 6; t <= 10; ++t) EXPECT_FALSE(d.update(t, 1.0)) << t;
+  auto w = d.update(11, 15.0);  // the last 5 are 1.0: 15x their maximum
+  ASSERT_TRUE(w);
+  EXPECT_NE(w->message.find("15x the recent maximum 1)"), std::string::npos) << w->message;
+  d.reset();
+  EXPECT_FALSE(d.update(12, 1e6));  // nothing to compare against after a reset
+  // A falling series keeps its window's maximum, not the newest value.
+  SpikeDetector falling("loss", 1e6, 10.0, 3, 50, 0);
+  const double values[] = {9.0, 8.0, 7.0, 6.0};
+  for (int t = 0; t < 4; ++t) EXPECT_FALSE(falling.update(t, values[t])) << t;
+  EXPECT_FALSE(falling.update(4, 75.0));  // 75 < 10 x 8 (8, 7, 6 are the last 3)
+  EXPECT_TRUE(falling.update(5, 800.0));
+}
+
 TEST(SpikeDetector, RatioRuleFiresBeforeWarmupFromTheSecondValue) {
   // A loss 1000x everything seen before, at the 4th step: no z-score yet, the ratio rule fires.
   SpikeDetector d("loss", 8.0, 10.0, 100, 50, 500);

@@ -69,7 +69,10 @@ class SpikeDetector {
   double z_threshold_, ratio_;
   int64_t window_, warmup_;
   LogEma ema_;
-  std::deque<double> recent_;
+  // The maximum of the last `window` values, kept as a falling run of (index, value): each value
+  // enters and leaves once, so a step reads two ends instead of the whole window.
+  std::deque<std::pair<int64_t, double>> maxima_;
+  int64_t seen_ = 0;  // values since the last reset
   Cooldown cooldown_;
   int64_t cooldown_steps_;
 };

@@ -40,6 +40,8 @@ class Monitor {
   // Scalar signals of a healthy step, before its optimizer step; runs the spike, growth,
   // oscillation and stall detectors and returns their warnings.
   std::vector<Warning> observe_step(int64_t step, double loss, double grad_norm, double learning_rate);
+  // The learning rate the step's update ran with, when it is known only after observe_step.
+  void set_learning_rate(int64_t step, double learning_rate);
   // Adaptive clipping (option adaptive_clip): the norm to clip this gradient norm to, or 0 to
   // leave it (no spike, option off or not warmed up).
   double adaptive_clip_norm(double grad_norm) const;
