@@ -694,14 +694,35 @@ std::string unsafe_suggestion(const std::string& subkind, const Evidence& e) {
          "goes negative (e.g. a variance computed as E[x^2] - E[x]^2 loses precision)";
 }
 
-// Every blamed sample was flagged blank or constant by the data audit.
+bool flagged_degenerate(const AuditFlags& flags, int64_t id) {
+  for (const auto& p : flags.properties_of(id))
+    if (p == "blank" || p == "constant") return true;
+  return false;
+}
+
+// Every blamed sample is blank or constant: flagged so by the data audit, or so in the failing
+// batch itself (where no audit flagged it).
 bool degenerate_rows(const Evidence& e) {
   if (e.blamed_samples.empty()) return false;
   return std::all_of(e.blamed_samples.begin(), e.blamed_samples.end(), [&](int64_t id) {
-    for (const auto& p : e.audit_flagged_samples.properties_of(id))
-      if (p == "blank" || p == "constant") return true;
-    return false;
+    return flagged_degenerate(e.audit_flagged_samples, id) || flagged_degenerate(e.batch_flagged_samples, id);
   });
+}
+
+// Where the blamed samples were seen blank or constant, for the explanations.
+std::string degenerate_source(const Evidence& e) {
+  const bool all_audit = std::all_of(e.blamed_samples.begin(), e.blamed_samples.end(),
+                                     [&](int64_t id) { return flagged_degenerate(e.audit_flagged_samples, id); });
+  if (all_audit) return "the data audit had flagged as blank or constant before training";
+  const auto blank = [&](const AuditFlags& flags, int64_t id) {
+    const auto& ids = flags.with_property("blank");  // ascending
+    return std::binary_search(ids.begin(), ids.end(), id);
+  };
+  const bool all_blank = std::all_of(e.blamed_samples.begin(), e.blamed_samples.end(), [&](int64_t id) {
+    return blank(e.batch_flagged_samples, id) || blank(e.audit_flagged_samples, id);
+  });
+  return all_blank ? "are blank (every value 0) in the input batch"
+                   : "are blank or constant (every value the same) in the input batch";
 }
 
 // A zero division on rows that are blank or constant samples: a per-sample statistic (std,
@@ -715,11 +736,11 @@ void rule_degenerate_samples(const Evidence& e, std::vector<CauseScore>& out) {
   c.confidence = 0.9;
   c.samples = e.blamed_samples;
   std::string text = fmt::format(
-      "{}: the first non-finite value was born at {}: {}, in the rows of dataset {} {}, which the data audit had "
-      "flagged as blank or constant before training. A per-sample statistic of such a sample (its standard "
-      "deviation, its norm) is 0, so a per-sample normalisation divides 0 by 0 = NaN there; the other samples "
-      "are unaffected.",
-      step_text(e), birth_site(e), u.what, e.blamed_samples.size() == 1 ? "id" : "ids", ids_text(e.blamed_samples));
+      "{}: the first non-finite value was born at {}: {}, in the rows of dataset {} {}, which {}. A per-sample "
+      "statistic of such a sample (its standard deviation, its norm) is 0, so a per-sample normalisation divides "
+      "0 by 0 = NaN there; the other samples are unaffected.",
+      step_text(e), birth_site(e), u.what, e.blamed_samples.size() == 1 ? "id" : "ids", ids_text(e.blamed_samples),
+      degenerate_source(e));
   text += blame_same_kind(e, kDegenerateKinds, c.samples);
   c.explanation = text;
   c.suggestion =
@@ -791,8 +812,7 @@ void rule_unsafe_loss(const Evidence& e, const Facts& f, std::vector<CauseScore>
   // the cause (rule_degenerate_samples), the division only where it shows.
   if (degenerate_rows(e)) {
     c.confidence *= 0.5;
-    text += " The rows that went non-finite are samples the data audit flagged as blank or constant before "
-            "training, which points at the data.";
+    text += " The rows that went non-finite are samples that " + degenerate_source(e) + ", which points at the data.";
   }
   c.explanation = text;
   out.push_back(std::move(c));

@@ -65,6 +65,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Warning, detector, step, layer, value, thresh
   X(outlier_samples) \
   X(labels_out_of_range) \
   X(audit_flagged_samples) \
+  X(batch_flagged_samples) \
   X(loss_history) \
   X(grad_norm_history) \
   X(learning_rate) \

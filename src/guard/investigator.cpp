@@ -92,6 +92,30 @@ void fill_birth(const std::vector<trace::OpRecord>& records, const trace::Birth&
   }
 }
 
+// Blamed rows whose sample the data audit did not flag, looked at in the failing batch: a
+// blank (every value 0) or constant row is what a per-sample statistic divides by zero on, in a
+// loop that has no audit of its dataset.
+void flag_degenerate_rows(const data::Batch& batch, Evidence& ev) {
+  if (ev.blamed_rows.empty() || !batch.x.defined() || batch.x.dim() < 1 || !batch.x.is_floating_point()) return;
+  const auto ids = sample_ids(batch);
+  std::vector<int64_t> blank, constant;
+  for (int64_t row : ev.blamed_rows) {
+    if (row < 0 || row >= batch.x.size(0) || row >= static_cast<int64_t>(ids.size())) continue;
+    const int64_t id = ids[static_cast<size_t>(row)];
+    if (id < 0 || ev.audit_flagged_samples.contains(id)) continue;
+    const at::Tensor values = batch.x[row].detach().reshape({-1}).to(at::kCPU, at::kDouble);
+    if (values.numel() < 2 || !values.isfinite().all().item<bool>()) continue;
+    const double lo = values.min().item<double>(), hi = values.max().item<double>();
+    if (lo == 0 && hi == 0) {
+      blank.push_back(id);
+    } else if (lo == hi) {
+      constant.push_back(id);
+    }
+  }
+  if (!blank.empty()) ev.batch_flagged_samples.add("blank", std::move(blank));
+  if (!constant.empty()) ev.batch_flagged_samples.add("constant", std::move(constant));
+}
+
 // The parameter an optimizer-step op wrote or read: the parameter itself (an in-place update)
 // or one of its state tensors (a momentum buffer); "" when none matches.
 std::string parameter_of(const TrainingState& state, const trace::OpRecord& op) {
@@ -403,6 +427,7 @@ std::shared_ptr<Incident> Investigator::investigate(const FailedStep& failed) {
     // Non-finite inputs explain the incident before any op runs; otherwise replay.
     if (can_replay && ev.nonfinite_samples.empty()) replay(failed, ev);
   }
+  flag_degenerate_rows(failed.batch, ev);
   mark_input_birth(ev);
   check_environment(ev);
   incident->diagnosis = diagnose(ev);

@@ -196,6 +196,14 @@ TEST(AuditedKindDiagnosis, ZeroDivisionOnBlankSamplesBlamesEveryBlankSample) {
   // Not flagged at all: the same.
   e.audit_flagged_samples = AuditFlags();
   EXPECT_EQ(diagnose(e).top().cause, cause::unsafe_loss);
+  // Seen blank in the failing batch (no audit): the samples' fault, said as what was seen.
+  e.blamed_samples = {40, 77};
+  e.batch_flagged_samples.add("blank", {40, 77});
+  const Diagnosis seen_diagnosis = diagnose(e);
+  const CauseScore& seen = seen_diagnosis.top();
+  EXPECT_EQ(seen.cause, cause::bad_input_data);
+  EXPECT_EQ(seen.samples, (std::vector<int64_t>{40, 77}));
+  EXPECT_TRUE(has(seen.explanation, "which are blank (every value 0) in the input batch")) << seen.explanation;
 }
 
 TEST(AuditFlags, AddSortsMergesAndAnswersByProperty) {

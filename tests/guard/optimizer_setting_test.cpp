@@ -255,6 +255,59 @@ TEST(AuditedKind, AZeroDivisionOnBlankSamplesBlamesEveryBlankSample) {
   }
 }
 
+// A loop with no data audit: the guard looks at the blamed rows of the failing batch itself. A
+// blank row there makes the zero division the sample's fault (quarantined), a row that is not
+// blank leaves it the division's.
+TEST(AuditedKind, WithoutAnAuditBlankRowsOfTheFailingBatchAreTheCause) {
+  auto ds = clusters(64, 3);
+  auto x = ds.x().clone();
+  x[3].zero_();
+  x[9].fill_(0.25);  // constant: its std is 0 too
+  data::TensorDataset train(x, ds.y());
+  torch::manual_seed(0);
+  torch::nn::Linear model(kFeatures, kClasses);
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.01));
+  Guard guard(*model, opt);
+  data::BatchLoader loader(train, 32, false);
+  const auto normalised_step = [&](const data::Batch& b) {
+    auto z = (b.x - b.x.mean(1, true)) / b.x.std(1, true, true);
+    auto loss = torch::nn::functional::cross_entropy(model->forward(z), b.y);
+    loss.backward();
+    return loss;
+  };
+  auto v = guard.step(loader.batch(0), normalised_step);
+  ASSERT_NE(v.incident, nullptr);
+  const Evidence& ev = v.incident->evidence;
+  EXPECT_EQ(ev.birth_op, "aten::div");
+  EXPECT_EQ(ev.blamed_samples, (std::vector<int64_t>{3, 9}));
+  EXPECT_EQ(ev.batch_flagged_samples.with_property("blank"), std::vector<int64_t>{3});
+  EXPECT_EQ(ev.batch_flagged_samples.with_property("constant"), std::vector<int64_t>{9});
+  const CauseScore& top = v.incident->diagnosis.top();
+  EXPECT_EQ(top.cause, cause::bad_input_data);
+  EXPECT_EQ(top.samples, (std::vector<int64_t>{3, 9}));
+  EXPECT_NE(top.explanation.find("are blank or constant (every value the same) in the input batch"), std::string::npos)
+      << top.explanation;
+  EXPECT_EQ(top.explanation.find("data audit"), std::string::npos) << top.explanation;
+  auto q = guard.quarantined();
+  std::sort(q.begin(), q.end());
+  EXPECT_EQ(q, (std::vector<int64_t>{3, 9}));
+  EXPECT_EQ(guard.step(loader.batch(1), normalised_step).incident, nullptr);
+
+  // A division by zero on rows that are not degenerate (the denominator is the loop's own)
+  // stays the loss's: nothing is quarantined.
+  Guard plain(*model, opt);
+  auto w = plain.step(loader.batch(1), [&](const data::Batch& b) {
+    auto z = b.x / (b.x.narrow(1, 0, 1) * 0);
+    auto loss = torch::nn::functional::cross_entropy(model->forward(z), b.y);
+    loss.backward();
+    return loss;
+  });
+  ASSERT_NE(w.incident, nullptr);
+  EXPECT_TRUE(w.incident->evidence.batch_flagged_samples.ids.empty());
+  EXPECT_EQ(w.incident->diagnosis.top().cause, cause::unsafe_loss);
+  EXPECT_TRUE(plain.quarantined().empty());
+}
+
 // The old hook (a plain id list) still fits and blames only the batch's own samples.
 TEST(AuditedKind, APlainIdListStillWorksWithoutProperties) {
   GuardHooks hooks;

@@ -153,6 +153,10 @@ struct Evidence {
   // Dataset ids the data audit flagged before training (non-finite, extreme, blank, ...), and
   // the property each was flagged for.
   AuditFlags audit_flagged_samples;
+  // Blamed samples the audit did not flag that are blank (every value 0) or constant in the
+  // failing batch itself, as the guard found them (a loop with no data audit): "blank",
+  // "constant".
+  AuditFlags batch_flagged_samples;
 
   // Recent history, oldest first, one value per healthy step (up to the last ~100 steps).
   std::vector<double> loss_history;
