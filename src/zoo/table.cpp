@@ -215,7 +215,8 @@ std::string python_guard_cells(const Table& table, const std::string& id, const 
     cause_ok = cause_is(s->true_subkind.empty() ? s->true_cause : s->true_cause + "/" + s->true_subkind) ||
                std::any_of(s->also_correct.begin(), s->also_correct.end(), cause_is);
   }
-  const double clean = cpp ? cpp->clean_accuracy : -1;
+  // The bar is the Python clean twin's (same seed, same initialiser); the C++ twin's otherwise.
+  const double clean = p.clean_accuracy >= 0 ? p.clean_accuracy : cpp ? cpp->clean_accuracy : -1;
   const bool repairable = s && s->repairable;
   const std::string repaired =
       !repairable ? "n/a"
@@ -299,6 +300,7 @@ PythonGuardResult run_python_guard(const std::string& python, const std::filesys
   r.cause = j.value("cause", std::string());
   if (j.contains("samples") && j["samples"].is_array()) r.samples = j["samples"].get<std::vector<int64_t>>();
   r.final_accuracy = j.value("final_accuracy", -1.0);
+  r.clean_accuracy = j.value("clean_accuracy", -1.0);
   r.finite = j.value("finite", false);
   r.seconds = j.value("seconds", 0.0);
   return r;
@@ -545,7 +547,8 @@ std::string Table::to_markdown() const {
     md << "\nnanguard from Python: `zoo/python/nanguard_zoo.py` (the same Python equivalents in a plain "
           "PyTorch loop under `nanguard.Guard`); its birth op (or the samples blamed, for data faults) and "
           "cause are marked correct as the C++ runs are judged; repaired: final accuracy within 1 point "
-          "of (or above) the C++ clean twin's, with finite parameters.\n";
+          "of (or above) the Python clean twin's (the same script with the fault removed, unguarded, same "
+          "seed), with finite parameters.\n";
   }
   if (!data_parallel.empty()) {
     md << fmt::format("\n### Data parallel ({} processes, gloo on loopback; the scenario's batch split over them)\n\n",
@@ -620,6 +623,7 @@ std::string Table::to_json() const {
                   {"cause", p.cause},
                   {"samples", p.samples},
                   {"final_accuracy", p.final_accuracy},
+                  {"clean_accuracy", p.clean_accuracy},
                   {"finite", p.finite},
                   {"seconds", p.seconds},
                   {"error", p.error}});

@@ -134,6 +134,13 @@ TEST(ZooTable, PythonGuardColumnIsJudgedLikeTheCppRuns) {
   EXPECT_NE(md.find("aten::log (correct) | unsafe_loss/log_of_zero (correct) | no ("), std::string::npos) << md;
   const auto j = nlohmann::json::parse(t.to_json());
   EXPECT_EQ(j["python_guard"][0]["birth_op"], "aten::log");
+
+  // With the Python clean twin's accuracy, that is the bar, not the C++ twin's (90%).
+  t.python_guard[0].final_accuracy = 0.80;
+  t.python_guard[0].clean_accuracy = 0.805;
+  EXPECT_NE(t.to_markdown().find("| yes (80.0% vs 80.5%) |"), std::string::npos) << t.to_markdown();
+  t.python_guard[0].clean_accuracy = 0.815;
+  EXPECT_NE(t.to_markdown().find("| no (80.0% vs 81.5%) |"), std::string::npos) << t.to_markdown();
 }
 
 }  // namespace

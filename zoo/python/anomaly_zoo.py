@@ -81,54 +81,59 @@ def RowAttention(torch, dim):
     return Model()
 
 
-def build(torch, scenario, x):
-    """Model, optimizer, loss function and training inputs of a scenario."""
+def build(torch, scenario, x, clean=False):
+    """Model, optimizer, loss function and training inputs of a scenario; with clean=True, of its
+    clean twin (the same run with the fault removed, as src/zoo/scenarios.cpp defines it)."""
     ce = torch.nn.functional.cross_entropy
     x = x / 255.0
-    if scenario == "Z1":  # raw pixels, leaky_relu, SGD lr 0.01
+    if scenario == "Z1":  # raw pixels, leaky_relu, SGD lr 0.01 (twin: lr 0.001)
         model = mlp(torch, "leaky")
-        return model, torch.optim.SGD(model.parameters(), lr=0.01), ce, x * 255.0
-    if scenario == "Z2":  # sine RNN(96) over the rows, recurrent weights orthogonal x1.5, beside an MLP
-        model = RowReader(torch, 96, 1.5)
+        return model, torch.optim.SGD(model.parameters(), lr=0.001 if clean else 0.01), ce, x * 255.0
+    if scenario == "Z2":  # sine RNN(96) over the rows, recurrent weights orthogonal x1.5 (twin: x1.0), beside an MLP
+        model = RowReader(torch, 96, 1.0 if clean else 1.5)
         return model, torch.optim.SGD(model.parameters(), lr=0.1), ce, x
-    if scenario == "Z3":  # -(y * log(softmax(50 z))).sum()
+    if scenario in ("Z3", "Z4"):
         model = mlp(torch, "relu")
-
-        def loss(z, y):
-            p = torch.softmax(z * 50.0, 1)
-            return -(torch.nn.functional.one_hot(y, 10).float() * torch.log(p)).sum(1).mean()
-        return model, torch.optim.Adam(model.parameters(), lr=1e-3), loss, x
-    if scenario == "Z4":  # exp(200 z) / exp(200 z).sum()
-        model = mlp(torch, "relu")
-
-        def loss(z, y):
-            e = torch.exp(z * 200.0)
-            p = e / e.sum(1, keepdim=True)
-            return -(torch.nn.functional.one_hot(y, 10).float() * torch.log(p)).sum(1).mean()
+        scale = 50.0 if scenario == "Z3" else 200.0
+        if clean:  # stable cross-entropy on the same scaled logits
+            return model, torch.optim.Adam(model.parameters(), lr=1e-3), lambda z, y: ce(z * scale, y), x
+        if scenario == "Z3":  # -(y * log(softmax(50 z))).sum()
+            def loss(z, y):
+                p = torch.softmax(z * scale, 1)
+                return -(torch.nn.functional.one_hot(y, 10).float() * torch.log(p)).sum(1).mean()
+        else:  # exp(200 z) / exp(200 z).sum()
+            def loss(z, y):
+                e = torch.exp(z * scale)
+                p = e / e.sum(1, keepdim=True)
+                return -(torch.nn.functional.one_hot(y, 10).float() * torch.log(p)).sum(1).mean()
         return model, torch.optim.Adam(model.parameters(), lr=1e-3), loss, x
     if scenario == "Z5":  # NaN / Inf pixels in five samples
         model = mlp(torch, "relu")
-        x = x.clone()
-        for i, idx in enumerate(CORRUPTED):
-            x[idx, 14, 14] = float("nan") if i < 3 else float("inf")
+        if not clean:
+            x = x.clone()
+            for i, idx in enumerate(CORRUPTED):
+                x[idx, 14, 14] = float("nan") if i < 3 else float("inf")
         return model, torch.optim.Adam(model.parameters(), lr=1e-3), ce, x
-    if scenario == "Z8":  # five samples x1e6, leaky_relu, SGD lr 0.01
+    if scenario == "Z8":  # four corner pixels of five samples set to 1e6, leaky_relu, SGD lr 0.1
         model = mlp(torch, "leaky")
-        x = x.clone()
-        x[CORRUPTED] *= 1e6
-        return model, torch.optim.SGD(model.parameters(), lr=0.01), ce, x
-    if scenario == "Z13":  # Adam eps 0: always-zero pixels give 0/0 in the update
+        if not clean:
+            x = x.clone()
+            x[CORRUPTED, 0, 0:4] = 1e6
+        return model, torch.optim.SGD(model.parameters(), lr=0.1), ce, x
+    if scenario == "Z13":  # Adam eps 0: always-zero pixels give 0/0 in the update (twin: eps 1e-8)
         model = mlp(torch, "relu")
-        return model, torch.optim.Adam(model.parameters(), lr=1e-3, eps=0.0), ce, x
+        return model, torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-8 if clean else 0.0), ce, x
     if scenario == "Z14":  # attention over rows, five blank samples: softmax of an all -inf row
         model = RowAttention(torch, 32)
-        x = x.clone()
-        x[CORRUPTED] = 0.0
+        if not clean:
+            x = x.clone()
+            x[CORRUPTED] = 0.0
         return model, torch.optim.Adam(model.parameters(), lr=1e-3), ce, x
     if scenario == "Z15":  # (x - mean) / std per sample, six blank samples: 0/0
         inner = mlp(torch, "relu")
-        x = x.clone()
-        x[BLANK] = 0.0
+        if not clean:
+            x = x.clone()
+            x[BLANK] = 0.0
 
         class PerSampleNorm(torch.nn.Module):
             def __init__(self):

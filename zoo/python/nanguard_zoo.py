@@ -3,8 +3,9 @@
 The same scenarios as anomaly_zoo.py (its build() makes the model, optimizer, loss and inputs),
 trained in a plain PyTorch loop under nanguard.Guard instead of anomaly mode. Prints one JSON
 line: {"scenario", "seed", "detected", "detected_step", "birth_op", "phase", "module", "cause",
-"samples", "actions", "incidents", "final_accuracy", "finite", "stopped", "seconds"};
-final_accuracy is on the first 2000 MNIST test images. Scenarios without an equivalent print
+"samples", "actions", "incidents", "final_accuracy", "clean_accuracy", "finite", "stopped",
+"seconds"}; final_accuracy is on the first 2000 MNIST test images, clean_accuracy the same for
+the scenario's clean twin (anomaly_zoo.build(clean=True)) trained unguarded on the same seed. Scenarios without an equivalent print
 {"error": "no equivalent ..."}.
 
   /usr/bin/python3 zoo/python/nanguard_zoo.py --scenario Z3 --seed 0 --mnist data/mnist
@@ -20,6 +21,11 @@ import anomaly_zoo  # noqa: E402  (the scenarios' Python equivalents)
 
 SCENARIOS = ("Z1", "Z2", "Z3", "Z4", "Z5", "Z8", "Z13", "Z14", "Z15")
 STABLE_SCALE = {"Z3": 50.0, "Z4": 200.0}  # the logit scale of the hand-written losses
+
+
+def test_accuracy(torch, model, tx, ty):
+    with torch.no_grad():
+        return (model(tx).argmax(1) == ty).double().mean().item()
 
 
 def main():
@@ -52,6 +58,7 @@ def main():
         print(json.dumps({"scenario": scenario, "error": "MNIST not readable: %s" % e}))
         return 0
     torch.manual_seed(args.seed)
+    x_raw = x
     model, opt, loss_fn, x = anomaly_zoo.build(torch, scenario, x)
     # Test images scaled as the scenario scales its training images (Z1 keeps raw pixels).
     tx = tx if scenario == "Z1" else tx / 255.0
@@ -65,7 +72,15 @@ def main():
             loss["fn"] = lambda z, t: torch.nn.functional.cross_entropy(z * scale, t)
             return True
     guard = nanguard.Guard(model, opt, stable_loss=stable)
-    gen = torch.Generator().manual_seed(args.seed)
+    epochs = args.epochs or (2 if scenario == "Z2" else 3)
+
+    def batches():
+        gen = torch.Generator().manual_seed(args.seed)
+        for _ in range(epochs):
+            order = torch.randperm(len(x), generator=gen)
+            yield None  # an epoch starts
+            for i in range(0, len(x), 64):
+                yield order[i:i + 64]
 
     def closure(b):
         value = loss["fn"](model(b[0]), b[1])
@@ -73,18 +88,26 @@ def main():
         return value
 
     start = time.perf_counter()
-    epochs = args.epochs or (2 if scenario == "Z2" else 3)
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), 64):
-            rows = order[i:i + 64]
-            if guard.step((x[rows], y[rows]), closure, ids=rows).stopped:
+    for rows in batches():
+        if rows is None:
+            if guard.stopped:
                 break
-        if guard.stopped:
+            continue
+        if guard.step((x[rows], y[rows]), closure, ids=rows).stopped:
             break
     seconds = time.perf_counter() - start
-    with torch.no_grad():
-        accuracy = (model(tx).argmax(1) == ty).double().mean().item()
+    accuracy = test_accuracy(torch, model, tx, ty)
+
+    # The clean twin, unguarded, from the same seed: the bar a repair must reach.
+    torch.manual_seed(args.seed)
+    twin, twin_opt, twin_loss, twin_x = anomaly_zoo.build(torch, scenario, x_raw, clean=True)
+    for rows in batches():
+        if rows is None:
+            continue
+        twin_opt.zero_grad(set_to_none=True)
+        twin_loss(twin(twin_x[rows]), y[rows]).backward()
+        twin_opt.step()
+    clean_accuracy = test_accuracy(torch, twin, tx, ty)
     finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
     incidents = guard.incidents
     first = incidents[0] if incidents else None
@@ -95,7 +118,8 @@ def main():
               "module": first.module if first else "", "cause": first.cause if first else "",
               "samples": sorted({s for i in incidents for s in i.samples}),
               "actions": [a for i in incidents for a in i.actions], "incidents": len(incidents),
-              "final_accuracy": accuracy, "finite": finite, "stopped": guard.stopped, "seconds": seconds}
+              "final_accuracy": accuracy, "clean_accuracy": clean_accuracy, "finite": finite,
+              "stopped": guard.stopped, "seconds": seconds}
     print(json.dumps(result))
     return 0
 

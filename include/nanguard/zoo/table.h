@@ -37,6 +37,7 @@ struct PythonGuardResult {
   std::string cause;          // the first incident's top cause, e.g. "unsafe_loss/log_of_zero"
   std::vector<int64_t> samples;  // ids blamed over all incidents
   double final_accuracy = -1;    // on the scenario's test images, in [0, 1]
+  double clean_accuracy = -1;    // of the Python clean twin, unguarded, same seed (-1: not run)
   bool finite = false;           // parameters finite at the end
   double seconds = 0;            // wall time of the guarded training
   std::string error;             // why the script could not run ("" when it ran)
