@@ -1,5 +1,6 @@
 """The package's surface: version and docstrings, the check/apply API, closures that raise,
 write_report, and a clear error for every bad argument."""
+import functools
 import json
 import math
 import os
@@ -233,7 +234,11 @@ def test_closure_context_is_passed_to_two_required_parameters_only():
     guard.step(batch(), with_default)
     guard.step(batch(), Loop().closure)
     guard.step(batch(), lambda b, ctx: (got.append(ctx.step), ce(model)(b))[1])
-    assert got == ["first", True, "method", 3]
+    # A callable that is not a function: asked each time, here both ways in turn.
+    guard.step(batch(), functools.partial(lambda tag, b: (got.append(tag), ce(model)(b))[1], "partial"))
+    guard.step(batch(), functools.partial(lambda b, ctx: (got.append(ctx.run), ce(model)(b))[1]))
+    guard.step(batch(), with_ctx)  # the same code as the first step's, after others
+    assert got == ["first", True, "method", 3, "partial", "first", "first"]
 
 
 @pytest.mark.parametrize("snapshot_every", [0, 10])
