@@ -18,6 +18,7 @@ import inspect
 import json
 import logging
 import os
+import weakref
 
 import torch
 
@@ -348,6 +349,7 @@ class Guard:
         capacity = options.get("snapshot_capacity", 3)
         self._snapshot_capacity = capacity if isinstance(capacity, int) else 3
         self._wants_cache = {}
+        self._wants_weak = weakref.WeakKeyDictionary()
         self._open_step = None
         self._modules = [(name, m) for name, m in model.named_modules() if name]
         # The core keeps each step's batch and closure while a replay or re-run may need them,
@@ -532,14 +534,20 @@ class Guard:
         return batch, x, ids_t, n
 
     def _closure_wants_context(self, closure):
-        key = (closure.__code__, closure.__defaults__, inspect.ismethod(closure)) \
-            if hasattr(closure, "__code__") and hasattr(closure, "__defaults__") else closure
+        # A function is known by its code, its number of defaults and whether it is bound (all the
+        # answer rests on; none keeps an object alive), any other callable by a weak reference:
+        # a loop that makes a new partial or lambda each step must not pile them up here.
+        if hasattr(closure, "__code__") and hasattr(closure, "__defaults__"):
+            key = (closure.__code__, len(closure.__defaults__ or ()), inspect.ismethod(closure))
+            cache = self._wants_cache
+        else:
+            key, cache = closure, self._wants_weak
         try:
-            wants = self._wants_cache.get(key)
-        except TypeError:  # unhashable callable
+            wants = cache.get(key)
+        except TypeError:  # unhashable, or no weak reference to it
             return _wants_context(closure)
         if wants is None:
-            wants = self._wants_cache[key] = _wants_context(closure)
+            wants = cache[key] = _wants_context(closure)
         return wants
 
     @staticmethod

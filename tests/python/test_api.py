@@ -241,6 +241,25 @@ def test_closure_context_is_passed_to_two_required_parameters_only():
     assert got == ["first", True, "method", 3, "partial", "first", "first"]
 
 
+def test_closures_made_each_step_are_not_kept():
+    # A new partial (or lambda with defaults) each step, holding a tensor of its own: the guard
+    # remembers whether such closures take a context without keeping them or what they hold.
+    model, opt = small()
+    guard = nanguard.Guard(model, opt)
+    alive = []
+    for t in range(40):
+        extra = torch.zeros(1000)
+        alive.append(weakref.ref(extra))
+        if t % 2:
+            closure = functools.partial(lambda e, b: ce(model)(b) + 0 * e.sum(), extra)
+        else:
+            closure = lambda b, e=extra: ce(model)(b) + 0 * e.sum()  # noqa: E731
+        guard.step(batch(seed=t), closure)
+        del extra, closure
+    held = [t for t, r in enumerate(alive) if r() is not None]
+    assert held in ([], [39]), held
+
+
 @pytest.mark.parametrize("snapshot_every", [0, 10])
 def test_batches_no_replay_can_reach_are_let_go(snapshot_every):
     # The front end keeps each step's batch for replays and re-runs, only while the guard's own
