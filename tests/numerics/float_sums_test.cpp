@@ -32,8 +32,11 @@ std::vector<Kernels> builds() {
   return out;
 }
 
-// Lengths around every loop boundary (64-wide main loop, 8-wide tail, scalar tail).
-const std::vector<int64_t> kLengths{0, 1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 71, 72, 127, 128, 129, 1000, 101770};
+// Lengths around every loop boundary (64-wide main loop, 8-wide tail, scalar tail), the end
+// of the prefetch window (1024 + 64) and a whole MLP gradient.
+const std::vector<int64_t> kLengths{0,    1,    7,    8,    9,    31,   32,   33,   63,    64,    65,
+                                    71,   72,   127,  128,  129,  1000, 1087, 1088, 1089, 1151, 1152,
+                                    2177, 101770};
 
 TEST(FloatSums, SumOfSquaresMatchesDoubleReferenceAtEveryLength) {
   for (const auto& k : builds()) {
