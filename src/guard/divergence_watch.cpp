@@ -41,7 +41,25 @@ constexpr double kMadToSigma = 1.4826;
 // stay below them, and its divergences at steps 1-2 pass 4x. A run under way is not judged by
 // ratio until then: its batch losses may scatter by 8x from one step to the next.
 constexpr int64_t kMinNoiseChanges = 10;
+// Before the noise is known, a loss above the bare ceiling is a divergence only where the
+// parameters have moved this far (relative to their norm) since the guard first saw them. The
+// fresh runs that overshot had moved them by 44-53% at their excursion (zoo Z1), 128-243% (Z9,
+// SGD lr 3), 275-303% (Z10, lr 30) and 376-441% (Z11, 0-255 pixels), seeds 0-2; a healthy update
+// moves them by about 1e-3 of their norm (the usual rule of thumb), and a run resumed from a
+// trained model at SGD lr 0.1 had moved them by 0.23% at step 1 and 1.06% at step 9, where its
+// batch losses were 5.8x and 5.4x its first ones. A run that has barely moved met a batch harder
+// than its first ones: with plain SGD there is no optimizer state to say the run is under way,
+// and that run was rolled back three times (bench/python_resumed.py with SGD lr 0.1, seed 2).
+constexpr double kMinMoveForYoungDivergence = 0.05;
 
+}  // namespace
+
+namespace {
+bool barely_moved(const std::function<double()>& parameters_moved) {
+  if (!parameters_moved) return false;
+  const double moved = parameters_moved();
+  return std::isfinite(moved) && moved < kMinMoveForYoungDivergence;
+}
 }  // namespace
 
 bool DivergenceWatch::noise_known() const {
@@ -72,7 +90,8 @@ double DivergenceWatch::reference() const {
   return std::max(median(initial_), median(std::move(recent)));
 }
 
-std::optional<DivergenceFinding> DivergenceWatch::check_loss(int64_t step, double loss) {
+std::optional<DivergenceFinding> DivergenceWatch::check_loss(int64_t step, double loss,
+                                                              const std::function<double()>& parameters_moved) {
   if (!options_.enabled() || !std::isfinite(loss)) return std::nullopt;
   // A loss that can be negative (a log-likelihood of densities, a critic's score) has no
   // level to be a multiple of.
@@ -89,7 +108,7 @@ std::optional<DivergenceFinding> DivergenceWatch::check_loss(int64_t step, doubl
     // only here, on the rare step above the bare factor).
     const double noise = loss_noise();
     const double ceiling = options_.loss_factor() * level * std::exp(kNoiseSigmas * noise);
-    if (loss > ceiling && (noise_known() || !under_way_)) {
+    if (loss > ceiling && (noise_known() || (!under_way_ && !barely_moved(parameters_moved)))) {
       DivergenceFinding f;
       f.kind = "loss_excursion";
       f.step = step;

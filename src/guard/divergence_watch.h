@@ -25,6 +25,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -63,8 +64,11 @@ class DivergenceWatch {
   explicit DivergenceWatch(DivergenceOptions options) : options_(options) {}
 
   // The finite loss of a step whose values all passed the check: an excursion, or nullopt (the
-  // loss then joins the healthy history).
-  std::optional<DivergenceFinding> check_loss(int64_t step, double loss);
+  // loss then joins the healthy history). parameters_moved, asked only of a loss above the
+  // bare ceiling before the run's noise is known: how far the parameters have moved since the
+  // guard first saw them, relative to their norm (NaN: not known).
+  std::optional<DivergenceFinding> check_loss(int64_t step, double loss,
+                                              const std::function<double()>& parameters_moved = {});
   // A monitor warning of this step: an overflow forecast within the horizon is an excursion, a
   // first layer without any gradient in the first steps a dead start, with one far below the
   // last layer's a vanishing start.

@@ -209,7 +209,8 @@ Guard::Impl::Outcome Guard::Impl::healthy_outcome(const detail::CheckResult& r, 
   const int64_t t = open.step;
   open.norm_overflow = r.norm_overflow;
   // A loss far above the run's healthy level stays out of its histories.
-  if (auto excursion = divergence.check_loss(t, r.loss)) return divergence_outcome(*excursion, total);
+  const auto moved = [this] { return ring->parameters_moved_since_oldest(); };
+  if (auto excursion = divergence.check_loss(t, r.loss, moved)) return divergence_outcome(*excursion, total);
   after_healthy_check(r);
   if (!pending_divergence && options.divergence().collapse())
     pending_divergence = divergence.check_activations(t, open.activations);

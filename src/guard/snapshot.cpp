@@ -1,7 +1,9 @@
 #include "nanguard/guard/snapshot.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include <torch/torch.h>
 
@@ -117,6 +119,23 @@ void SnapshotRing::fill(Slot& slot, int64_t step) {
   slot.extra = state_.save_extra ? state_.save_extra() : std::vector<double>{};
   slot.step = step;
   slot.valid = true;
+}
+
+double SnapshotRing::parameters_moved_since_oldest() const {
+  const Slot* oldest = nullptr;
+  for (const auto& slot : slots_)
+    if (slot->valid && (oldest == nullptr || slot->step < oldest->step)) oldest = slot.get();
+  if (oldest == nullptr) return std::numeric_limits<double>::quiet_NaN();
+  torch::NoGradGuard no_grad;
+  double change = 0, norm = 0;
+  for (size_t i = 0; i < state_.parameters.size() && i < oldest->parameters.size(); ++i) {
+    const at::Tensor& then = oldest->parameters[i];
+    if (!then.defined()) continue;
+    const at::Tensor before = then.to(at::kDouble);
+    change += (state_.parameters[i].detach().to(then.device(), at::kDouble) - before).pow(2).sum().item<double>();
+    norm += before.pow(2).sum().item<double>();
+  }
+  return norm > 0 ? std::sqrt(change / norm) : std::numeric_limits<double>::quiet_NaN();
 }
 
 void SnapshotRing::restore(const Slot& slot) {

@@ -263,6 +263,56 @@ TEST(GuardDivergence, AGuardJoiningARunUnderWayWaitsForTheNoise) {
   }
 }
 
+TEST(DivergenceWatch, AYoungRunThatBarelyMovedMetAHarderBatch) {
+  // Before the noise is known, a loss above the bare ceiling is judged by how far the
+  // parameters moved, which is asked only then.
+  for (double moved : {0.002, 0.8, std::nan("")}) {
+    DivergenceWatch watch{DivergenceOptions()};
+    int asked = 0;
+    const auto parameters_moved = [&] {
+      ++asked;
+      return moved;
+    };
+    EXPECT_FALSE(watch.check_loss(0, 0.03, parameters_moved));
+    EXPECT_FALSE(watch.check_loss(1, 0.1, parameters_moved));  // within 4x of 0.03
+    EXPECT_EQ(asked, 0);
+    const bool found = static_cast<bool>(watch.check_loss(2, 0.5, parameters_moved));  // 7.7x 0.065
+    EXPECT_EQ(asked, 1);
+    EXPECT_EQ(found, !(moved < 0.05)) << "moved " << moved;  // NaN (not known): judged as before
+  }
+  // Once the noise is known it is not asked.
+  DivergenceWatch known{DivergenceOptions()};
+  for (int64_t t = 0; t < 20; ++t) known.check_loss(t, t % 2 ? 0.3 : 0.2);
+  ASSERT_TRUE(known.noise_known());
+  bool asked = false;
+  EXPECT_TRUE(known.check_loss(20, 100.0, [&] {
+    asked = true;
+    return 0.0;
+  }));
+  EXPECT_FALSE(asked);
+}
+
+// A plain-SGD run resumed from a trained model has no optimizer state to say it is under way:
+// a hard batch among its first is not a divergence while its updates have barely moved the
+// parameters, and is one where they moved far.
+TEST(GuardDivergence, AHardBatchEarlyInAResumedPlainSgdRunIsNotADivergence) {
+  for (double lr : {1e-3, 1.0}) {
+    auto w = torch::ones({3}).requires_grad_(true);
+    torch::optim::SGD opt({w}, torch::optim::SGDOptions(lr));
+    Guard guard({w}, {}, opt, GuardOptions().monitor(monitor::MonitorOptions().enabled(false)));
+    const data::Batch batch{torch::ones({1, 1}), torch::zeros({1, 1}), torch::tensor({int64_t{0}})};
+    for (double value : {0.03, 0.25, 0.05, 0.2}) {
+      guard.step(batch, [&](const data::Batch&) {
+        // The loss's value is the batch's; its gradient is 1 for every weight.
+        auto loss = (w - w.detach()).sum() + value;
+        loss.backward();
+        return loss;
+      });
+    }
+    EXPECT_EQ(guard.incidents().empty(), lr < 0.01) << "lr " << lr;
+  }
+}
+
 TEST(GuardDivergence, AHealthyRunHasNoIncident) {
   Quadratic q(0.16);
   Guard guard(*q.model, q.opt);

@@ -54,6 +54,9 @@ class SnapshotRing {
   // Wall time of the last take(), in seconds.
   double last_take_seconds() const { return last_take_seconds_; }
   int64_t capacity() const { return capacity_; }
+  // How far the parameters have moved since the oldest snapshot held: the norm of their change
+  // over the norm they had then (NaN when no snapshot is held or that norm is 0).
+  double parameters_moved_since_oldest() const;
   // Drops every snapshot newer than `step` (after a rollback they describe an abandoned path).
   void discard_after(int64_t step);
   // Copies the current state into every snapshot labelled `step` (the kept first one too), after
