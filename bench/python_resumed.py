@@ -1,9 +1,9 @@
 """A guard attached to a run already under way (a resumed or fine-tuned model): the article's
-MLP (Adam 1e-3, batch 32) trained --before epochs unguarded, then --after epochs under
-nanguard.Guard on MNIST. A healthy run: any incident is a false alarm. Prints the incidents, the
+MLP (Adam 1e-3, or plain SGD lr 0.1 with --optimizer sgd; batch 32) trained --before epochs
+unguarded, then --after epochs under nanguard.Guard on MNIST. A healthy run: any incident is a false alarm. Prints the incidents, the
 warnings, the batch losses' spread as the guard starts, and the test accuracy.
 
-    /usr/bin/python3 bench/python_resumed.py --mnist data/mnist [--before 1 --after 2]
+    /usr/bin/python3 bench/python_resumed.py --mnist data/mnist [--before 1 --after 2] [--optimizer sgd]
 """
 import argparse
 import math
@@ -23,6 +23,8 @@ def main():
     ap.add_argument("--before", type=int, default=1)
     ap.add_argument("--after", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
+                    help="adam: Adam 1e-3 (has state when the guard joins); sgd: plain SGD lr 0.1 (none)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     read = lambda name: read_idx(os.path.join(args.mnist, name))
@@ -30,7 +32,8 @@ def main():
     tx, ty = read("t10k-images-idx3-ubyte").float() / 255.0, read("t10k-labels-idx1-ubyte").long()
     torch.manual_seed(args.seed)
     model = article_mlp()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3) if args.optimizer == "adam" else \
+        torch.optim.SGD(model.parameters(), lr=0.1)
     ce = torch.nn.functional.cross_entropy
 
     def closure(b):
