@@ -62,9 +62,9 @@ std::vector<double> PyOptimizer::learning_rates() const {
   if (groups == nullptr) throw py::error_already_set();
   const py::object hold = py::reinterpret_steal<py::object>(groups);
   if (PyList_CheckExact(groups)) {
-    const Py_ssize_t n = PyList_GET_SIZE(groups);
-    out.reserve(static_cast<size_t>(n));
-    for (Py_ssize_t i = 0; i < n; ++i) {
+    out.reserve(static_cast<size_t>(PyList_GET_SIZE(groups)));
+    // The size is read each time: the fallback below runs Python code, which may change the list.
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(groups); ++i) {
       PyObject* g = PyList_GET_ITEM(groups, i);
       PyObject* lr = PyDict_CheckExact(g) ? PyDict_GetItemWithError(g, lr_key_.ptr()) : nullptr;  // borrowed
       if (lr != nullptr && PyFloat_CheckExact(lr)) {

@@ -42,7 +42,8 @@ constexpr double kMadToSigma = 1.4826;
 // ratio until then: its batch losses may scatter by 8x from one step to the next.
 constexpr int64_t kMinNoiseChanges = 10;
 // Before the noise is known, a loss above the bare ceiling is a divergence only where the
-// parameters have moved this far (relative to their norm) since the guard first saw them. The
+// parameters have moved this far (the norm of their change over their norm, all parameters
+// together) since the oldest snapshot (the guard's first, which is kept by default). The
 // fresh runs that overshot had moved them by 44-53% at their excursion (zoo Z1), 128-243% (Z9,
 // SGD lr 3), 275-303% (Z10, lr 30) and 376-441% (Z11, 0-255 pixels), seeds 0-2; a healthy update
 // moves them by about 1e-3 of their norm (the usual rule of thumb), and a run resumed from a

@@ -66,7 +66,7 @@ class DivergenceWatch {
   // The finite loss of a step whose values all passed the check: an excursion, or nullopt (the
   // loss then joins the healthy history). parameters_moved, asked only of a loss above the
   // bare ceiling before the run's noise is known: how far the parameters have moved since the
-  // guard first saw them, relative to their norm (NaN: not known).
+  // oldest snapshot, relative to their norm (NaN: not known, and the loss is judged as before).
   std::optional<DivergenceFinding> check_loss(int64_t step, double loss,
                                               const std::function<double()>& parameters_moved = {});
   // A monitor warning of this step: an overflow forecast within the horizon is an excursion, a

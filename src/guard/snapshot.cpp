@@ -126,16 +126,26 @@ double SnapshotRing::parameters_moved_since_oldest() const {
   for (const auto& slot : slots_)
     if (slot->valid && (oldest == nullptr || slot->step < oldest->step)) oldest = slot.get();
   if (oldest == nullptr) return std::numeric_limits<double>::quiet_NaN();
-  torch::NoGradGuard no_grad;
-  double change = 0, norm = 0;
-  for (size_t i = 0; i < state_.parameters.size() && i < oldest->parameters.size(); ++i) {
-    const at::Tensor& then = oldest->parameters[i];
-    if (!then.defined()) continue;
-    const at::Tensor before = then.to(at::kDouble);
-    change += (state_.parameters[i].detach().to(then.device(), at::kDouble) - before).pow(2).sum().item<double>();
-    norm += before.pow(2).sum().item<double>();
+  const double unknown = std::numeric_limits<double>::quiet_NaN();
+  // Asked on a rare step (a loss above the ceiling early in a run): one difference tensor at a
+  // time, norms accumulated in double, and anything that fails to compare is "not known".
+  try {
+    torch::NoGradGuard no_grad;
+    std::vector<at::Tensor> changes, norms;
+    for (size_t i = 0; i < state_.parameters.size() && i < oldest->parameters.size(); ++i) {
+      const at::Tensor& then = oldest->parameters[i];
+      const at::Tensor& now = state_.parameters[i];
+      if (!then.defined() || !now.defined() || then.sizes() != now.sizes() || then.device() != now.device()) continue;
+      changes.push_back(at::linalg_vector_norm(now.detach() - then, 2, c10::nullopt, false, at::kDouble).to(at::kCPU));
+      norms.push_back(at::linalg_vector_norm(then, 2, c10::nullopt, false, at::kDouble).to(at::kCPU));
+    }
+    if (changes.empty()) return unknown;
+    const double change = torch::stack(changes).pow(2).sum().item<double>();
+    const double norm = torch::stack(norms).pow(2).sum().item<double>();
+    return norm > 0 ? std::sqrt(change / norm) : unknown;
+  } catch (const std::exception&) {
+    return unknown;
   }
-  return norm > 0 ? std::sqrt(change / norm) : std::numeric_limits<double>::quiet_NaN();
 }
 
 void SnapshotRing::restore(const Slot& slot) {
