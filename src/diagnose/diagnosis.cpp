@@ -694,35 +694,32 @@ std::string unsafe_suggestion(const std::string& subkind, const Evidence& e) {
          "goes negative (e.g. a variance computed as E[x^2] - E[x]^2 loses precision)";
 }
 
-bool flagged_degenerate(const AuditFlags& flags, int64_t id) {
+// Whether a sample was flagged for one of `kinds`.
+bool flagged_as(const AuditFlags& flags, int64_t id, std::initializer_list<const char*> kinds) {
   for (const auto& p : flags.properties_of(id))
-    if (p == "blank" || p == "constant") return true;
+    if (std::find(kinds.begin(), kinds.end(), p) != kinds.end()) return true;
   return false;
 }
 
-// Every blamed sample is blank or constant: flagged so by the data audit, or so in the failing
-// batch itself (where no audit flagged it).
-bool degenerate_rows(const Evidence& e) {
-  if (e.blamed_samples.empty()) return false;
+// Whether every blamed sample was flagged for one of `kinds` by the data audit, or (with_batch)
+// by the guard in the failing batch itself (where no audit flagged it).
+bool every_blamed_flagged_as(const Evidence& e, std::initializer_list<const char*> kinds, bool with_batch) {
   return std::all_of(e.blamed_samples.begin(), e.blamed_samples.end(), [&](int64_t id) {
-    return flagged_degenerate(e.audit_flagged_samples, id) || flagged_degenerate(e.batch_flagged_samples, id);
+    return flagged_as(e.audit_flagged_samples, id, kinds) || (with_batch && flagged_as(e.batch_flagged_samples, id, kinds));
   });
+}
+
+// Every blamed sample is blank or constant.
+bool degenerate_rows(const Evidence& e) {
+  return !e.blamed_samples.empty() && every_blamed_flagged_as(e, kDegenerateKinds, true);
 }
 
 // Where the blamed samples were seen blank or constant, for the explanations.
 std::string degenerate_source(const Evidence& e) {
-  const bool all_audit = std::all_of(e.blamed_samples.begin(), e.blamed_samples.end(),
-                                     [&](int64_t id) { return flagged_degenerate(e.audit_flagged_samples, id); });
-  if (all_audit) return "the data audit had flagged as blank or constant before training";
-  const auto blank = [&](const AuditFlags& flags, int64_t id) {
-    const auto& ids = flags.with_property("blank");  // ascending
-    return std::binary_search(ids.begin(), ids.end(), id);
-  };
-  const bool all_blank = std::all_of(e.blamed_samples.begin(), e.blamed_samples.end(), [&](int64_t id) {
-    return blank(e.batch_flagged_samples, id) || blank(e.audit_flagged_samples, id);
-  });
-  return all_blank ? "are blank (every value 0) in the input batch"
-                   : "are blank or constant (every value the same) in the input batch";
+  if (every_blamed_flagged_as(e, kDegenerateKinds, false))
+    return "the data audit had flagged as blank or constant before training";
+  return every_blamed_flagged_as(e, {"blank"}, true) ? "are blank (every value 0) in the input batch"
+                                                     : "are blank or constant (every value the same) in the input batch";
 }
 
 // A zero division on rows that are blank or constant samples: a per-sample statistic (std,

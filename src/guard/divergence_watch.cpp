@@ -53,14 +53,12 @@ constexpr int64_t kMinNoiseChanges = 10;
 // and that run was rolled back three times (bench/python_resumed.py with SGD lr 0.1, seed 2).
 constexpr double kMinMoveForYoungDivergence = 0.05;
 
-}  // namespace
-
-namespace {
 bool barely_moved(const std::function<double()>& parameters_moved) {
   if (!parameters_moved) return false;
   const double moved = parameters_moved();
   return std::isfinite(moved) && moved < kMinMoveForYoungDivergence;
 }
+
 }  // namespace
 
 bool DivergenceWatch::noise_known() const {

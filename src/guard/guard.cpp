@@ -513,9 +513,9 @@ StepVerdict Guard::Impl::update(const Decision& d) {
   // theirs, not the voted one.
   const bool averaged = open.gradients_averaged;
   state.apply_update(rs.per_tensor_clip(), global_clip, averaged ? -1 : d.grad_norm, /*averaged=*/!averaged);
-  // The rates this update ran with, read right after it: a Python optimizer's groups are then
-  // still in the cache (before it, the read of param_groups measured 2.5 us, most of it cache
-  // misses). A warning below may cut them for the next update.
+  // The rates this update ran with, read right after it: with any cut prevention made at the
+  // check, and any change the loop's own code made between check() and apply(). A warning below
+  // may cut them for the next update.
   std::vector<double> rates = state.learning_rates();
   last_learning_rate = state.first_learning_rate(rates);
   if (monitor) monitor->set_learning_rate(t, last_learning_rate);

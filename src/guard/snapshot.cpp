@@ -122,11 +122,11 @@ void SnapshotRing::fill(Slot& slot, int64_t step) {
 }
 
 double SnapshotRing::parameters_moved_since_oldest() const {
+  const double unknown = std::numeric_limits<double>::quiet_NaN();
   const Slot* oldest = nullptr;
   for (const auto& slot : slots_)
     if (slot->valid && (oldest == nullptr || slot->step < oldest->step)) oldest = slot.get();
-  if (oldest == nullptr) return std::numeric_limits<double>::quiet_NaN();
-  const double unknown = std::numeric_limits<double>::quiet_NaN();
+  if (oldest == nullptr) return unknown;
   // Asked on a rare step (a loss above the ceiling early in a run): one difference tensor at a
   // time, norms accumulated in double, and anything that fails to compare is "not known".
   try {

@@ -74,13 +74,12 @@ def main():
     guard = nanguard.Guard(model, opt, stable_loss=stable)
     epochs = args.epochs or (2 if scenario == "Z2" else 3)
 
-    def batches():
+    def epochs_of_batches():
+        """Each epoch's batches of 64 row indices, the same shuffles for the run and its twin."""
         gen = torch.Generator().manual_seed(args.seed)
         for _ in range(epochs):
             order = torch.randperm(len(x), generator=gen)
-            yield None  # an epoch starts
-            for i in range(0, len(x), 64):
-                yield order[i:i + 64]
+            yield [order[i:i + 64] for i in range(0, len(x), 64)]
 
     def closure(b):
         value = loss["fn"](model(b[0]), b[1])
@@ -88,12 +87,11 @@ def main():
         return value
 
     start = time.perf_counter()
-    for rows in batches():
-        if rows is None:
-            if guard.stopped:
+    for batches in epochs_of_batches():
+        for rows in batches:
+            if guard.step((x[rows], y[rows]), closure, ids=rows).stopped:
                 break
-            continue
-        if guard.step((x[rows], y[rows]), closure, ids=rows).stopped:
+        if guard.stopped:
             break
     seconds = time.perf_counter() - start
     accuracy = test_accuracy(torch, model, tx, ty)
@@ -101,12 +99,11 @@ def main():
     # The clean twin, unguarded, from the same seed: the bar a repair must reach.
     torch.manual_seed(args.seed)
     twin, twin_opt, twin_loss, twin_x = anomaly_zoo.build(torch, scenario, x_raw, clean=True)
-    for rows in batches():
-        if rows is None:
-            continue
-        twin_opt.zero_grad(set_to_none=True)
-        twin_loss(twin(twin_x[rows]), y[rows]).backward()
-        twin_opt.step()
+    for batches in epochs_of_batches():
+        for rows in batches:
+            twin_opt.zero_grad(set_to_none=True)
+            twin_loss(twin(twin_x[rows]), y[rows]).backward()
+            twin_opt.step()
     clean_accuracy = test_accuracy(torch, twin, tx, ty)
     finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
     incidents = guard.incidents
