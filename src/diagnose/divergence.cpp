@@ -42,6 +42,13 @@ CauseScore unscaled_inputs(const Evidence& e) {
       e.step, e.divergence_finding, num(e.input_rms), num(e.input_absmax),
       e.inputs_integer ? ", integer values: raw counts or 8-bit pixels" : "", num(std::round(e.input_rms)),
       learning_rate_text(e));
+  if (e.unscaled_input_backoffs > 0) {
+    c.explanation += fmt::format(
+        " The learning rate was already lowered {} for these inputs{}, and the run diverged again: a lower rate "
+        "does not hold, the inputs' scale has to change.",
+        e.unscaled_input_backoffs == 1 ? std::string("once") : fmt::format("{} times", e.unscaled_input_backoffs),
+        e.rate_before_unscaled_backoffs > 0 ? " (from " + num(e.rate_before_unscaled_backoffs) + ")" : "");
+  }
   c.suggestion = e.inputs_integer && e.input_absmax <= 255
                      ? "scale the inputs to [0, 1] (divide 8-bit pixels by 255: data.scale = 255 in a config) or "
                        "standardise each feature"

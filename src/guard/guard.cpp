@@ -246,7 +246,10 @@ Guard::Impl::Outcome Guard::Impl::divergence_outcome(const detail::DivergenceFin
     }
   }
   detail::FailedStep failed{t, open.batch, closure(), loss, false, overflow_streak, {}};
-  auto incident = investigator->investigate_divergence(failed, found, static_cast<bool>(hooks.rescale_inputs));
+  const detail::RepairState& repairs = executor->state();
+  const detail::InputRepairs inputs{static_cast<bool>(hooks.rescale_inputs), repairs.unscaled_input_backoffs,
+                                    repairs.rate_before_unscaled_backoffs};
+  auto incident = investigator->investigate_divergence(failed, found, inputs);
   if (monitor) monitor->reset_trends();
   return Outcome{std::move(incident), /*caught_before_update=*/false};
 }

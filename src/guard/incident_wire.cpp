@@ -95,6 +95,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Warning, detector, step, layer, value, thresh
   X(input_absmax) \
   X(inputs_integer) \
   X(inputs_rescalable) \
+  X(unscaled_input_backoffs) \
+  X(rate_before_unscaled_backoffs) \
   X(init_findings) \
 
 void to_json(nlohmann::json& j, const Evidence& e) {

@@ -536,7 +536,7 @@ void collect_input_scale(const data::Batch& batch, Evidence& ev) {
 
 std::shared_ptr<Incident> Investigator::investigate_divergence(const FailedStep& failed,
                                                                const DivergenceFinding& finding,
-                                                               bool inputs_rescalable) {
+                                                               const InputRepairs& inputs) {
   const auto detected = Clock::now();
   auto incident = new_incident(failed.step);
   Evidence& ev = incident->evidence;
@@ -554,7 +554,9 @@ std::shared_ptr<Incident> Investigator::investigate_divergence(const FailedStep&
   ev.excursion_start = finding.excursion_start;
   ev.divergence_layer = finding.layer;
   ev.birth_module = finding.layer;
-  ev.inputs_rescalable = inputs_rescalable;
+  ev.inputs_rescalable = inputs.rescalable;
+  ev.unscaled_input_backoffs = inputs.backoffs;
+  ev.rate_before_unscaled_backoffs = inputs.rate_before_backoffs;
   if (is_dead_start(finding.kind)) ev.init_findings = finding.init_findings;
   incident->diagnosis = diagnose(ev);
   incident->seconds_to_diagnosis = seconds_since(detected);

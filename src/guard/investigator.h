@@ -37,6 +37,13 @@ struct InvestigatorHooks {
   std::function<void(const std::vector<double>&)> load_extra;
 };
 
+// What the loop can do about inputs far from unit range, and what the repairs already did.
+struct InputRepairs {
+  bool rescalable = false;          // GuardHooks::rescale_inputs is set
+  int64_t backoffs = 0;             // learning-rate backoffs already made for unscaled inputs
+  double rate_before_backoffs = 0;  // the learning rate before the first of them
+};
+
 class Investigator {
  public:
   Investigator(TrainingState& state, SnapshotRing& ring, const BatchMemory& memory, CpuRngState& rng_before_step,
@@ -54,7 +61,7 @@ class Investigator {
   // A healthy step on which the run left its healthy regime (the divergence watch's finding):
   // evidence of the state, the batch's input scale and the run's history, and the diagnosis.
   std::shared_ptr<Incident> investigate_divergence(const FailedStep& failed, const DivergenceFinding& finding,
-                                                   bool inputs_rescalable);
+                                                   const InputRepairs& inputs);
 
  private:
   void collect_batch_evidence(const data::Batch& batch, Evidence& ev) const;

@@ -107,6 +107,10 @@ void RepairExecutor::lr_backoff(Run& r) {
   if (factor >= 1.0) return stop(r, fmt::format("learning rate {:.3g} is at its floor {:.3g}", before, floor));
   s_.lr_scale *= factor;
   p_.state.scale_learning_rates(factor);
+  if (r.incident->diagnosis.top().cause == cause::unscaled_inputs) {
+    if (s_.unscaled_input_backoffs++ == 0) s_.rate_before_unscaled_backoffs = before;
+    s_.unscaled_backoff_factor *= factor;
+  }
   event(r, RepairAction::lr_backoff, fmt::format("learning rate {:.3g} -> {:.3g}", before, before * factor));
 }
 
@@ -135,9 +139,24 @@ void RepairExecutor::stable_loss(Run& r) {
 
 void RepairExecutor::rescale_inputs(Run& r) {
   const std::string done = hooks_.rescale_inputs ? hooks_.rescale_inputs() : std::string();
-  event(r, RepairAction::rescale_inputs, done.empty() ? "the inputs cannot be rescaled" : done);
-  if (done.empty()) return lr_backoff(r);  // the next best thing for a first layer that overshoots
+  if (done.empty()) {
+    event(r, RepairAction::rescale_inputs, "the inputs cannot be rescaled");
+    return lr_backoff(r);  // the next best thing for a first layer that overshoots
+  }
   if (p_.divergence) p_.divergence->restart_level();  // the loss level of raw inputs no longer applies
+  // A backoff made for these inputs did not hold; the rescale replaces it, at the rate the run
+  // was configured with (a lower one on top would correct the same overshoot twice).
+  std::string withdrawn;
+  if (s_.unscaled_backoff_factor < 1.0) {
+    const double before = p_.state.learning_rate();
+    p_.state.scale_learning_rates(1.0 / s_.unscaled_backoff_factor);
+    s_.lr_scale /= s_.unscaled_backoff_factor;
+    s_.unscaled_backoff_factor = 1.0;
+    withdrawn = fmt::format("; learning rate {:.3g} -> {:.3g}: the backoff made for the unscaled inputs is "
+                            "withdrawn, the rescale replaces it",
+                            before, p_.state.learning_rate());
+  }
+  event(r, RepairAction::rescale_inputs, done + withdrawn);
 }
 
 // Raises every epsilon that is 0 or below the safe value; groups without one (SGD) are left.

@@ -35,6 +35,11 @@ struct RepairState {
   bool outlier_watch = false;    // extreme samples were found: screen every batch
   int64_t applied = 0, skipped = 0, rerun = 0;
   int64_t last_snapshot_step = -1;
+  // Backoffs made for unscaled inputs: withdrawn when the inputs are rescaled instead (the
+  // rescale corrects the same overshoot at its source).
+  int64_t unscaled_input_backoffs = 0;
+  double unscaled_backoff_factor = 1.0;
+  double rate_before_unscaled_backoffs = 0;
   // The clips a repaired update applies (per tensor after exploding gradients, else global).
   double global_clip() const { return clip_per_tensor ? 0.0 : clip_norm; }
   double per_tensor_clip() const { return clip_per_tensor ? clip_norm : 0.0; }

@@ -119,7 +119,8 @@ RepairPolicy RepairPolicy::automatic() {
       // A finite divergence: the updates overshoot, but no gradient is extreme, and a clip at
       // twice the few healthy norms of a run's first steps would slow every later update.
       {std::string(cause::lr_too_high) + "/divergence", {A::rollback, A::lr_backoff}},
-      // plan_repair turns rescale_inputs into lr_backoff when the trainer cannot rescale.
+      // plan_repair makes rescale_inputs a backoff first (or always, when the trainer cannot
+      // rescale); a second divergence after it rescales.
       {cause::unscaled_inputs, {A::rescale_inputs, A::rollback}},
       {cause::exploding_gradients, {A::rollback, A::enable_clipping}},
       // The recurrent gain is the origin: undo the explosion's updates, then replace the gain
@@ -188,6 +189,24 @@ void RepairLedger::record_rollback(int64_t step) {
   rollback_steps_.push_back(step);
 }
 
+namespace {
+
+// Whether a divergence of unscaled inputs is beyond what one backoff by `lr_factor` corrects.
+// An SGD step that overshoots a curvature lambda (lr * lambda = 1 + rho) multiplies the
+// distance to the minimum by rho, and a quadratic loss by rho^2; a backoff by f holds only when
+// lr * lambda * f < 2, that is rho < 2 / f - 1 (19 for f = 0.1). The quadratic reading is the
+// lenient one: it under-predicts the backoffs that real runs needed (SGD lr 30 on 0-1 pixels,
+// a one-step growth of 72-246x, needed two), so when even it says one backoff cannot hold, the
+// inputs are rescaled at once; otherwise the backoff is tried first.
+bool one_backoff_cannot_hold(const Evidence& e, double lr_factor) {
+  if (e.divergence_kind != "loss_excursion" || !(e.divergence_reference > 0) || !(lr_factor > 0)) return false;
+  const double growth = e.divergence_value / e.divergence_reference;  // over one step: the step before was in range
+  const double rho_max = 2.0 / lr_factor - 1.0;
+  return std::isfinite(growth) ? growth >= rho_max * rho_max : true;
+}
+
+}  // namespace
+
 std::vector<RepairAction> plan_repair(const Diagnosis& diagnosis, const Evidence& evidence,
                                       const RepairPolicy& policy, const RepairLedger& ledger) {
   using A = RepairAction;
@@ -226,7 +245,13 @@ std::vector<RepairAction> plan_repair(const Diagnosis& diagnosis, const Evidence
         push_unique(plan, evidence.replayed && evidence.reproduced ? A::skip_step : A::recompute);
         break;
       case A::rescale_inputs:
-        push_unique(plan, evidence.inputs_rescalable ? A::rescale_inputs : A::lr_backoff);
+        // The smallest change first: a backoff keeps the loop's inputs as they are. The rescale
+        // comes when one backoff cannot hold, or once a backoff made for these inputs did not.
+        push_unique(plan, evidence.inputs_rescalable &&
+                                  (evidence.unscaled_input_backoffs > 0 ||
+                                   one_backoff_cannot_hold(evidence, ledger.budget().lr_factor))
+                              ? A::rescale_inputs
+                              : A::lr_backoff);
         break;
       case A::reinitialize:
         // Only what the guard measured out of scale is re-initialised; nothing else.

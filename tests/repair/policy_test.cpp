@@ -141,14 +141,32 @@ TEST(RepairPolicy, ValidateRejectsBadKeysAndEmptyLists) {
   }
 }
 
-TEST(PlanRepairDivergence, UnscaledInputsAreRescaledOnlyWhereTheTrainerCan) {
+TEST(PlanRepairDivergence, UnscaledInputsAreRescaledOnlyWhereTheTrainerCanAndABackoffDidNotHold) {
   const RepairPolicy p = RepairPolicy::automatic();
   const RepairLedger ledger(p.budget);
   Evidence e = incident_at(5);
   e.diverged = true;
   EXPECT_EQ(plan_repair(diagnosis_of(cause::unscaled_inputs), e, p, ledger), (Actions{A::lr_backoff, A::rollback}));
+  e.unscaled_input_backoffs = 1;  // a backoff that did not hold, but nothing to rescale with
+  EXPECT_EQ(plan_repair(diagnosis_of(cause::unscaled_inputs), e, p, ledger), (Actions{A::lr_backoff, A::rollback}));
   e.inputs_rescalable = true;
+  e.unscaled_input_backoffs = 0;  // the smallest change first: the inputs stay as the loop gives them
+  EXPECT_EQ(plan_repair(diagnosis_of(cause::unscaled_inputs), e, p, ledger), (Actions{A::lr_backoff, A::rollback}));
+  e.unscaled_input_backoffs = 1;
   EXPECT_EQ(plan_repair(diagnosis_of(cause::unscaled_inputs), e, p, ledger), (Actions{A::rescale_inputs, A::rollback}));
+  // A loss that grew (2 / 0.1 - 1)^2 = 361-fold or more in one step: no single 10x backoff holds.
+  e.unscaled_input_backoffs = 0;
+  e.divergence_kind = "loss_excursion";
+  e.divergence_reference = 2.0;
+  e.divergence_value = 2.0 * 350;
+  EXPECT_EQ(plan_repair(diagnosis_of(cause::unscaled_inputs), e, p, ledger), (Actions{A::lr_backoff, A::rollback}));
+  e.divergence_value = 2.0 * 370;
+  EXPECT_EQ(plan_repair(diagnosis_of(cause::unscaled_inputs), e, p, ledger), (Actions{A::rescale_inputs, A::rollback}));
+  e.inputs_rescalable = false;
+  EXPECT_EQ(plan_repair(diagnosis_of(cause::unscaled_inputs), e, p, ledger), (Actions{A::lr_backoff, A::rollback}));
+  e.inputs_rescalable = true;
+  e.divergence_kind = "overflow_forecast";  // its value is a number of steps, not a loss
+  EXPECT_EQ(plan_repair(diagnosis_of(cause::unscaled_inputs), e, p, ledger), (Actions{A::lr_backoff, A::rollback}));
   Diagnosis d = diagnosis_of(cause::lr_too_high);
   d.ranked[0].subkind = "divergence";
   EXPECT_EQ(plan_repair(d, e, p, ledger), (Actions{A::rollback, A::lr_backoff}));

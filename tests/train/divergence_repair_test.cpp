@@ -1,6 +1,6 @@
 // The trainer under a finite divergence: inputs left at 0-255 are rescaled by the guard's
-// repair (the trainer owns the data pipeline), a learning rate too high is backed off, and
-// both runs learn.
+// repair (the trainer owns the data pipeline) when a backoff cannot hold or did not, a learning
+// rate too high is backed off, and the runs learn.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -52,6 +52,35 @@ TEST(TrainerDivergence, RawPixelsAreRescaledAndTheRunLearns) {
   EXPECT_NE(std::find(actions.begin(), actions.end(), "rescale_inputs"), actions.end());
   EXPECT_DOUBLE_EQ(trainer.input_scale(), 1.0 / 254.0);  // the largest value of the training set
   EXPECT_GT(trainer.evaluate(test).get("accuracy"), 0.95);  // evaluation sees the scaled inputs too
+}
+
+// A smaller overshoot (the loss 174x its level in one step, under the 361x past which no 10x
+// backoff holds): the backoff comes first and keeps the raw inputs; when the run diverges again
+// at the lower rate, the inputs are rescaled and the backoff withdrawn.
+TEST(TrainerDivergence, ABackoffThatDoesNotHoldIsReplacedByTheRescale) {
+  auto train = pixels(512, 3), test = pixels(256, 4);
+  Trainer trainer = sgd_trainer(0.02);
+  FitOptions fit;
+  fit.epochs = 4;
+  fit.batch_size = 32;
+  trainer.fit(train, &test, fit);
+  const auto& incidents = trainer.guard()->incidents();
+  ASSERT_GE(incidents.size(), 2u);
+  const Incident& first = *incidents[0];
+  const Incident& second = *incidents[1];
+  EXPECT_EQ(first.diagnosis.top().cause, cause::unscaled_inputs);
+  EXPECT_LT(first.evidence.divergence_value / first.evidence.divergence_reference, 361.0);
+  EXPECT_EQ(first.actions.front(), "lr_backoff");
+  EXPECT_EQ(std::find(first.actions.begin(), first.actions.end(), "rescale_inputs"), first.actions.end());
+  EXPECT_EQ(second.diagnosis.top().cause, cause::unscaled_inputs);
+  EXPECT_EQ(second.evidence.unscaled_input_backoffs, 1);
+  EXPECT_NE(second.diagnosis.top().explanation.find("already lowered once for these inputs (from 0.02)"),
+            std::string::npos)
+      << second.diagnosis.top().explanation;
+  EXPECT_EQ(second.actions.front(), "rescale_inputs");
+  EXPECT_NEAR(trainer.guard()->lr_scale(), 1.0, 1e-12) << "the rescale withdraws the backoff";
+  EXPECT_DOUBLE_EQ(trainer.input_scale(), 1.0 / 254.0);
+  EXPECT_GT(trainer.evaluate(test).get("accuracy"), 0.8);
 }
 
 TEST(TrainerDivergence, ScaledInputsKeepTheirScale) {

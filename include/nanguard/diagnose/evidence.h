@@ -205,6 +205,10 @@ struct Evidence {
   bool inputs_integer = false;
   // The trainer owns the data pipeline and can rescale the inputs (GuardHooks::rescale_inputs).
   bool inputs_rescalable = false;
+  // The learning-rate backoffs this run already made for unscaled inputs, and the rate before
+  // the first of them: a divergence after one says that a lower rate did not hold.
+  int64_t unscaled_input_backoffs = 0;
+  double rate_before_unscaled_backoffs = 0;
 
   // Parameters out of every standard initialisation's scale (recurrent gains above 1, weights
   // several times He's scale, saturating biases), as the guard measured them on this incident.

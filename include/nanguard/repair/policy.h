@@ -59,7 +59,7 @@ struct RepairPolicy {
   //   unsafe_loss -> stable_loss (when the trainer owns the loss), else skip_step
   //   lr_too_high -> rollback, lr_backoff, enable_clipping
 //   lr_too_high/divergence -> rollback, lr_backoff (every value finite: nothing to clip)
-//   unscaled_inputs -> rescale_inputs, rollback
+//   unscaled_inputs -> rescale_inputs, rollback (a backoff first; see plan_repair)
   //   exploding_gradients -> rollback, enable_clipping
   //   exploding_gradients/recurrent_gain -> rollback, reinitialize
   //   bad_initialization/dead_start -> rollback, reinitialize
@@ -125,9 +125,12 @@ class RepairLedger {
 //     halves the current max norm;
 //   - recompute becomes skip_step when the replay reproduced the fault (recomputing would give
 //     the same non-finite result);
-//   - rescale_inputs stays only when the trainer can rescale the inputs
-//     (evidence.inputs_rescalable), else it becomes lr_backoff (the suggestion then says how
-//     to scale them);
+//   - rescale_inputs stays when the trainer can rescale the inputs (evidence.inputs_rescalable)
+//     and one backoff by budget.lr_factor cannot hold (the loss grew (2 / lr_factor - 1)^2-fold
+//     or more in the step that left the healthy range: 361x for 0.1) or a backoff made for the
+//     unscaled inputs already did not (evidence.unscaled_input_backoffs > 0; the rescale then
+//     withdraws it); otherwise it becomes lr_backoff, the smallest change (the suggestion says
+//     how to scale the inputs);
 //   - skip_step stays.
 // Duplicates are dropped (first one kept); the result is never empty (skip_step at least).
 // An empty diagnosis is treated as unknown.
