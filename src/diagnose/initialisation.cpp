@@ -36,6 +36,8 @@ std::string scheme_text(const InitFinding& f) {
     text = "to zeros";
   else if (f.scheme == "uniform")
     text = "with its layer's default U(+-1/sqrt(hidden))";
+  else if (f.scheme == "lstm_forget_one")
+    text = "to zeros with the forget gate's bias at 1 (LSTM)";
   else
     text = "with " + f.scheme;
   if (f.input_mean != 0) text += fmt::format(", bias centred for inputs at {:g}", f.input_mean);

@@ -64,7 +64,8 @@ std::vector<InitFinding> inspect_initialisation(const std::vector<std::string>& 
 
 // Re-initialises one parameter in place with finding.scheme ("orthogonal": a recurrent matrix
 // per gate block at gain 1, any other whole at finding.gain; "glorot_uniform"; "he_normal";
-// "uniform" in +-finding.bound; "zeros") from the default generator; returns what it did, e.g.
+// "uniform" in +-finding.bound; "lstm_forget_one": zeros, the forget gate's block 0.5 in each of
+// an LSTM's two biases; "zeros") from the default generator; returns what it did, e.g.
 // "rnn.weight_hh: orthogonal, gain 1 (largest singular value 1.5 -> 1)". A weight with a
 // finding.input_mean sets `bias` (its layer's, when defined) to -input_mean * W 1. Throws
 // ValueError for an unknown scheme.

@@ -93,23 +93,47 @@ TEST(InitInspection, OutOfScaleWeightsAndSaturatingBiasesAreFound) {
 }
 
 TEST(InitInspection, ARecurrentLayersSaturatingBiasGetsTheLayersDefaultRange) {
-  torch::nn::LSTM lstm(torch::nn::LSTMOptions(28, 32));
+  torch::nn::GRU gru(torch::nn::GRUOptions(28, 32));
   {
     torch::NoGradGuard no_grad;
-    lstm->named_parameters()["bias_hh_l0"].fill_(15.0);
+    gru->named_parameters()["bias_hh_l0"].fill_(15.0);
   }
-  const Named n = named(*lstm);
+  const Named n = named(*gru);
   const auto found = inspect_initialisation(n.names, n.params);
   ASSERT_EQ(found.size(), 1u);
   EXPECT_EQ(found[0].parameter, "bias_hh_l0");
   EXPECT_EQ(found[0].scheme, "uniform");
   EXPECT_DOUBLE_EQ(found[0].bound, 1.0 / std::sqrt(32.0));
-  at::Tensor b = lstm->named_parameters()["bias_hh_l0"];
+  at::Tensor b = gru->named_parameters()["bias_hh_l0"];
   EXPECT_NE(detail::reinitialize(b, found[0]).find("uniform in +-0.177"), std::string::npos);
   EXPECT_LE(b.abs().max().item<double>(), found[0].bound);
   InitFinding no_bound = found[0];
   no_bound.bound = 0;
   EXPECT_THROW(detail::reinitialize(b, no_bound), ValueError);
+}
+
+TEST(InitInspection, AnLstmsSaturatingBiasesGetZerosWithTheForgetGateOpen) {
+  torch::nn::LSTM lstm(torch::nn::LSTMOptions(28, 32));
+  {
+    torch::NoGradGuard no_grad;
+    lstm->named_parameters()["bias_ih_l0"].fill_(15.0);
+    lstm->named_parameters()["bias_hh_l0"].fill_(15.0);
+  }
+  const Named n = named(*lstm);
+  const auto found = inspect_initialisation(n.names, n.params);
+  ASSERT_EQ(found.size(), 2u);
+  for (const InitFinding& f : found) {
+    EXPECT_EQ(f.scheme, "lstm_forget_one") << f.parameter;
+    EXPECT_NE(detail::reinitialize(lstm->named_parameters()[f.parameter], f).find("forget gate"), std::string::npos);
+  }
+  // torch::nn::LSTM's gate order is input, forget, cell, output; the two biases add up.
+  const at::Tensor sum = lstm->named_parameters()["bias_ih_l0"] + lstm->named_parameters()["bias_hh_l0"];
+  EXPECT_TRUE(torch::equal(sum.narrow(0, 32, 32), torch::ones({32})));
+  EXPECT_EQ(sum.narrow(0, 0, 32).abs().max().item<float>(), 0.0f);
+  EXPECT_EQ(sum.narrow(0, 64, 64).abs().max().item<float>(), 0.0f);
+  InitFinding odd = found[0];
+  at::Tensor three_gates = torch::zeros({30});
+  EXPECT_THROW(detail::reinitialize(three_gates, odd), ValueError);
 }
 
 TEST(InitInspection, NonFiniteParametersAreNotMistakenForABadInitialisation) {

@@ -64,8 +64,9 @@ struct InitFinding {
   double value = 0;      // the largest singular value, the standard deviation or the RMS
   double reference = 0;  // what a standard initialisation gives (1, He's std, ...)
   // The replacement: "orthogonal" (a recurrent matrix per gate block at gain 1, any other
-  // matrix whole at `gain`), "glorot_uniform", "he_normal", "zeros", or "uniform" in +-bound (a
-  // recurrent layer's bias: PyTorch's default U(+-1/sqrt(hidden)) for its layers).
+  // matrix whole at `gain`), "glorot_uniform", "he_normal", "zeros", "uniform" in +-bound (a
+  // recurrent layer's bias: PyTorch's default U(+-1/sqrt(hidden)) for its layers), or
+  // "lstm_forget_one" (an LSTM's bias: zeros, its forget gate's 1 over bias_ih + bias_hh).
   std::string scheme;
   double bound = 0;
   double gain = 1;
