@@ -186,7 +186,7 @@ TEST(Reinitialize, EachSchemeReplacesTheValuesInPlace) {
     FAIL() << "an unknown scheme must throw";
   } catch (const ValueError& e) {
     EXPECT_NE(std::string(e.what()).find("lecun_cubic"), std::string::npos);
-    EXPECT_NE(std::string(e.what()).find("expected orthogonal, glorot_uniform, he_normal, uniform or zeros"),
+    EXPECT_NE(std::string(e.what()).find("expected orthogonal, glorot_uniform, he_normal, uniform, lstm_forget_one or zeros"),
               std::string::npos);
   }
 }
