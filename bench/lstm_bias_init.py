@@ -14,8 +14,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pytorch_epoch import cpu_model, read_idx  # noqa: E402
-from sigmoid_init import load  # noqa: E402
+from pytorch_epoch import cpu_model  # noqa: E402
+from sigmoid_init import load, train_and_test  # noqa: E402
 
 HIDDEN = 32
 
@@ -45,22 +45,10 @@ def set_biases(model, scheme, seed):
 
 
 def accuracy(scheme, seed, data):
-    (x, y), (tx, ty) = data
     torch.manual_seed(seed)
     model = Reader()
     set_biases(model, scheme, seed)
-    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(3):
-        perm = torch.randperm(x.size(0), generator=gen)
-        for b in range(0, x.size(0), 64):
-            idx = perm[b:b + 64]
-            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    with torch.no_grad():
-        return 100.0 * (model(tx).argmax(1) == ty).float().mean().item()
+    return train_and_test(model, torch.optim.Adam(model.parameters(), lr=5e-3), seed, data)
 
 
 SCHEMES = ("default", "redrawn", "forget_one")
