@@ -80,29 +80,41 @@ bool is_dense_weight(const std::string& name, const at::Tensor& p) {
   return p.defined() && p.dim() == 2 && !contains(lower(name), "embed") && !is_recurrent_matrix(name, p);
 }
 
-// A weight's replacement that fits the activation after it (see the header).
-void choose_weight_scheme(InitFinding& f, const std::string& activation) {
-  f.activation = activation;
-  if (activation == "relu") {
+// The activation whose outputs weight i reads: the kind of the dense weight before it in
+// parameter order when that one produces as many features as this one reads (a chain of
+// layers); "" when it reads the model's inputs or a layer that cannot be matched.
+std::string input_activation(const std::vector<std::string>& names, const std::vector<at::Tensor>& params,
+                             size_t i, const ActivationKinds& activations) {
+  for (size_t j = i; j-- > 0;) {
+    if (j >= params.size() || !is_dense_weight(names[j], params[j])) continue;
+    if (params[j].size(0) != params[i].size(1)) return "";
+    return kind_of(activations, names[j]);
+  }
+  return "";
+}
+
+// A weight's replacement. An activation's factor belongs to the weight that reads its outputs:
+// Var(y_l) = n_l Var(w_l) E[x_l^2] with x_l = f(y_(l-1)), forward and backward alike (He et al.
+// 2015, section 2.2), so the gain comes from the activation before the weight: He normal after a
+// relu, orthogonal at gain 1 after a tanh and at 4 = 1 / sigmoid'(0) after a sigmoid. A weight
+// that reads the model's inputs has no activation before it: He normal when a relu follows (He's
+// own convention for the first layer), orthogonal at gain 1 when a sigmoid or tanh does, else
+// Glorot uniform.
+void choose_weight_scheme(InitFinding& f, const std::string& reads, const std::string& feeds) {
+  f.activation = reads;
+  if (reads == "relu") {
     f.scheme = "he_normal";
-  } else if (activation == "sigmoid" || activation == "tanh") {
+  } else if (reads == "sigmoid" || reads == "tanh") {
     f.scheme = "orthogonal";
-    f.gain = activation == "sigmoid" ? kSigmoidGain : 1.0;
+    f.gain = reads == "sigmoid" ? kSigmoidGain : 1.0;
+  } else if (reads.empty() && feeds == "relu") {
+    f.scheme = "he_normal";
+  } else if (reads.empty() && (feeds == "sigmoid" || feeds == "tanh")) {
+    f.scheme = "orthogonal";
+    f.gain = 1.0;
   } else {
     f.scheme = "glorot_uniform";
   }
-}
-
-// The mean a weight's inputs start at: 0.5 when the weight before it in parameter order is a
-// sigmoid layer's and produces as many features as this one reads (a chain of layers), else 0.
-double input_mean(const std::vector<std::string>& names, const std::vector<at::Tensor>& params, size_t i,
-                  const ActivationKinds& activations) {
-  for (size_t j = i; j-- > 0;) {
-    if (j >= params.size() || !is_dense_weight(names[j], params[j])) continue;
-    if (params[j].size(0) != params[i].size(1)) return 0;
-    return kind_of(activations, names[j]) == "sigmoid" ? 0.5 : 0;
-  }
-  return 0;
 }
 
 }  // namespace
@@ -174,9 +186,12 @@ std::vector<InitFinding> inspect_initialisation(const std::vector<std::string>& 
         f.problem = "weight_scale";
         f.value = r;
         f.reference = he;
+        const std::string reads = p.dim() == 2 ? input_activation(names, params, i, activations) : "";
         // A recurrent layer's input weight feeds gates of several kinds: no single activation.
-        choose_weight_scheme(f, in_recurrent_layer(names, params, name) ? std::string() : kind_of(activations, name));
-        if (p.dim() == 2) f.input_mean = input_mean(names, params, i, activations);
+        const bool gates = in_recurrent_layer(names, params, name);
+        choose_weight_scheme(f, gates ? std::string() : reads, gates ? std::string() : kind_of(activations, name));
+        // Sigmoid outputs start at 0.5: the bias then centres the pre-activations.
+        if (reads == "sigmoid") f.input_mean = 0.5;
         out.push_back(f);
       }
     } else if (p.dim() == 1 && contains(n, "bias")) {
@@ -244,7 +259,7 @@ std::string reinitialize(const at::Tensor& param, const InitFinding& finding, co
     torch::nn::init::orthogonal_(fresh, finding.gain);
     p.copy_(fresh);
     return fmt::format("{}: orthogonal, gain {:g}{} (RMS {:.3g} -> {:.3g}){}", finding.parameter, finding.gain,
-                       finding.activation.empty() ? "" : " for its " + finding.activation, finding.value, rms(p),
+                       finding.activation.empty() ? "" : " after its " + finding.activation + " inputs", finding.value, rms(p),
                        centre_bias(p, finding, bias));
   }
   if (finding.scheme == "glorot_uniform" || finding.scheme == "he_normal") {

@@ -9,12 +9,15 @@
 //   weight_scale:    a weight whose RMS is over 3x He's sqrt(2 / fan_in). The standard inits
 //                    lie within 0.4x-1x of He's scale (PyTorch's default is 1 / sqrt(3 fan_in),
 //                    LeCun 1 / sqrt(fan_in), Glorot at most He's); embeddings are left out
-//                    (N(0, 1) is their standard). Its replacement fits the layer's activation
-//                    when the monitor saw it: He normal for relu, orthogonal at gain 1 for tanh
-//                    and at gain 4 = 1 / sigmoid'(0) for sigmoid, with the bias of a layer that
-//                    reads a sigmoid layer's output centring its pre-activations (sigmoid outputs
-//                    start at 0.5). Each layer's Jacobian then has singular values near 1
-//                    (dynamical isometry, Pennington et al. 2017); Glorot uniform otherwise;
+//                    (N(0, 1) is their standard). Its replacement fits the activation whose
+//                    outputs the weight reads, when the monitor saw it (an activation's factor
+//                    sits in the fan-in sum of the weight after it, He et al. 2015): He normal
+//                    after relu, orthogonal at gain 1 after tanh and at gain 4 = 1 / sigmoid'(0)
+//                    after sigmoid, with the bias centring the pre-activations there (sigmoid
+//                    outputs start at 0.5). Each layer's Jacobian then has singular values near 1
+//                    (dynamical isometry, Pennington et al. 2017). A weight reading the model's
+//                    inputs gets He normal before a relu, orthogonal at gain 1 before a sigmoid
+//                    or tanh; Glorot uniform otherwise;
 //   saturating_bias: a bias with an RMS above 4, where sigmoid' < 0.018 and tanh' < 0.0013 from
 //                    the bias alone (forget-gate tricks stay below: 1, or up to log(T) for chrono
 //                    initialisation). A recurrent layer's bias is replaced by the layer's default

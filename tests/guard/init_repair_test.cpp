@@ -191,9 +191,9 @@ TEST(Reinitialize, EachSchemeReplacesTheValuesInPlace) {
   }
 }
 
-// Three dense layers out of scale: the replacement follows each one's activation, and the
+// Four dense layers out of scale: the replacement follows the activation each one reads, and the
 // layer reading a sigmoid layer's output starts centred.
-TEST(InitInspection, TheReplacementFitsTheActivationAfterEachLayer) {
+TEST(InitInspection, TheReplacementFitsTheActivationBeforeEachLayer) {
   torch::manual_seed(0);
   // Fan-ins of 32 or more: N(0, 1) is then over 3x He's scale.
   torch::nn::Sequential model(torch::nn::Linear(64, 32), torch::nn::Linear(32, 32), torch::nn::Linear(32, 32),
@@ -207,17 +207,30 @@ TEST(InitInspection, TheReplacementFitsTheActivationAfterEachLayer) {
   const detail::ActivationKinds kinds{{"0", "sigmoid"}, {"1", "relu"}, {"2", "tanh"}};
   const auto found = inspect_initialisation(n.names, n.params, "", false, kinds);
   ASSERT_EQ(found.size(), 4u);
+  // The first weight reads the data: no activation before it, gain 1 before its sigmoid.
   EXPECT_EQ(found[0].scheme, "orthogonal");
-  EXPECT_DOUBLE_EQ(found[0].gain, 4.0);
-  EXPECT_EQ(found[0].activation, "sigmoid");
-  EXPECT_EQ(found[0].input_mean, 0.0);  // reads the data
-  EXPECT_EQ(found[1].scheme, "he_normal");
-  EXPECT_EQ(found[1].input_mean, 0.5);  // reads the sigmoid layer
-  EXPECT_EQ(found[2].scheme, "orthogonal");
-  EXPECT_DOUBLE_EQ(found[2].gain, 1.0);
-  EXPECT_EQ(found[2].input_mean, 0.0);  // reads a relu layer
-  EXPECT_EQ(found[3].scheme, "glorot_uniform");  // no activation seen
-  EXPECT_EQ(found[3].activation, "");
+  EXPECT_DOUBLE_EQ(found[0].gain, 1.0);
+  EXPECT_EQ(found[0].activation, "");
+  EXPECT_EQ(found[0].input_mean, 0.0);
+  // It reads the sigmoid layer: gain 4, centred, whatever follows it (a relu).
+  EXPECT_EQ(found[1].scheme, "orthogonal");
+  EXPECT_DOUBLE_EQ(found[1].gain, 4.0);
+  EXPECT_EQ(found[1].activation, "sigmoid");
+  EXPECT_EQ(found[1].input_mean, 0.5);
+  EXPECT_EQ(found[2].scheme, "he_normal");  // reads the relu layer
+  EXPECT_EQ(found[2].activation, "relu");
+  EXPECT_EQ(found[2].input_mean, 0.0);
+  EXPECT_EQ(found[3].scheme, "orthogonal");  // the output layer reads the tanh layer
+  EXPECT_DOUBLE_EQ(found[3].gain, 1.0);
+  EXPECT_EQ(found[3].activation, "tanh");
+  // A first weight before a relu gets He normal (He's convention for the first layer); one
+  // reading a layer whose activation was not seen gets Glorot uniform.
+  const auto relu_first = inspect_initialisation(n.names, n.params, "", false, {{"0", "relu"}});
+  ASSERT_EQ(relu_first.size(), 4u);
+  EXPECT_EQ(relu_first[0].scheme, "he_normal");
+  EXPECT_EQ(relu_first[1].scheme, "he_normal");  // reads the relu layer
+  EXPECT_EQ(relu_first[2].scheme, "glorot_uniform");
+  EXPECT_EQ(relu_first[2].activation, "");
   // Without the kinds every weight gets Glorot uniform, and nothing is centred.
   for (const auto& f : inspect_initialisation(n.names, n.params)) {
     EXPECT_EQ(f.scheme, "glorot_uniform") << f.parameter;
@@ -282,7 +295,7 @@ TEST(Reinitialize, AnOrthogonalWeightAtAGainCentresItsBiasOnTheInputsMean) {
   f.activation = "sigmoid";
   f.input_mean = 0.5;
   const std::string done = detail::reinitialize(dense->weight, f, dense->bias);
-  EXPECT_NE(done.find("orthogonal, gain 4 for its sigmoid"), std::string::npos) << done;
+  EXPECT_NE(done.find("orthogonal, gain 4 after its sigmoid inputs"), std::string::npos) << done;
   EXPECT_NE(done.find("bias centred for inputs starting at 0.5"), std::string::npos) << done;
   const auto sv = at::linalg_svdvals(dense->weight.detach());
   EXPECT_NEAR(sv.max().item<double>(), 4.0, 1e-4);
@@ -417,7 +430,7 @@ TEST(GuardDeadStart, ALayerWithoutGradientButInScaleStaysAWarning) {
 }
 
 // A deep sigmoid MLP with N(0, 1) weights: the gradient fades over its depth from step 0. The
-// guard restarts it from the initial state with each weight re-initialised for its sigmoid.
+// guard restarts it from the initial state with each weight re-initialised for the sigmoid it reads.
 struct DeepSigmoidRun {
   size_t incidents = 0;
   std::string cause, actions, reinit_detail;
@@ -480,7 +493,8 @@ TEST(GuardVanishingStart, ADeepSigmoidNetIsReinitialisedToFitItsActivations) {
   ASSERT_EQ(guarded.incidents, 1u);
   EXPECT_EQ(guarded.cause, "bad_initialization/vanishing_start");
   EXPECT_EQ(guarded.actions.rfind("rollback,reinitialize", 0), 0u) << guarded.actions;
-  EXPECT_NE(guarded.reinit_detail.find("orthogonal, gain 4 for its sigmoid"), std::string::npos) << guarded.reinit_detail;
+  EXPECT_NE(guarded.reinit_detail.find("orthogonal, gain 4 after its sigmoid inputs"), std::string::npos)
+      << guarded.reinit_detail;
   EXPECT_NE(guarded.reinit_detail.find("bias centred"), std::string::npos) << guarded.reinit_detail;
   std::cout << "deep sigmoid accuracy: unguarded " << plain.accuracy << ", guarded " << guarded.accuracy << "\n";
   EXPECT_GT(guarded.accuracy, plain.accuracy + 0.2);

@@ -164,7 +164,9 @@ def test_a_vanishing_start_is_reinitialised_to_fit_each_layers_activation():
     assert incident.actions[:2] == ["rollback", "reinitialize"]
     [reinit] = [e for e in guard.events if e["action"] == "reinitialize"]
     # The Sigmoid modules' activations are attributed to the Linear layers before them.
-    assert "0.weight: orthogonal, gain 4 for its sigmoid" in reinit["detail"]
+    # The first Linear reads the data (gain 1); the next reads a Sigmoid module's outputs.
+    assert "0.weight: orthogonal, gain 1 (" in reinit["detail"]
+    assert "2.weight: orthogonal, gain 4 after its sigmoid inputs" in reinit["detail"]
     assert "bias centred for inputs starting at 0.5" in reinit["detail"]
     _, unguarded = deep_sigmoid(guarded=False)
     print("deep sigmoid accuracy: unguarded %.3f, guarded %.3f" % (unguarded, accuracy))

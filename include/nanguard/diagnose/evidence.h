@@ -70,9 +70,10 @@ struct InitFinding {
   std::string scheme;
   double bound = 0;
   double gain = 1;
-  // The activation after this layer ("relu", "sigmoid", "tanh"; "" unknown) and the value its
-  // inputs start at (0.5 when the layer before is a sigmoid one): a re-initialised weight then
-  // gets the bias -input_mean * W 1, so its pre-activations start centred.
+  // The activation whose outputs this layer reads, which sets the replacement's gain ("relu",
+  // "sigmoid", "tanh"; "" for the model's inputs or unknown), and the value those inputs start
+  // at (0.5 after a sigmoid): a re-initialised weight then gets the bias -input_mean * W 1, so
+  // its pre-activations start centred.
   std::string activation;
   double input_mean = 0;
 };
