@@ -102,16 +102,12 @@ std::string input_activation(const std::vector<std::string>& names, const std::v
 // Glorot uniform.
 void choose_weight_scheme(InitFinding& f, const std::string& reads, const std::string& feeds) {
   f.activation = reads;
-  if (reads == "relu") {
+  const std::string& kind = reads.empty() ? feeds : reads;  // the model's inputs: by what follows
+  if (kind == "relu") {
     f.scheme = "he_normal";
-  } else if (reads == "sigmoid" || reads == "tanh") {
+  } else if (kind == "sigmoid" || kind == "tanh") {
     f.scheme = "orthogonal";
     f.gain = reads == "sigmoid" ? kSigmoidGain : 1.0;
-  } else if (reads.empty() && feeds == "relu") {
-    f.scheme = "he_normal";
-  } else if (reads.empty() && (feeds == "sigmoid" || feeds == "tanh")) {
-    f.scheme = "orthogonal";
-    f.gain = 1.0;
   } else {
     f.scheme = "glorot_uniform";
   }
